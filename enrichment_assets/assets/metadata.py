@@ -1,0 +1,33 @@
+"""Asset metadata that tells the operator what happened, shown in the Dagster UI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
+
+PREVIEW_ROWS = 5
+PREVIEW_CHARS = 120
+
+
+def _cell(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = str(value)
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def preview(frame: pl.DataFrame, columns: list[str]) -> MetadataValue:
+    """A small table of the first rows, for the asset's page in the UI."""
+    head = frame.select([c for c in columns if c in frame.columns]).head(PREVIEW_ROWS)
+    schema = TableSchema(columns=[TableColumn(name=c, type="string") for c in head.columns])
+    records = [
+        TableRecord({k: _cell(v) for k, v in row.items()}) for row in head.iter_rows(named=True)
+    ]
+    return MetadataValue.table(records=records, schema=schema)
+
+
+def path_value(path: Path) -> MetadataValue:
+    return MetadataValue.path(str(path.resolve()))

@@ -1,0 +1,97 @@
+"""`raw_conversations`: every record of a batch as a row, parsed or not."""
+
+from collections import Counter
+from datetime import UTC, datetime
+
+import polars as pl
+import pyarrow as pa
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from enrichment_assets.assets.layer_io import write_layer
+from enrichment_assets.assets.metadata import path_value, preview
+from enrichment_assets.ingest import RAW_RECORD_SCHEMA, read_raw_records
+from enrichment_assets.partitions import batch_partitions
+from enrichment_assets.resources import LakeResource
+from enrichment_assets.status import register_records
+
+# The raw layer: where the record sits in the batch, when it was read, and the ingest row.
+RAW_SCHEMA = pa.schema(
+    [
+        pa.field("partition", pa.string()),
+        pa.field("record_index", pa.int64()),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
+        *RAW_RECORD_SCHEMA,
+    ]
+)
+
+
+@asset(
+    partitions_def=batch_partitions,
+    group_name="conversations",
+    kinds={"parquet", "polars"},
+)
+def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+    """Every record of the batch's frozen input files, one row each.
+
+    Reads the immutable copies in the landing store (never the original files),
+    detects JSON object / array / JSON Lines and UTF-8 / UTF-16, and maps OpenAI
+    and ShareGPT records onto the canonical shape. A record that does not parse
+    is a row too, with its parse error and position: nothing is dropped here.
+    """
+    store = lake.lake
+    batch = context.partition_key
+    manifest = store.load_manifest(batch)
+    ingested_at = datetime.now(UTC)
+    target = store.layer_path("raw", batch)
+    parse_errors = 0
+    formats: Counter[str] = Counter()
+    first_chunk: pl.DataFrame | None = None
+    index_columns = []
+    with write_layer(target, RAW_SCHEMA) as writer:
+        for entry in manifest.files:
+            stored = store.stored_file(batch, entry)
+            for chunk in read_raw_records(
+                stored, source_file=entry.source_path, chunk_size=lake.chunk_rows
+            ):
+                start = writer.rows
+                frame = pl.from_arrow(chunk).with_columns(  # type: ignore[union-attr]
+                    pl.lit(batch).alias("partition"),
+                    pl.int_range(start, start + chunk.num_rows, dtype=pl.Int64).alias(
+                        "record_index"
+                    ),
+                    pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
+                )
+                parse_errors += frame["parse_error"].is_not_null().sum()
+                formats.update(frame["source_format"].to_list())
+                writer.write(frame)
+                index_columns.append(frame.select("record_index", "conversation_id"))
+                if first_chunk is None:
+                    first_chunk = frame
+            context.log.info(f"{entry.source_path}: {writer.rows} records so far")
+    records = (
+        pl.concat(index_columns)
+        if index_columns
+        else pl.DataFrame(schema={"record_index": pl.Int64, "conversation_id": pl.String})
+    )
+    register_records(store, batch, records, ingested_at)
+    return MaterializeResult(
+        metadata={
+            "rows": writer.rows,
+            "parse_errors": int(parse_errors),
+            "files": len(manifest.files),
+            "input_bytes": sum(e.size for e in manifest.files),
+            "formats": MetadataValue.json(dict(sorted(formats.items()))),
+            "path": path_value(target),
+            "preview": preview(
+                first_chunk if first_chunk is not None else pl.DataFrame(),
+                [
+                    "record_index",
+                    "source_file",
+                    "position",
+                    "source_format",
+                    "conversation_id",
+                    "parse_error",
+                ],
+            ),
+        }
+    )

@@ -1,0 +1,238 @@
+"""The `enrich` command: run the pipeline, inspect statuses, read the report.
+
+Exit codes: 0 ok, 1 failure (a gate blocked, an id is unknown, input unreadable),
+2 usage error. Errors are one line on stderr; set ENRICH_DEBUG=1 for the traceback.
+
+Heavy libraries (dagster, duckdb, polars) are imported inside the commands so
+that `enrich --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="enrich",
+    help=(
+        "Turn raw conversation transcripts into validated, enriched, training-ready data.\n\n"
+        "Example: enrich demo"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class CommandError(Exception):
+    """A failure to report as one line, with exit code 1."""
+
+
+def _data_dir() -> Path:
+    from enrichment_assets.lake import default_data_dir
+
+    return default_data_dir()
+
+
+def _counts_table(counts: dict[str, dict[str, int]], title: str) -> Table:
+    from enrichment_assets.queries import LAYER_COUNTS
+
+    table = Table(title=title)
+    table.add_column("partition")
+    for layer in LAYER_COUNTS:
+        table.add_column(layer, justify="right")
+    for partition, row in counts.items():
+        style = "bold" if partition == "total" else None
+        table.add_row(partition, *(str(row[layer]) for layer in LAYER_COUNTS), style=style)
+    return table
+
+
+def _run_pipeline(paths: list[Path], *, title: str) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from enrichment_assets.instance import dagster_instance
+    from enrichment_assets.lake import Lake
+    from enrichment_assets.queries import layer_counts
+    from enrichment_assets.runner import (
+        InputError,
+        expand_inputs,
+        land_files,
+        materialize_partitions,
+    )
+
+    lake = Lake(_data_dir())
+    try:
+        files = expand_inputs(paths)
+    except InputError as error:
+        raise CommandError(str(error)) from error
+    with dagster_instance() as instance:
+        partitions = land_files(lake, instance, files)
+        unique = list(dict.fromkeys(partitions))
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} partitions"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=not err.is_terminal,
+        ) as progress:
+            task = progress.add_task("materializing", total=len(unique))
+            outcomes = materialize_partitions(
+                instance, unique, on_done=lambda _: progress.advance(task)
+            )
+    counts = layer_counts(lake)
+    shown = {p: counts[p] for p in unique if p in counts}
+    total = {layer: sum(row[layer] for row in shown.values()) for layer in counts["total"]}
+    out.print(_counts_table({**shown, "total": total}, title))
+    out.print(f"exports: {(lake.data_dir / 'export').resolve()}")
+    out.print(f"lake:    {(lake.data_dir / 'lake').resolve()}")
+    failed = [o for o in outcomes if not o.success]
+    if failed:
+        first = failed[0]
+        reason = (
+            f"gate failed ({', '.join(first.failed_checks)})"
+            if first.failed_checks
+            else first.error
+        )
+        raise CommandError(
+            f"{len(failed)} of {len(outcomes)} partition(s) blocked; "
+            f"first: {first.partition}: {reason} (run {first.run_id})"
+        )
+
+
+@app.command()
+def run(
+    paths: Annotated[list[Path], typer.Argument(help="Files, or folders to take every file from.")],
+) -> None:
+    """Land files as batch partitions and materialize every asset for them.
+
+    Each file becomes one partition (its bytes frozen in the landing store); the
+    runs are recorded in the Dagster instance, so they show in `dagster dev`.
+    Exits 0 when every partition ran, even if records were quarantined.
+
+    Example: enrich run ./conversations/2024-06-01.jsonl ./more/
+    """
+    _run_pipeline(paths, title="rows per layer")
+
+
+@app.command()
+def demo(
+    conversations: Annotated[
+        int, typer.Option("--conversations", "-n", help="How many to generate.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed of the generator.")] = 7,
+) -> None:
+    """Generate realistic sample conversations (with ~3 % defects) and run every asset.
+
+    Writes four files (JSON Lines, JSON array, OpenAI and ShareGPT formats) under
+    <data dir>/samples/, then does what `enrich run` does with them.
+
+    Example: enrich demo -n 5000
+    """
+    from enrichment_assets.sample_data import write_sample_files
+
+    samples = _data_dir() / "samples"
+    samples.mkdir(parents=True, exist_ok=True)
+    files = write_sample_files(
+        samples,
+        conversations,
+        files=4,
+        seed=seed,
+        formats=("jsonl", "json_array", "openai_jsonl", "sharegpt_json"),
+    )
+    out.print(f"generated {conversations} conversations in {len(files)} files under {samples}")
+    _run_pipeline(files, title="demo: rows per layer")
+
+
+@app.command()
+def status(
+    conversation_id: Annotated[str, typer.Argument(help="The conversation id (a UUID).")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Show one conversation's status, validation report and documents.
+
+    Example: enrich status 0b6f3c8e-2d1a-4c52-9f0e-7a1d2b3c4d5e --json
+    """
+    import orjson
+
+    from enrichment_assets.lake import Lake
+    from enrichment_assets.queries import conversation_status
+
+    found = conversation_status(Lake(_data_dir()), conversation_id)
+    if found is None:
+        raise CommandError(f"unknown conversation id {conversation_id!r}")
+    if as_json:
+        sys.stdout.write(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    table = Table(show_header=False, title=f"conversation {conversation_id}")
+    for key in (
+        "status",
+        "partition",
+        "retry_count",
+        "last_attempt",
+        "last_error",
+        "raw_stored_at",
+        "enriched_at",
+    ):
+        table.add_row(key, str(found[key]))
+    for issue in found["validation_errors"]:
+        table.add_row("validation", f"{issue['rule']} at {issue['path']}: {issue['value']!r}")
+    out.print(table)
+    if found["enriched"]:
+        out.print_json(data=found["enriched"]["enrichment"])
+
+
+@app.command()
+def report(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Counts per layer across all partitions.
+
+    Example: enrich report --json
+    """
+    import orjson
+
+    from enrichment_assets.lake import Lake
+    from enrichment_assets.queries import layer_counts
+
+    counts = layer_counts(Lake(_data_dir()))
+    if as_json:
+        payload = {
+            **counts["total"],
+            "partitions": {k: v for k, v in counts.items() if k != "total"},
+        }
+        sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    out.print(_counts_table(counts, "rows per layer"))
+
+
+def main() -> None:
+    """Entry point: one-line errors, no tracebacks (unless ENRICH_DEBUG=1)."""
+    try:
+        app()
+    except CommandError as error:
+        err.print(f"enrich: error: {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("enrich: interrupted")
+        sys.exit(130)
+    except Exception as error:  # a bug or an environment problem: still one line
+        if os.environ.get("ENRICH_DEBUG"):
+            raise
+        first = (str(error).strip().splitlines() or [""])[0]
+        err.print(
+            f"enrich: error: {type(error).__name__}: {first}", highlight=False, soft_wrap=True
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""The one `Definitions` of the code location: assets, checks, jobs, resources."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job
+
+from enrichment_assets.assets.enriched import enriched_conversations
+from enrichment_assets.assets.normalized import normalized_conversations
+from enrichment_assets.assets.raw import raw_conversations
+from enrichment_assets.assets.validated import validated_conversations
+from enrichment_assets.partitions import batch_partitions
+from enrichment_assets.resources import EnricherResource, LakeResource
+
+LAYER_ASSETS = [
+    raw_conversations,
+    validated_conversations,
+    enriched_conversations,
+    normalized_conversations,
+]
+
+# Every layer of one batch partition, raw to training-ready (and their checks).
+conversations_pipeline = define_asset_job(
+    "conversations_pipeline",
+    selection=AssetSelection.assets(*LAYER_ASSETS),
+    partitions_def=batch_partitions,
+    description="Raw → validated → enriched → normalized for one batch partition.",
+)
+
+defs = Definitions(
+    assets=LAYER_ASSETS,
+    jobs=[conversations_pipeline],
+    resources={"lake": LakeResource(), "enricher": EnricherResource()},
+)

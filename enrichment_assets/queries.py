@@ -1,0 +1,131 @@
+"""Read-only questions over the lake, answered by DuckDB over the Parquet files.
+
+Used by the command line (`enrich status`, `enrich report`); nothing here loads
+every partition into Python.
+"""
+
+from __future__ import annotations
+
+import glob
+from typing import Any
+
+import duckdb
+import orjson
+
+from enrichment_assets.lake import Lake
+from enrichment_assets.sql_files import load_sql
+
+# Counted per layer: (layer file, optional filter).
+LAYER_COUNTS = {
+    "raw": ("raw", None),
+    "validated": ("validated", None),
+    "quarantined": ("quarantine", None),
+    "enriched": ("enriched", None),
+    "normalized": ("normalized", None),
+    "completed": ("normalized", "status = 'completed'"),
+}
+
+
+def _has_files(pattern: str) -> bool:
+    return bool(glob.glob(pattern))
+
+
+def layer_counts(lake: Lake) -> dict[str, dict[str, int]]:
+    """{partition: {layer: rows}} for every partition with data, plus a 'total' entry."""
+    con = duckdb.connect()
+    per_partition: dict[str, dict[str, int]] = {}
+    try:
+        for name, (layer, condition) in LAYER_COUNTS.items():
+            pattern = lake.layer_glob(layer)
+            if not _has_files(pattern):
+                continue
+            where = f"WHERE {condition}" if condition else ""
+            rows = con.execute(
+                "SELECT regexp_extract(filename, '([^/]+)\\.parquet$', 1) AS partition, count(*) "
+                f"FROM read_parquet(?, filename = true) {where} GROUP BY ALL",
+                [pattern],
+            ).fetchall()
+            for partition, count in rows:
+                per_partition.setdefault(partition, dict.fromkeys(LAYER_COUNTS, 0))[name] = count
+    finally:
+        con.close()
+    total = dict.fromkeys(LAYER_COUNTS, 0)
+    for counts in per_partition.values():
+        for name, value in counts.items():
+            total[name] += value
+    return {**dict(sorted(per_partition.items())), "total": total}
+
+
+def conversation_status(lake: Lake, conversation_id: str) -> dict[str, Any] | None:
+    """The status, validation report and documents of one conversation, or None."""
+    pattern = lake.layer_glob("status")
+    if not _has_files(pattern):
+        return None
+    con = duckdb.connect()
+    try:
+        con.execute(load_sql("macros"))
+        found = con.execute(
+            "SELECT * FROM read_parquet(?) WHERE conversation_id = ? "
+            "ORDER BY updated_at DESC LIMIT 1",
+            [pattern, conversation_id],
+        ).fetchone()
+        if found is None:
+            return None
+        columns = [d[0] for d in con.description]
+        status = dict(zip(columns, found, strict=True))
+        partition, record_index = status["partition"], status["record_index"]
+        raw = _one(con, lake.layer_path("raw", partition), record_index, "raw_text")
+        report = _one(
+            con, lake.layer_path("quarantine", partition), record_index, "validation_errors"
+        )
+        enriched_doc = _enriched_document(lake, partition, conversation_id)
+    finally:
+        con.close()
+    return {
+        "conversation_id": conversation_id,
+        "status": status["status"],
+        "partition": partition,
+        "record_index": record_index,
+        "retry_count": status["retry_count"],
+        "last_attempt": _iso(status["last_attempt"]),
+        "last_error": status["last_error"],
+        "raw_stored_at": _iso(status["raw_stored_at"]),
+        "enriched_at": _iso(status["enriched_at"]),
+        "validation_errors": orjson.loads(report) if report else [],
+        "raw": _parse_or_text(raw),
+        "enriched": enriched_doc,
+    }
+
+
+def _one(con: duckdb.DuckDBPyConnection, path: Any, record_index: int, column: str) -> Any:
+    if not path.exists():
+        return None
+    row = con.execute(
+        f"SELECT {column} FROM read_parquet(?) WHERE record_index = ?", [str(path), record_index]
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _enriched_document(lake: Lake, partition: str, conversation_id: str) -> dict | None:
+    path = lake.export_path("enriched", partition)
+    if not path.exists():
+        return None
+    needle = f'"conversation_id":"{conversation_id}"'.encode()
+    with path.open("rb") as handle:
+        for line in handle:
+            if needle in line[: len(needle) + 2]:
+                return orjson.loads(line)
+    return None
+
+
+def _parse_or_text(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,123 @@
+"""Landing files as batch partitions and materializing them in-process.
+
+Used by `enrich run` / `enrich demo`; the runs go through the same job of the
+same `Definitions` that Dagster loads, into the same instance, so they show in
+the UI like any other run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dagster import DagsterInstance
+
+from enrichment_assets.ingest import sniff_unreadable
+from enrichment_assets.lake import Lake
+from enrichment_assets.partitions import batch_partitions
+
+# Files that are never input: still being written, or hidden.
+SKIPPED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
+
+
+class InputError(Exception):
+    """An input that cannot be read at all; the message is one line for people."""
+
+
+def is_candidate(path: Path) -> bool:
+    return not path.name.startswith(".") and not path.name.endswith(SKIPPED_SUFFIXES)
+
+
+def expand_inputs(paths: Iterable[Path]) -> list[Path]:
+    """The files named, or every file under the folders named, in a stable order.
+
+    Raises InputError for a path that does not exist or a file that is not JSON text.
+    """
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_candidate(p)))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError(f"{path}: no such file or folder")
+    for file in files:
+        reason = sniff_unreadable(file)
+        if reason is not None:
+            raise InputError(f"{file}: cannot be read: {reason}")
+    if not files:
+        raise InputError("no input files found in " + ", ".join(str(p) for p in paths))
+    return files
+
+
+def land_files(lake: Lake, instance: DagsterInstance, files: list[Path]) -> list[str]:
+    """Register each file as its own batch partition; returns the partition keys."""
+    keys = []
+    for file in files:
+        manifest = lake.register_batch([file])
+        keys.append(manifest.batch)
+    new = [
+        k
+        for k in dict.fromkeys(keys)
+        if not instance.has_dynamic_partition(batch_partitions.name, k)
+    ]
+    if new:
+        instance.add_dynamic_partitions(batch_partitions.name, new)
+    return keys
+
+
+@dataclass
+class PartitionOutcome:
+    partition: str
+    success: bool
+    run_id: str
+    failed_checks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def materialize_partitions(
+    instance: DagsterInstance,
+    partitions: list[str],
+    *,
+    tags: dict[str, str] | None = None,
+    on_done: Callable[[PartitionOutcome], None] | None = None,
+) -> list[PartitionOutcome]:
+    """Run the whole pipeline for each partition, one in-process run each."""
+    from enrichment_assets.definitions import conversations_pipeline, defs
+
+    job = defs.resolve_job_def(conversations_pipeline.name)
+    outcomes = []
+    for key in dict.fromkeys(partitions):
+        result = job.execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False, tags=tags or {}
+        )
+        failed_checks = [
+            f"{e.asset_key.to_user_string()}:{e.check_name}"
+            for e in result.get_asset_check_evaluations()
+            if not e.passed and e.severity.value == "ERROR"
+        ]
+        error = None if result.success else _first_failure(result)
+        outcome = PartitionOutcome(
+            partition=key,
+            success=result.success and not failed_checks,
+            run_id=result.run_id,
+            failed_checks=failed_checks,
+            error=error,
+        )
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return outcomes
+
+
+def _first_failure(result: object) -> str:
+    """One line naming the failed step and the root cause of its error."""
+    for event in result.all_events:  # type: ignore[attr-defined]
+        if event.is_step_failure and event.event_specific_data is not None:
+            error = event.event_specific_data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
+            message = error.message.strip().splitlines()[0] if error else "see the run's logs"
+            return f"step {event.step_key} failed: {message}"
+    return "the run failed: see its logs in the Dagster UI"

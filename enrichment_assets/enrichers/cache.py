@@ -1,0 +1,166 @@
+"""The enrichment cache: successful LLM annotations keyed by what produced them.
+
+A re-materialization of an unchanged partition must not pay for anything it
+already has, so every successful annotation is stored under a content hash of
+(model, prompt version, annotation JSON schema, the conversation's roles and
+contents, the render options). Change any of them and the key changes: a new
+prompt or schema is a cache miss by construction, never a stale hit.
+
+Failures are never stored: a conversation whose annotation failed is asked
+again next time.
+
+Storage is one SQLite file under the cache directory, shared by every partition
+and every run process on the machine: WAL mode (readers never block the one
+writer), a busy timeout (writers queue instead of failing) and
+`ON CONFLICT DO NOTHING` (two runs that annotate the same conversation both
+store a valid answer; the first one wins). SQLite's locking needs a local
+filesystem: on runners spread over several machines, point each machine at its
+own local directory (or replace this class with a database-backed one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+CACHE_FILE_NAME = "llm_annotations.sqlite3"
+# SQLite's default limit on bound parameters is 32766; stay far below it.
+_KEYS_PER_QUERY = 500
+
+_CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS annotations (
+    key               TEXT PRIMARY KEY,
+    model             TEXT NOT NULL,
+    prompt_version    TEXT NOT NULL,
+    annotation        TEXT NOT NULL,  -- the validated annotation, as JSON
+    prompt_tokens     INTEGER,        -- what the original request spent
+    completion_tokens INTEGER,
+    created_at        REAL NOT NULL   -- unix seconds
+) WITHOUT ROWID
+"""
+
+_INSERT = """
+INSERT INTO annotations
+    (key, model, prompt_version, annotation, prompt_tokens, completion_tokens, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO NOTHING
+"""
+
+
+def annotation_cache_key(
+    *,
+    model: str,
+    prompt_version: str,
+    schema: Mapping[str, Any],
+    turns: Sequence[tuple[str, str]],
+    render_options: Mapping[str, Any] | None = None,
+) -> str:
+    """The sha256 that identifies one annotation request's meaning.
+
+    `turns` are the conversation's (role, content) pairs in order; timestamps and
+    ids are left out on purpose, so the same conversation landed twice is paid once.
+    """
+    payload = orjson.dumps(
+        {
+            "model": model,
+            "prompt_version": prompt_version,
+            "schema": schema,
+            "turns": [[role, content] for role, content in turns],
+            "render": dict(render_options or {}),
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(payload).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedAnnotation:
+    """One stored annotation and what it cost when it was first obtained."""
+
+    key: str
+    model: str
+    prompt_version: str
+    annotation: dict[str, Any]
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class EnrichmentCache:
+    """Successful annotations in a SQLite file under `directory` (see module docstring)."""
+
+    def __init__(self, directory: Path, *, busy_timeout_s: float = 60.0) -> None:
+        self.path = Path(directory) / CACHE_FILE_NAME
+        self._busy_timeout_s = busy_timeout_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as conn, conn:
+            # WAL is a property of the file: set once, every later connection inherits it.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(_CREATE_TABLE)
+
+    def __repr__(self) -> str:
+        return f"EnrichmentCache(path={str(self.path)!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        # A connection per operation: nothing to share across threads or forked processes.
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s)
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnnotation]:
+        """The stored annotations for those of `keys` that have one."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, CachedAnnotation] = {}
+        with closing(self._connect()) as conn:
+            for start in range(0, len(wanted), _KEYS_PER_QUERY):
+                chunk = wanted[start : start + _KEYS_PER_QUERY]
+                placeholders = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT key, model, prompt_version, annotation, prompt_tokens,"
+                    f" completion_tokens FROM annotations WHERE key IN ({placeholders})",
+                    chunk,
+                )
+                for key, model, version, annotation, prompt_tokens, completion_tokens in rows:
+                    found[key] = CachedAnnotation(
+                        key=key,
+                        model=model,
+                        prompt_version=version,
+                        annotation=orjson.loads(annotation),
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                    )
+        return found
+
+    def put_many(self, rows: Iterable[CachedAnnotation]) -> int:
+        """Store successful annotations (keys already present are kept); returns rows written."""
+        now = time.time()
+        params = [
+            (
+                row.key,
+                row.model,
+                row.prompt_version,
+                orjson.dumps(row.annotation).decode(),
+                row.prompt_tokens,
+                row.completion_tokens,
+                now,
+            )
+            for row in rows
+        ]
+        if not params:
+            return 0
+        with closing(self._connect()) as conn, conn:
+            before = conn.total_changes
+            conn.executemany(_INSERT, params)
+            return conn.total_changes - before
+
+    def __len__(self) -> int:
+        with closing(self._connect()) as conn:
+            return conn.execute("SELECT count(*) FROM annotations").fetchone()[0]

@@ -1,0 +1,183 @@
+"""Which enricher runs, and how it talks to its LLM endpoint.
+
+Two doors to the same settings:
+- `LLMSettings.from_env()`: the environment contract of SPEC.md (`ENRICH_ENRICHER`,
+  `ENRICH_LLM_*`, `OPENAI_API_KEY` as the key's fallback);
+- `LLMResource`: the Dagster resource with the same fields, so each can also be
+  set as resource config in the UI; `LLMResource.from_env()` wires the key as an
+  `EnvVar`, so Dagster stores the variable's name, never its value.
+
+The API key is a `SecretStr` in `LLMSettings` and hidden from the resource's
+repr; error messages are scrubbed of it by the enricher.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from dagster import ConfigurableResource, EnvVar
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+
+from enrichment_assets.enrichers.base import Enricher
+from enrichment_assets.enrichers.cache import EnrichmentCache
+from enrichment_assets.enrichers.openai import ModelPrice, OpenAIEnricher, RetryPolicy
+
+# List prices in USD per 1M tokens when this was written; `ENRICH_LLM_PRICES`
+# (JSON: {"model": {"input_per_1m": .., "output_per_1m": ..}}) adds or overrides.
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "gpt-4o-mini": ModelPrice(input_per_1m=0.15, output_per_1m=0.60),
+    "gpt-4o": ModelPrice(input_per_1m=2.50, output_per_1m=10.00),
+    "gpt-4.1": ModelPrice(input_per_1m=2.00, output_per_1m=8.00),
+    "gpt-4.1-mini": ModelPrice(input_per_1m=0.40, output_per_1m=1.60),
+    "gpt-4.1-nano": ModelPrice(input_per_1m=0.10, output_per_1m=0.40),
+}
+
+EnricherName = Literal["heuristic", "openai"]
+LLMMode = Literal["online", "batch"]
+
+
+def parse_prices(text: str | None) -> dict[str, ModelPrice]:
+    """DEFAULT_PRICES updated with the JSON override `text` (ValueError when malformed)."""
+    prices = dict(DEFAULT_PRICES)
+    if not text:
+        return prices
+    try:
+        override = orjson.loads(text)
+        prices.update({model: ModelPrice(**price) for model, price in override.items()})
+    except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+        raise ValueError(
+            "ENRICH_LLM_PRICES must be JSON like "
+            '{"my-model": {"input_per_1m": 0.5, "output_per_1m": 1.5}}'
+        ) from exc
+    return prices
+
+
+class LLMSettings(BaseModel):
+    """The enricher choice and the LLM endpoint's settings (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enricher: EnricherName = "heuristic"
+    base_url: str | None = None  # None: api.openai.com
+    model: str = "gpt-4o-mini"
+    api_key: SecretStr | None = None
+    concurrency: int = Field(default=16, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1)
+    rpm: int | None = Field(default=None, ge=1)  # None: unlimited
+    tpm: int | None = Field(default=None, ge=1)
+    mode: LLMMode = "online"
+    prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    @field_validator("base_url", "api_key", "rpm", "tpm", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LLMSettings:
+        """Read the `ENRICH_*` contract of SPEC.md (unset variables keep the defaults)."""
+        env = os.environ if env is None else env
+        names = {
+            "enricher": "ENRICH_ENRICHER",
+            "base_url": "ENRICH_LLM_BASE_URL",
+            "model": "ENRICH_LLM_MODEL",
+            "concurrency": "ENRICH_LLM_CONCURRENCY",
+            "timeout_s": "ENRICH_LLM_TIMEOUT_S",
+            "max_attempts": "ENRICH_LLM_MAX_ATTEMPTS",
+            "rpm": "ENRICH_LLM_RPM",
+            "tpm": "ENRICH_LLM_TPM",
+            "mode": "ENRICH_LLM_MODE",
+        }
+        values: dict[str, Any] = {
+            field: env[name].strip() for field, name in names.items() if env.get(name, "").strip()
+        }
+        values["api_key"] = env.get("ENRICH_LLM_API_KEY") or env.get("OPENAI_API_KEY")
+        values["prices"] = parse_prices(env.get("ENRICH_LLM_PRICES"))
+        return cls(**values)
+
+    def build_enricher(self, cache_dir: Path | None = None) -> Enricher:
+        """The configured enricher; the `openai` one caches under `cache_dir` when given."""
+        if self.enricher == "heuristic":
+            # Imported here: the heuristic enricher must not pay for the OpenAI stack, and
+            # the OpenAI settings must load even where the heuristic module is absent.
+            from enrichment_assets.enrichers.heuristic import HeuristicEnricher
+
+            return HeuristicEnricher()
+        return OpenAIEnricher(
+            model=self.model,
+            base_url=self.base_url,
+            api_key=self.api_key,
+            concurrency=self.concurrency,
+            timeout_s=self.timeout_s,
+            retry=RetryPolicy(max_attempts=self.max_attempts),
+            rpm=self.rpm,
+            tpm=self.tpm,
+            mode=self.mode,
+            price=self.prices.get(self.model),
+            cache=EnrichmentCache(cache_dir) if cache_dir is not None else None,
+        )
+
+
+class LLMResource(ConfigurableResource):
+    """The enricher and its LLM endpoint, as Dagster resource config (see LLMSettings)."""
+
+    enricher: str = Field(default="heuristic", description="heuristic | openai")
+    base_url: str | None = Field(default=None, description="OpenAI-compatible /v1 URL")
+    model: str = "gpt-4o-mini"
+    api_key: str | None = Field(
+        default=None, repr=False, description='Set as EnvVar("ENRICH_LLM_API_KEY"), never inline.'
+    )
+    concurrency: int = 16
+    timeout_s: float = 60.0
+    max_attempts: int = 6
+    rpm: int | None = None
+    tpm: int | None = None
+    mode: str = Field(default="online", description="online | batch (the Batch API)")
+    prices_json: str | None = Field(default=None, description="ENRICH_LLM_PRICES override")
+
+    _settings: LLMSettings | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LLMResource:
+        """Resource config from the environment; the key stays an EnvVar reference."""
+        env = os.environ if env is None else env
+        settings = LLMSettings.from_env(env)
+        key_var = next((n for n in ("ENRICH_LLM_API_KEY", "OPENAI_API_KEY") if env.get(n)), None)
+        return cls(
+            enricher=settings.enricher,
+            base_url=settings.base_url,
+            model=settings.model,
+            api_key=EnvVar(key_var) if key_var else None,
+            concurrency=settings.concurrency,
+            timeout_s=settings.timeout_s,
+            max_attempts=settings.max_attempts,
+            rpm=settings.rpm,
+            tpm=settings.tpm,
+            mode=settings.mode,
+            prices_json=env.get("ENRICH_LLM_PRICES") or None,
+        )
+
+    def settings(self) -> LLMSettings:
+        """The validated settings (ValueError with the offending field when invalid)."""
+        return LLMSettings(
+            enricher=self.enricher,
+            base_url=self.base_url,
+            model=self.model,
+            api_key=self.api_key,
+            concurrency=self.concurrency,
+            timeout_s=self.timeout_s,
+            max_attempts=self.max_attempts,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            mode=self.mode,
+            prices=parse_prices(self.prices_json),
+        )
+
+    def build_enricher(self, cache_dir: Path | None = None) -> Enricher:
+        """The configured enricher (see LLMSettings.build_enricher)."""
+        return self.settings().build_enricher(cache_dir)

@@ -67,6 +67,10 @@ def land_files(lake: Lake, instance: DagsterInstance, files: list[Path]) -> list
     return keys
 
 
+# The run's events go to the instance (and the UI); the terminal shows only problems.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 @dataclass
 class PartitionOutcome:
     partition: str
@@ -90,7 +94,11 @@ def materialize_partitions(
     outcomes = []
     for key in dict.fromkeys(partitions):
         result = job.execute_in_process(
-            partition_key=key, instance=instance, raise_on_error=False, tags=tags or {}
+            partition_key=key,
+            instance=instance,
+            raise_on_error=False,
+            tags=tags or {},
+            run_config=QUIET_RUN_CONFIG,
         )
         failed_checks = [
             f"{e.asset_key.to_user_string()}:{e.check_name}"

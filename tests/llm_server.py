@@ -63,6 +63,7 @@ class Faults:
     rate_malformed: float = 0.0  # a 200 whose body is not JSON
     rate_schema_violation: float = 0.0  # a 200 whose annotation has confidence 1.7
     permanent_status: int | None = None  # every chat request answers this status
+    echo_key_in_errors: bool = False  # the permanent error quotes the API key, as OpenAI's 401 does
     json_schema_unsupported: bool = False  # 400 on response_format json_schema
     batch_polls: int = 2  # GET /v1/batches/{id} answers in_progress this many times
     batch_rate_error: float = 0.0  # batch lines that land in the error file
@@ -242,7 +243,11 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> tuple[int, Any, dict[str, str], str | None]:
         faults = self.server.state.faults
         if faults.permanent_status:
-            return faults.permanent_status, _error("permanently broken"), {}, "permanent"
+            message = "permanently broken"
+            if faults.echo_key_in_errors:
+                key_sent = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                message = f"Incorrect API key provided: {key_sent}. Find your key at ..."
+            return faults.permanent_status, _error(message), {}, "permanent"
         if faults.json_schema_unsupported and response_format == "json_schema":
             message = "response_format json_schema is not supported by this server"
             return 400, _error(message, "invalid_request_error", "response_format"), {}, "schema"

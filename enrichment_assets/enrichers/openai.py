@@ -605,13 +605,16 @@ class OpenAIEnricher:
         async def send() -> Any:
             await limiter.acquire(request.estimated_tokens)
             self.stats.requests += 1
+            body = self._chat_body(request)
             try:
-                return await client.chat.completions.create(**self._chat_body(request))
+                return await client.chat.completions.create(**body)
             except openai.BadRequestError as exc:
-                if self.response_format != "json_schema" or not rejects_json_schema(exc):
+                sent_schema = body["response_format"]["type"] == "json_schema"
+                if not sent_schema or not rejects_json_schema(exc):
                     raise
-                log.warning("the server rejects response_format json_schema; using json_object")
-                self.response_format = "json_object"
+                if self.response_format == "json_schema":  # the first to find out says so
+                    log.warning("the server rejects response_format json_schema; using json_object")
+                    self.response_format = "json_object"
                 self.stats.requests += 1
                 return await client.chat.completions.create(**self._chat_body(request))
 

@@ -1,0 +1,37 @@
+"""Fixtures and factories for the LLM enricher tests (import them into a test module).
+
+from tests.llm_fixtures import llm_server  # noqa: F401  (a pytest fixture)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import polars as pl
+import pytest
+
+from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA
+from tests.llm_server import LoopbackLLMServer
+
+
+@pytest.fixture
+def llm_server() -> Iterator[LoopbackLLMServer]:
+    """A fault-free loopback server on 127.0.0.1; `llm_server.configure(Faults(...))` per test."""
+    with LoopbackLLMServer() as server:
+        yield server
+
+
+def make_conversations(count: int, *, topic: str = "refunds", start: int = 0) -> pl.DataFrame:
+    """`count` distinct validated conversations (user question, assistant answer)."""
+    rows = [
+        {
+            "conversation_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"conversation/{topic}/{i}")),
+            "messages": [
+                {"role": "user", "content": f"Question {i} about {topic}?", "timestamp": None},
+                {"role": "assistant", "content": f"Answer {i} about {topic}.", "timestamp": None},
+            ],
+        }
+        for i in range(start, start + count)
+    ]
+    return pl.DataFrame(rows, schema=CONVERSATION_INPUT_SCHEMA)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from enrichment_assets.contract import Conversation, Rejection, validate_records
+from enrichment_assets.contract import (
+    Conversation,
+    Rejection,
+    canonical_role,
+    is_valid,
+    validate_records,
+)
 from tests.factories import conversation, message
 
 
@@ -22,21 +28,27 @@ def rules_of(record: dict) -> list[tuple[str, str]]:
 
 def test_accepts_a_canonical_conversation() -> None:
     result = validate_one(conversation())
-    assert isinstance(result, Conversation)
-    assert [m.role for m in result.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert is_valid(result)
+    assert [m["role"] for m in result["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
 
 
 def test_accepts_turns_as_alias_of_messages() -> None:
     record = conversation()
     record["turns"] = record.pop("messages")
-    assert isinstance(validate_one(record), Conversation)
+    assert is_valid(validate_one(record))
 
 
-def test_maps_role_aliases_onto_canonical_roles() -> None:
-    record = conversation(messages=[message("Human", "hi"), message("gpt", "hello")])
+def test_accepts_role_aliases_and_names_their_canonical_role() -> None:
+    record = conversation(messages=[message(" Human", "hi"), message("GPT", "hello")])
     result = validate_one(record)
-    assert isinstance(result, Conversation)
-    assert [m.role for m in result.messages] == ["user", "assistant"]
+    assert is_valid(result)
+    assert [canonical_role(m["role"]) for m in result["messages"]] == ["user", "assistant"]
 
 
 def test_quarantines_record_without_assistant_turn() -> None:
@@ -114,24 +126,18 @@ def test_reports_every_broken_rule_of_a_record() -> None:
     }
 
 
-def test_takes_naive_timestamps_as_utc() -> None:
+def test_parses_timestamps_without_offset() -> None:
     result = validate_one(conversation(created_at="2024-06-01T10:00:00"))
-    assert isinstance(result, Conversation)
-    assert result.created_at is not None and result.created_at.utcoffset().total_seconds() == 0
-
-
-def test_converts_offset_timestamps_to_utc() -> None:
-    result = validate_one(conversation(created_at="2024-06-01T12:00:00+02:00"))
-    assert isinstance(result, Conversation)
-    assert result.created_at.isoformat() == "2024-06-01T10:00:00+00:00"
+    assert is_valid(result)
+    assert result["created_at"].isoformat() == "2024-06-01T10:00:00"
 
 
 def test_unknown_reference_ids_are_not_a_validation_failure() -> None:
     result = validate_one(conversation(persona_id="persona-nobody-knows"))
-    assert isinstance(result, Conversation)
+    assert is_valid(result)
 
 
 def test_validates_a_chunk_in_order_keeping_each_outcome_in_place() -> None:
     records = [conversation(), conversation(tier="gold"), conversation()]
     results = validate_records([orjson.dumps(r) for r in records])
-    assert [type(r).__name__ for r in results] == ["Conversation", "Rejection", "Conversation"]
+    assert [is_valid(r) for r in results] == [True, False, True]

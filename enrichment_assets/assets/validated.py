@@ -19,7 +19,14 @@ from dagster import (
 from enrichment_assets.assets.layer_io import read_chunks, row_count, write_layer
 from enrichment_assets.assets.metadata import path_value, preview
 from enrichment_assets.assets.raw import raw_conversations
-from enrichment_assets.contract import Conversation, Rejection, validate_records
+from enrichment_assets.checks.gx_suites import gate_specs, run_gate
+from enrichment_assets.contract import (
+    ROLE_ALIASES,
+    Conversation,
+    Rejection,
+    is_valid,
+    validate_records,
+)
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.status import apply_changes
@@ -75,22 +82,32 @@ _SCALAR_FIELDS = (
 
 
 def conversations_table(lineage: pl.DataFrame, conversations: list[Conversation]) -> pa.Table:
-    """Arrow rows of validated conversations; messages built flat, then offset."""
+    """Arrow rows of validated conversations; messages built flat, then offset.
+
+    Roles are mapped onto the canonical set column-wise; timestamps become UTC
+    instants (naive ones are taken as UTC) in the Arrow conversion.
+    """
     offsets = [0]
     roles: list[str] = []
     contents: list[str] = []
     stamps: list[datetime | None] = []
     for conversation in conversations:
-        for message in conversation.messages:
-            roles.append(message.role)
-            contents.append(message.content)
-            stamps.append(message.timestamp)
+        for message in conversation["messages"]:
+            roles.append(message["role"])
+            contents.append(message["content"])
+            stamps.append(message.get("timestamp"))
         offsets.append(len(roles))
+    canonical = (
+        pl.Series(roles, dtype=pl.String)
+        .str.strip_chars()
+        .str.to_lowercase()
+        .replace_strict(ROLE_ALIASES, return_dtype=pl.String)
+    )
     messages = pa.ListArray.from_arrays(
         pa.array(offsets, pa.int32()),
         pa.StructArray.from_arrays(
             [
-                pa.array(roles, pa.string()),
+                canonical.to_arrow().cast(pa.string()),
                 pa.array(contents, pa.string()),
                 pa.array(stamps, UTC_TS),
             ],
@@ -98,10 +115,10 @@ def conversations_table(lineage: pl.DataFrame, conversations: list[Conversation]
         ),
     )
     columns = {name: lineage[name].to_arrow() for name in lineage.columns}
-    columns["conversation_id"] = pa.array([str(c.conversation_id) for c in conversations])
+    columns["conversation_id"] = pa.array([str(c["conversation_id"]) for c in conversations])
     for name in _SCALAR_FIELDS:
-        columns[name] = pa.array([getattr(c, name) for c in conversations], pa.string())
-    columns["created_at"] = pa.array([c.created_at for c in conversations], UTC_TS)
+        columns[name] = pa.array([c.get(name) for c in conversations], pa.string())
+    columns["created_at"] = pa.array([c.get("created_at") for c in conversations], UTC_TS)
     columns["messages"] = messages
     return pa.table(columns).select(VALIDATED_SCHEMA.names).cast(VALIDATED_SCHEMA)
 
@@ -121,7 +138,8 @@ def _parse_error_report(parse_error: str) -> list[dict]:
             asset="validated_conversations",
             blocking=True,
             description="raw rows = validated + quarantined, for this partition.",
-        )
+        ),
+        *gate_specs("validated_conversations"),
     ],
 )
 def validated_conversations(
@@ -154,9 +172,9 @@ def validated_conversations(
             raw_rows += chunk.height
             parsed = chunk.filter(pl.col("record_json").is_not_null())
             results = validate_records([s.encode() for s in parsed["record_json"].to_list()])
-            is_valid = [isinstance(r, Conversation) for r in results]
-            valid_rows = parsed.filter(pl.Series(is_valid, dtype=pl.Boolean))
-            valid_models = [r for r in results if isinstance(r, Conversation)]
+            valid_mask = pl.Series([is_valid(r) for r in results], dtype=pl.Boolean)
+            valid_rows = parsed.filter(valid_mask)
+            valid_models = [r for r in results if not isinstance(r, Rejection)]
             valid_table = conversations_table(valid_rows.select(lineage_cols), valid_models)
             valid_out.write(valid_table)
 
@@ -167,7 +185,7 @@ def validated_conversations(
             ]
             rejected = pl.concat(
                 [
-                    parsed.filter(~pl.Series(is_valid, dtype=pl.Boolean)).with_columns(
+                    parsed.filter(~valid_mask).with_columns(
                         pl.Series("report", [orjson.dumps(r).decode() for r in reports], pl.String)
                     ),
                     chunk.filter(pl.col("record_json").is_null()).with_columns(
@@ -242,6 +260,7 @@ def validated_conversations(
                 passed=raw_rows == validated + quarantined,
                 severity=AssetCheckSeverity.ERROR,
                 metadata={"raw": raw_rows, "validated": validated, "quarantined": quarantined},
-            )
+            ),
+            *run_gate(store, "validated_conversations", target, batch),
         ],
     )

@@ -1,0 +1,21 @@
+"""Where the SQL lives: the repository's top-level `sql/` folder, one file per transformation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+
+
+def sql_path(name: str) -> Path:
+    """The path of `sql/<name>.sql` (`name` may carry the `.sql` suffix or not)."""
+    filename = name if name.endswith(".sql") else f"{name}.sql"
+    path = SQL_DIR / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"SQL file {filename!r} not found in {SQL_DIR}")
+    return path
+
+
+def load_sql(name: str) -> str:
+    """The text of `sql/<name>.sql`, ready for `duckdb` `execute(sql, parameters)`."""
+    return sql_path(name).read_text(encoding="utf-8")

@@ -1,0 +1,31 @@
+-- heuristic_tokens: the words of every message that some heuristic uses, one row per
+-- occurrence: sentiment words, label keywords and topic words.
+--
+-- A token is a maximal run of Unicode letters, lower-cased; digits, punctuation, emoji and
+-- apostrophes split ("don't" -> "don", "t"). A message without letters has no tokens.
+-- A topic word has at least $topic_min_chars letters and is no stopword. Everything else
+-- (about two thirds of ordinary text) is dropped here, before any aggregation. Words of
+-- one or two letters never count (the lexicon loader rejects such entries), so they are
+-- dropped before the lexicon join: `strlen` (bytes, O(1)) >= 3 is implied by 3 letters.
+CREATE TEMP TABLE heuristic_tokens AS
+SELECT
+    t.conv_ord,
+    t.msg_idx,
+    t.token,
+    l.score_milli,
+    coalesce(l.is_keyword, false) AS is_keyword,
+    length(t.token) >= $topic_min_chars AND l.is_stopword IS NOT true AS is_topic_word
+FROM (
+    SELECT
+        conv_ord,
+        msg_idx,
+        unnest(regexp_split_to_array(lower(content), '[^\p{L}]+')) AS token
+    FROM heuristic_messages
+) AS t
+LEFT JOIN heuristic_lexicon AS l ON l.word = t.token
+WHERE strlen(t.token) >= 3
+  AND (
+    l.score_milli IS NOT NULL
+    OR l.is_keyword
+    OR (length(t.token) >= $topic_min_chars AND l.is_stopword IS NOT true)
+  );

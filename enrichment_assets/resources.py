@@ -39,8 +39,10 @@ class EnricherResource(ConfigurableResource):
         description="heuristic (offline, deterministic) or openai; empty = ENRICH_ENRICHER.",
     )
 
-    def build(self):  # -> Enricher
+    def build(self, use_cache: bool = True):  # -> Enricher
         from enrichment_assets.enrichers.heuristic import HeuristicEnricher
+
+        del use_cache  # the heuristic enricher has no cache
 
         kind = self.kind or os.environ.get("ENRICH_ENRICHER", "heuristic")
         if kind != "heuristic":

@@ -1,6 +1,7 @@
 """`enriched_conversations`: reference metadata, stats and AI annotations, per conversation."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -9,13 +10,16 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    Config,
     MaterializeResult,
     asset,
 )
+from pydantic import Field
 
 from enrichment_assets.assets.layer_io import read_chunks, row_count, write_layer
 from enrichment_assets.assets.metadata import path_value, preview
 from enrichment_assets.assets.validated import validated_conversations
+from enrichment_assets.checks.gx_suites import gate_specs, run_gate
 from enrichment_assets.enrichers.base import Enricher, conform_annotations
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.reference import load_reference_seeds
@@ -24,19 +28,58 @@ from enrichment_assets.sql_files import load_sql
 from enrichment_assets.status import apply_changes
 
 
-def enrich_chunk(
-    con: duckdb.DuckDBPyConnection, chunk: pl.DataFrame, enricher: Enricher
+class EnrichmentScope(Config):
+    """Which conversations a run (re-)enriches; by default, all of the partition."""
+
+    conversation_ids: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Re-enrich only these conversations; the others keep their previous "
+            "enrichment (empty: all)."
+        ),
+    )
+    force: bool = Field(
+        default=False,
+        description="Bypass the enrichment cache for the conversations enriched in this run.",
+    )
+
+
+def previous_annotations(path: Path) -> pl.DataFrame | None:
+    """The annotations a previous materialization of this partition wrote, if any."""
+    if not path.exists():
+        return None
+    previous = pl.read_parquet(path, columns=["conversation_id", "enrichment"])
+    return conform_annotations(previous.unnest("enrichment"))
+
+
+def annotate_chunk(
+    chunk: pl.DataFrame, enricher: Enricher, keep: pl.DataFrame | None = None
 ) -> pl.DataFrame:
-    """Annotate one chunk and join it with reference data and stats (in SQL)."""
-    # One annotation per id: a duplicated id (caught by the uniqueness gate) must
-    # not multiply rows in the join.
-    annotations = conform_annotations(
-        enricher.annotate(chunk.unique("conversation_id", keep="first", maintain_order=True))
-    ).unique("conversation_id", keep="first", maintain_order=True)
+    """One annotation per conversation id of `chunk`.
+
+    Ids found in `keep` (previous annotations) are not sent to the enricher. A
+    duplicated id (caught by the uniqueness gate) gets one annotation, so it
+    cannot multiply rows in the join.
+    """
+    unique = chunk.unique("conversation_id", keep="first", maintain_order=True)
+    kept = None
+    if keep is not None:
+        kept = keep.join(unique.select("conversation_id"), on="conversation_id", how="semi")
+        unique = unique.join(kept.select("conversation_id"), on="conversation_id", how="anti")
+    fresh = conform_annotations(enricher.annotate(unique))
+    annotations = fresh if kept is None else pl.concat([fresh, kept])
+    return annotations.unique("conversation_id", keep="first", maintain_order=True)
+
+
+def enrich_chunk(
+    con: duckdb.DuckDBPyConnection, chunk: pl.DataFrame, annotations: pl.DataFrame
+) -> pl.DataFrame:
+    """Join a chunk with its annotations, reference data and stats (in SQL)."""
     con.register("conversations", chunk.to_arrow())
     con.register("annotations", annotations.to_arrow())
     try:
-        return pl.from_arrow(con.sql(load_sql("enriched_conversations")).to_arrow_table())  # type: ignore[return-value]
+        table = con.sql(load_sql("enriched_conversations")).to_arrow_table()
+        return pl.from_arrow(table)  # type: ignore[return-value]
     finally:
         con.unregister("conversations")
         con.unregister("annotations")
@@ -60,10 +103,14 @@ def enrich_chunk(
             blocking=False,
             description="Reference ids (persona, arc, topic, template) the reference data knows.",
         ),
+        *gate_specs("enriched_conversations"),
     ],
 )
 def enriched_conversations(
-    context: AssetExecutionContext, lake: LakeResource, enricher: EnricherResource
+    context: AssetExecutionContext,
+    config: EnrichmentScope,
+    lake: LakeResource,
+    enricher: EnricherResource,
 ) -> MaterializeResult:
     """Validated conversations with reference metadata, stats and AI annotations.
 
@@ -73,14 +120,25 @@ def enriched_conversations(
     (summary, topics, tone, sentiment, label + confidence, quality score) come
     from the configured enricher; when it fails for a conversation its AI fields
     stay NULL and `enrichment.error` says why.
+
+    Run config `conversation_ids` re-enriches only those conversations (the rest
+    keep their previous annotations); `force` bypasses the enrichment cache.
     """
     store = lake.lake
     batch = context.partition_key
     source = store.layer_path("validated", batch)
     target = store.layer_path("enriched", batch)
-    annotator = enricher.build()
+    annotator = enricher.build(use_cache=not config.force)
     started = datetime.now(UTC)
-    in_progress = pl.read_parquet(source, columns=["record_index"]).with_columns(
+    keep: pl.DataFrame | None = None
+    scope = pl.read_parquet(source, columns=["record_index", "conversation_id"])
+    if config.conversation_ids:
+        keep = previous_annotations(target)
+        if keep is not None:
+            keep = keep.filter(~pl.col("conversation_id").is_in(config.conversation_ids))
+            scope = scope.filter(pl.col("conversation_id").is_in(config.conversation_ids))
+        context.log.info(f"scope: {scope.height} of the partition's conversations re-enriched")
+    in_progress = scope.select("record_index").with_columns(
         pl.lit("enrichment_in_progress").alias("status"),
         pl.lit(started).alias("last_attempt"),
     )
@@ -93,10 +151,11 @@ def enriched_conversations(
     unknown_refs = errors = 0
     try:
         # The SQL defines the layer's columns: its result over an empty chunk is the schema.
-        schema = enrich_chunk(con, pl.read_parquet(source).clear(), annotator).to_arrow().schema
+        empty = pl.read_parquet(source).clear()
+        schema = enrich_chunk(con, empty, annotate_chunk(empty, annotator)).to_arrow().schema
         with write_layer(target, schema) as out:
             for chunk in read_chunks(source, lake.chunk_rows):
-                enriched = enrich_chunk(con, chunk, annotator)
+                enriched = enrich_chunk(con, chunk, annotate_chunk(chunk, annotator, keep))
                 out.write(enriched)
                 unknown_refs += int((enriched["unknown_reference_ids"] > 0).sum())
                 chunk_errors = enriched["enrichment"].struct.field("error")
@@ -107,7 +166,7 @@ def enriched_conversations(
                         pl.lit("enriched").alias("status"),
                         chunk_errors.alias("last_error"),
                         pl.lit(datetime.now(UTC)).alias("enriched_at"),
-                    )
+                    ).join(in_progress.select("record_index"), on="record_index", how="semi")
                 )
                 if first is None:
                     first = enriched
@@ -145,5 +204,6 @@ def enriched_conversations(
                 severity=AssetCheckSeverity.WARN,
                 metadata={"conversations_with_unknown_reference_ids": unknown_refs},
             ),
+            *run_gate(store, "enriched_conversations", target, batch),
         ],
     )

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from enrichment_assets.assets.enriched import enriched_conversations
+from enrichment_assets.assets.health import pipeline_health_asset
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.assets.raw import raw_conversations
 from enrichment_assets.assets.validated import validated_conversations
+from enrichment_assets.automation import SENSORS
+from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.partitions import batch_partitions
-from enrichment_assets.resources import EnricherResource, LakeResource
+from enrichment_assets.resources import LakeResource, app_database
 
 LAYER_ASSETS = [
     raw_conversations,
@@ -27,7 +30,13 @@ conversations_pipeline = define_asset_job(
 )
 
 defs = Definitions(
-    assets=LAYER_ASSETS,
+    assets=[*LAYER_ASSETS, pipeline_health_asset],
     jobs=[conversations_pipeline],
-    resources={"lake": LakeResource(), "enricher": EnricherResource()},
+    sensors=SENSORS,
+    resources={
+        "lake": LakeResource(),
+        # ENRICH_ENRICHER, ENRICH_LLM_* read when the code location loads; key as EnvVar.
+        "enricher": LLMResource.from_env(),
+        "app_db": app_database(),
+    },
 )

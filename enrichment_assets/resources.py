@@ -1,13 +1,14 @@
-"""Dagster resources: the lake (data folder) and the enricher settings."""
+"""Dagster resources: the lake (data folder), the enricher settings, the application database."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
+from enrichment_assets.app_db import APP_DB_URL_ENV
 from enrichment_assets.lake import Lake, default_data_dir
 
 
@@ -31,20 +32,26 @@ class LakeResource(ConfigurableResource):
         return Lake(Path(self.data_dir) if self.data_dir else default_data_dir())
 
 
-class EnricherResource(ConfigurableResource):
-    """Which enricher annotates conversations (`ENRICH_ENRICHER`, default `heuristic`)."""
+class AppDatabaseResource(ConfigurableResource):
+    """The application's PostgreSQL database: reference data in, statuses and summaries out.
 
-    kind: str = Field(
+    Optional: with no URL the pipeline runs on the embedded default (seed files,
+    nothing published). Build it with `app_database()` so that the URL comes from
+    `ENRICH_APP_DB_URL` as an `EnvVar` (never written into the definitions).
+    """
+
+    url: str = Field(
         default="",
-        description="heuristic (offline, deterministic) or openai; empty = ENRICH_ENRICHER.",
+        description="postgresql:// URL of the application database; empty = not configured.",
     )
 
-    def build(self, use_cache: bool = True):  # -> Enricher
-        from enrichment_assets.enrichers.heuristic import HeuristicEnricher
+    @property
+    def app_db_url(self) -> str | None:
+        return self.url or None
 
-        del use_cache  # the heuristic enricher has no cache
 
-        kind = self.kind or os.environ.get("ENRICH_ENRICHER", "heuristic")
-        if kind != "heuristic":
-            raise ValueError(f"unknown enricher {kind!r}: expected heuristic or openai")
-        return HeuristicEnricher()
+def app_database() -> AppDatabaseResource:
+    """The resource, from `ENRICH_APP_DB_URL` when it is set."""
+    if os.environ.get(APP_DB_URL_ENV):
+        return AppDatabaseResource(url=EnvVar(APP_DB_URL_ENV))
+    return AppDatabaseResource()

@@ -1,5 +1,6 @@
 """`enriched_conversations`: reference metadata, stats and AI annotations, per conversation."""
 
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,14 +17,16 @@ from dagster import (
 )
 from pydantic import Field
 
+from enrichment_assets.app_db import app_db_url
 from enrichment_assets.assets.layer_io import read_chunks, row_count, write_layer
 from enrichment_assets.assets.metadata import path_value, preview
 from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.checks.gx_suites import gate_specs, run_gate
 from enrichment_assets.enrichers.base import Enricher, conform_annotations
+from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.partitions import batch_partitions
-from enrichment_assets.reference import load_reference_seeds
-from enrichment_assets.resources import EnricherResource, LakeResource
+from enrichment_assets.reference import load_reference
+from enrichment_assets.resources import LakeResource
 from enrichment_assets.sql_files import load_sql
 from enrichment_assets.status import apply_changes
 
@@ -71,6 +74,18 @@ def annotate_chunk(
     return annotations.unique("conversation_id", keep="first", maintain_order=True)
 
 
+def _numeric_stats(annotator: Enricher) -> dict[str, float]:
+    """The numeric figures of the enricher's last `annotate` (tokens, cost, cache hits)."""
+    stats = getattr(annotator, "stats", None)
+    if stats is None:
+        return {}
+    return {
+        name: value
+        for name, value in stats.as_metadata().items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
 def enrich_chunk(
     con: duckdb.DuckDBPyConnection, chunk: pl.DataFrame, annotations: pl.DataFrame
 ) -> pl.DataFrame:
@@ -88,8 +103,10 @@ def enrich_chunk(
 @asset(
     partitions_def=batch_partitions,
     group_name="conversations",
-    kinds={"duckdb", "parquet"},
+    kinds={"duckdb", "parquet", "openai"},
     deps=[validated_conversations],
+    # Parallel runs share the LLM endpoint's limits: `dagster instance concurrency set llm N`.
+    pool="llm",
     check_specs=[
         AssetCheckSpec(
             "validated_rows_conserved",
@@ -110,7 +127,7 @@ def enriched_conversations(
     context: AssetExecutionContext,
     config: EnrichmentScope,
     lake: LakeResource,
-    enricher: EnricherResource,
+    enricher: LLMResource,
 ) -> MaterializeResult:
     """Validated conversations with reference metadata, stats and AI annotations.
 
@@ -128,7 +145,14 @@ def enriched_conversations(
     batch = context.partition_key
     source = store.layer_path("validated", batch)
     target = store.layer_path("enriched", batch)
-    annotator = enricher.build(use_cache=not config.force)
+    # The enrichment cache is shared by every partition and process (SQLite, WAL).
+    cache_dir = None if config.force else store.data_dir / "cache" / "enrichment"
+    annotator = enricher.build_enricher(cache_dir)
+    if hasattr(annotator, "on_progress"):
+        annotator.on_progress = lambda done, total: context.log.debug(
+            f"{annotator.name}: {done}/{total} conversations of this chunk annotated"
+        )
+    llm_totals: Counter[str] = Counter()
     started = datetime.now(UTC)
     keep: pl.DataFrame | None = None
     scope = pl.read_parquet(source, columns=["record_index", "conversation_id"])
@@ -145,7 +169,7 @@ def enriched_conversations(
     apply_changes(store, batch, in_progress, started)
 
     con = duckdb.connect()
-    load_reference_seeds(con)
+    load_reference(con, app_db_url())
     changes: list[pl.DataFrame] = []
     first: pl.DataFrame | None = None
     unknown_refs = errors = 0
@@ -156,6 +180,7 @@ def enriched_conversations(
         with write_layer(target, schema) as out:
             for chunk in read_chunks(source, lake.chunk_rows):
                 enriched = enrich_chunk(con, chunk, annotate_chunk(chunk, annotator, keep))
+                llm_totals.update(_numeric_stats(annotator))
                 out.write(enriched)
                 unknown_refs += int((enriched["unknown_reference_ids"] > 0).sum())
                 chunk_errors = enriched["enrichment"].struct.field("error")
@@ -185,6 +210,7 @@ def enriched_conversations(
             "enricher": annotator.name,
             "annotation_errors": errors,
             "unknown_reference_ids": unknown_refs,
+            **{name: round(value, 6) for name, value in sorted(llm_totals.items())},
             "path": path_value(target),
             "preview": preview(
                 first if first is not None else pl.DataFrame(),

@@ -194,25 +194,52 @@ def status(
 @app.command()
 def report(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+    as_html: Annotated[
+        bool,
+        typer.Option("--html", help="Write the health page (charts); print it and the Data Docs."),
+    ] = False,
 ) -> None:
-    """Counts per layer across all partitions.
+    """Health across all partitions: counts per layer, metrics and threshold levels.
+
+    Thresholds (SPEC): completeness < 85 % warning, < 70 % critical; quality
+    score < 80 warning, < 60 critical; backlog > 1000 and failure rate > 20 %
+    critical. Each gets a level: ok, warning or critical.
 
     Example: enrich report --json
     """
     import orjson
 
+    from enrichment_assets.checks.health import pipeline_health
+    from enrichment_assets.health_report import (
+        data_docs_index,
+        health_tables,
+        report_payload,
+        write_health_files,
+    )
     from enrichment_assets.lake import Lake
     from enrichment_assets.queries import layer_counts
 
-    counts = layer_counts(Lake(_data_dir()))
+    lake = Lake(_data_dir())
+    counts = layer_counts(lake)
+    health = pipeline_health(lake)
+    if as_html:
+        _, page = write_health_files(lake, health, counts["total"])
+        docs = data_docs_index(lake)
+        out.print(f"health page: {page}", soft_wrap=True)
+        out.print(
+            f"data docs:   {docs.resolve()}" if docs.exists() else "data docs:   none yet",
+            soft_wrap=True,
+        )
+        return
     if as_json:
         payload = {
-            **counts["total"],
+            **report_payload(health, counts["total"], lake),
             "partitions": {k: v for k, v in counts.items() if k != "total"},
         }
         sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     out.print(_counts_table(counts, "rows per layer"))
+    out.print(health_tables(health))
 
 
 def main() -> None:

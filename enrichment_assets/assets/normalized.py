@@ -16,6 +16,7 @@ from dagster import (
 from enrichment_assets.assets.enriched import enriched_conversations
 from enrichment_assets.assets.layer_io import read_chunks, row_count, write_layer
 from enrichment_assets.assets.metadata import path_value, preview
+from enrichment_assets.checks.gx_suites import gate_specs, run_gate
 from enrichment_assets.lake import Lake, atomic_path
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
@@ -95,7 +96,8 @@ def write_exports(lake: Lake, batch: str) -> dict[str, str]:
             asset="normalized_conversations",
             blocking=True,
             description="enriched rows = normalized rows, for this partition.",
-        )
+        ),
+        *gate_specs("normalized_conversations"),
     ],
 )
 def normalized_conversations(
@@ -153,6 +155,7 @@ def normalized_conversations(
                 passed=enriched_rows == normalized_rows,
                 severity=AssetCheckSeverity.ERROR,
                 metadata={"enriched": enriched_rows, "normalized": normalized_rows},
-            )
+            ),
+            *run_gate(store, "normalized_conversations", target, batch),
         ],
     )

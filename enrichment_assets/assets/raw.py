@@ -9,6 +9,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from enrichment_assets.assets.layer_io import write_layer
 from enrichment_assets.assets.metadata import path_value, preview
+from enrichment_assets.checks.gx_suites import gate_specs, run_gate
 from enrichment_assets.ingest import RAW_RECORD_SCHEMA, read_raw_records
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
@@ -29,6 +30,7 @@ RAW_SCHEMA = pa.schema(
     partitions_def=batch_partitions,
     group_name="conversations",
     kinds={"parquet", "polars"},
+    check_specs=gate_specs("raw_conversations"),
 )
 def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     """Every record of the batch's frozen input files, one row each.
@@ -93,5 +95,6 @@ def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Mat
                     "parse_error",
                 ],
             ),
-        }
+        },
+        check_results=run_gate(store, "raw_conversations", target, batch),
     )

@@ -1,0 +1,95 @@
+"""`pipeline_health`: the data-quality and health report across all partitions."""
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from enrichment_assets.assets.metadata import path_value
+from enrichment_assets.assets.normalized import normalized_conversations
+from enrichment_assets.checks.health import CRITICAL, OK, THRESHOLDS, pipeline_health
+from enrichment_assets.health_report import write_health_files
+from enrichment_assets.queries import layer_counts
+from enrichment_assets.resources import LakeResource
+
+HEALTH_ASSET = "pipeline_health"
+
+
+@asset(
+    name=HEALTH_ASSET,
+    group_name="reports",
+    kinds={"duckdb", "html"},
+    deps=[normalized_conversations],
+    check_specs=[
+        AssetCheckSpec(
+            t.metric,
+            asset=HEALTH_ASSET,
+            blocking=False,
+            description=f"{t.description}: {t.rule()} (SPEC health thresholds).",
+        )
+        for t in THRESHOLDS
+    ],
+)
+def pipeline_health_asset(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+    """Health of the whole pipeline, computed in DuckDB over every partition's Parquet.
+
+    Completeness rate, backlog, failure rate, mean quality score, confidence
+    distribution, records processed per hour, time from raw stored to enriched
+    (p50/p95), partitions blocked by a gate and partitions flagged for a person.
+    Each SPEC threshold is an asset check: WARN at the warning level, ERROR at
+    the critical one; they report, they never block data. Writes
+    `reports/pipeline_health.json` and the charts page `reports/pipeline_health.html`.
+    """
+    store = lake.lake
+    health = pipeline_health(store)
+    counts = layer_counts(store)["total"]
+    json_path, html_path = write_health_files(store, health, counts)
+    metrics = health["metrics"]
+    context.log.info(f"pipeline health: {health['overall']} ({health['levels']})")
+    return MaterializeResult(
+        metadata={
+            "overall": health["overall"],
+            "conversations": metrics["conversations"],
+            "partitions": metrics["partitions"],
+            "completeness_rate": _number(metrics["completeness_rate"]),
+            "backlog": metrics["backlog"],
+            "failure_rate": _number(metrics["failure_rate"]),
+            "quality_score": _number(metrics["quality_score"]),
+            "records_per_hour": _number(metrics["records_per_hour"]),
+            "seconds_to_enriched_p50": _number(metrics["seconds_to_enriched"]["p50"]),
+            "seconds_to_enriched_p95": _number(metrics["seconds_to_enriched"]["p95"]),
+            "confidence_histogram": MetadataValue.json(metrics["confidence_histogram"]),
+            "gate_blocked_partitions": MetadataValue.json(metrics["gate_blocked_partitions"]),
+            "flagged_partitions": MetadataValue.json(metrics["flagged_partitions"]),
+            "layer_counts": MetadataValue.json(counts),
+            "report_json": path_value(json_path),
+            "report_html": path_value(html_path),
+        },
+        check_results=[
+            AssetCheckResult(
+                check_name=t.metric,
+                asset_key=HEALTH_ASSET,
+                passed=health["levels"][t.metric] == OK,
+                severity=(
+                    AssetCheckSeverity.ERROR
+                    if health["levels"][t.metric] == CRITICAL
+                    else AssetCheckSeverity.WARN
+                ),
+                metadata={
+                    "value": _number(metrics[t.metric]),
+                    "level": health["levels"][t.metric],
+                    "threshold": t.rule(),
+                },
+            )
+            for t in THRESHOLDS
+        ],
+    )
+
+
+def _number(value: float | None) -> MetadataValue:
+    return MetadataValue.float(float(value)) if value is not None else MetadataValue.null()

@@ -1,0 +1,202 @@
+"""The Great Expectations context the quality gates run in, and its Data Docs.
+
+GX 1.x is called directly (the `dagster-ge` integration does not support it) and
+imported lazily: importing it takes seconds, and `enrich --help` or a sensor tick
+must not pay for that. The context is ephemeral (nothing to configure or lock on
+disk) except for two folders under `<data dir>/reports/`:
+
+    gx/validations/   every validation result (JSON), kept so that Data Docs lists them all
+    data_docs/        the generated HTML site: index.html, one page per suite and result
+
+The suites come from `expectations/<asset>.json` at the repository root; those
+files are the source of truth, loaded into the context each time it is built.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
+DATASOURCE = "lake"
+BATCH_DEFINITION = "partition"
+DOCS_SITE = "local_site"
+# The Data Docs index lists this many of the latest validation results.
+DOCS_INDEX_RESULTS = 200
+
+
+def suite_path(asset_name: str) -> Path:
+    return EXPECTATIONS_DIR / f"{asset_name}.json"
+
+
+def suite_names() -> list[str]:
+    return sorted(p.stem for p in EXPECTATIONS_DIR.glob("*.json"))
+
+
+def load_suite_dict(asset_name: str) -> dict[str, Any]:
+    path = suite_path(asset_name)
+    if not path.is_file():
+        raise FileNotFoundError(f"no expectation suite for {asset_name!r} at {path}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def data_docs_dir(reports_dir: Path) -> Path:
+    return reports_dir / "data_docs"
+
+
+def _project_config(reports_dir: Path) -> dict[str, Any]:
+    def filesystem(folder: Path) -> dict[str, Any]:
+        return {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(folder)}
+
+    in_memory = {"class_name": "InMemoryStoreBackend"}
+    return {
+        "config_version": 4.0,
+        "progress_bars": {"globally": False, "metric_calculations": False},
+        "stores": {
+            "expectations_store": {"class_name": "ExpectationsStore", "store_backend": in_memory},
+            "validation_results_store": {
+                "class_name": "ValidationResultsStore",
+                "store_backend": filesystem(reports_dir / "gx" / "validations"),
+            },
+            "checkpoint_store": {"class_name": "CheckpointStore", "store_backend": in_memory},
+            "validation_definition_store": {
+                "class_name": "ValidationDefinitionStore",
+                "store_backend": in_memory,
+            },
+        },
+        "expectations_store_name": "expectations_store",
+        "validation_results_store_name": "validation_results_store",
+        "checkpoint_store_name": "checkpoint_store",
+        "data_docs_sites": {
+            DOCS_SITE: {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": filesystem(data_docs_dir(reports_dir)),
+                "site_index_builder": {
+                    "class_name": "DefaultSiteIndexBuilder",
+                    "validation_results_limit": DOCS_INDEX_RESULTS,
+                },
+            }
+        },
+    }
+
+
+class GateContext:
+    """An ephemeral GX context holding every suite, one validation definition per layer."""
+
+    def __init__(self, reports_dir: Path) -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+
+        self.reports_dir = reports_dir
+        self.context = gx.get_context(mode="ephemeral", project_config=_project_config(reports_dir))
+        datasource = self.context.data_sources.add_pandas(DATASOURCE)
+        self.definitions: dict[str, Any] = {}
+        for name in suite_names():
+            suite = self.context.suites.add(gx.ExpectationSuite(**load_suite_dict(name)))
+            batches = datasource.add_dataframe_asset(name).add_batch_definition_whole_dataframe(
+                BATCH_DEFINITION
+            )
+            self.definitions[name] = self.context.validation_definitions.add(
+                gx.ValidationDefinition(name=name, data=batches, suite=suite)
+            )
+
+    def suite(self, asset_name: str) -> Any:
+        return self.definitions[asset_name].suite
+
+    def validate(
+        self, asset_name: str, frame: Any, partition: str, parameters: dict[str, Any]
+    ) -> Any:
+        """Run the asset's suite on `frame`; the result is stored (run name = partition)."""
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        return self.definitions[asset_name].run(
+            batch_parameters={"dataframe": frame},
+            expectation_parameters=parameters,
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
+            run_id=RunIdentifier(run_name=partition),
+        )
+
+    def _stale_suite_pages(self) -> list[Any]:
+        """Suites whose Data Docs page is missing or older than their JSON file."""
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+        )
+
+        pages = data_docs_dir(self.reports_dir) / "expectations"
+        return [
+            ExpectationSuiteIdentifier(name=name)
+            for name in self.definitions
+            if not (pages / f"{name}.html").exists()
+            or (pages / f"{name}.html").stat().st_mtime < suite_path(name).stat().st_mtime
+        ]
+
+    def update_data_docs(self, result: Any) -> Path | None:
+        """Render this result's page and the index; returns the page's path."""
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+
+        suite_name = result.suite_name
+        run_id = result.meta["run_id"]
+        store = self.context.validation_results_store
+        # A whole-dataframe batch of a fluent pandas asset is named `<datasource>-<asset>`.
+        identifier = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
+            run_id=run_id,
+            batch_identifier=f"{DATASOURCE}-{suite_name}",
+        )
+        if not store.has_key(identifier):  # a GX version naming batches otherwise: search
+            identifier = next(
+                (
+                    k
+                    for k in store.list_keys()
+                    if k.expectation_suite_identifier.name == suite_name and k.run_id == run_id
+                ),
+                None,
+            )
+            if identifier is None:
+                return None
+        with _docs_lock(self.reports_dir):
+            self.context.build_data_docs(
+                site_names=[DOCS_SITE],
+                resource_identifiers=[identifier, *self._stale_suite_pages()],
+            )
+        (url,) = self.context.get_docs_sites_urls(
+            resource_identifier=identifier, site_name=DOCS_SITE, only_if_exists=False
+        )
+        page = url.get("site_url")
+        return Path(page.removeprefix("file://")) if page else None
+
+
+@contextmanager
+def _docs_lock(reports_dir: Path) -> Iterator[None]:
+    """Serialize Data Docs builds across processes (parallel partitions share the index)."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    with (reports_dir / ".data_docs.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@cache
+def gate_context(reports_dir: Path) -> GateContext:
+    """One context per process and data folder: building it costs a GX import."""
+    return GateContext(reports_dir)
+
+
+def build_data_docs(reports_dir: Path) -> Path:
+    """(Re)build the whole Data Docs site from the stored results; returns index.html."""
+    context = gate_context(reports_dir)
+    with _docs_lock(reports_dir):
+        context.context.build_data_docs(site_names=[DOCS_SITE])
+    return data_docs_dir(reports_dir) / "index.html"

@@ -1,0 +1,142 @@
+"""Pipeline health across all partitions: metrics in DuckDB, levels against SPEC thresholds.
+
+The metrics come from `sql/pipeline_health.sql` (over every status file) and
+`sql/pipeline_health_annotations.sql` (over every normalized file): DuckDB reads
+the Parquet, nothing loads a partition into Python. The thresholds are the ones
+of the system we replace (SPEC.md, "Quality gates"); each metric's level is
+`ok`, `warning` or `critical`. Used by the `pipeline_health` asset and by
+`enrich report`, so both always agree.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+
+from enrichment_assets.lake import Lake
+from enrichment_assets.sql_files import load_sql
+
+OK, WARNING, CRITICAL = "ok", "warning", "critical"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A health metric's limits; `higher_is_better` says which way is bad."""
+
+    metric: str
+    description: str
+    higher_is_better: bool
+    warning: float | None
+    critical: float
+
+    def level(self, value: float | None) -> str:
+        if value is None:  # nothing to measure yet (no conversation): nothing is wrong
+            return OK
+        if self._worse(value, self.critical):
+            return CRITICAL
+        if self.warning is not None and self._worse(value, self.warning):
+            return WARNING
+        return OK
+
+    def _worse(self, value: float, limit: float) -> bool:
+        return value < limit if self.higher_is_better else value > limit
+
+    def rule(self) -> str:
+        sign = "<" if self.higher_is_better else ">"
+        warning = f"warning {sign} {self.warning:g}, " if self.warning is not None else ""
+        return f"{warning}critical {sign} {self.critical:g}"
+
+
+THRESHOLDS = (
+    Threshold("completeness_rate", "completed with every AI field, % of validated", True, 85, 70),
+    Threshold("quality_score", "mean quality score (0-100)", True, 80, 60),
+    Threshold("backlog", "conversations not yet completed nor failed", False, None, 1000),
+    Threshold("failure_rate", "validation or normalization failures, % of all", False, None, 20),
+)
+
+
+def _files(lake: Lake, layer: str) -> list[str]:
+    return sorted(glob.glob(lake.layer_glob(layer)))
+
+
+def _percent(part: int, whole: int) -> float | None:
+    return round(100.0 * part / whole, 2) if whole else None
+
+
+def _row(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    cursor = con.execute(sql, parameters)
+    columns = [d[0] for d in cursor.description]
+    return dict(zip(columns, cursor.fetchone(), strict=True))
+
+
+def _flagged_partitions(lake: Lake) -> list[dict[str, Any]]:
+    # The failed-partitions sensor owns that state; read through its module.
+    from enrichment_assets.automation.retry_state import flagged_partitions
+
+    return [
+        {"partition": e.partition, "reason": e.reason, "detail": e.detail, "tries": e.tries}
+        for e in flagged_partitions(lake)
+    ]
+
+
+def pipeline_health(lake: Lake) -> dict[str, Any]:
+    """Every health metric, each threshold's level, and the partitions needing a person."""
+    status_files, normalized_files = _files(lake, "status"), _files(lake, "normalized")
+    con = duckdb.connect()
+    try:
+        status = (
+            _row(con, load_sql("pipeline_health"), {"status_files": status_files})
+            if status_files
+            else {}
+        )
+        annotations = (
+            _row(
+                con,
+                load_sql("pipeline_health_annotations"),
+                {"normalized_files": normalized_files},
+            )
+            if normalized_files
+            else {}
+        )
+    finally:
+        con.close()
+    conversations = status.get("conversations", 0)
+    quality = annotations.get("quality_score_mean")
+    metrics = {
+        "conversations": conversations,
+        "partitions": status.get("partitions", 0),
+        "per_status": dict(status.get("per_status") or {}),
+        "completeness_rate": _percent(annotations.get("complete", 0), status.get("validated", 0)),
+        "backlog": status.get("backlog", 0),
+        "failure_rate": _percent(status.get("failed", 0), conversations),
+        "quality_score": round(quality, 2) if quality is not None else None,
+        "confidence_histogram": annotations.get("confidence_histogram") or [],
+        "confidence_missing": annotations.get("confidence_missing", 0),
+        "records_per_hour": _round(status.get("records_per_hour")),
+        "hourly_processed": [
+            {"hour": h["hour"].isoformat(), "conversations": h["conversations"]}
+            for h in status.get("hourly") or []
+        ],
+        "seconds_to_enriched": {
+            "p50": _round(status.get("seconds_to_enriched_p50")),
+            "p95": _round(status.get("seconds_to_enriched_p95")),
+        },
+        "gate_blocked_partitions": status.get("gate_blocked_partitions") or [],
+        "flagged_partitions": _flagged_partitions(lake),
+    }
+    levels = {t.metric: t.level(metrics[t.metric]) for t in THRESHOLDS}
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "metrics": metrics,
+        "levels": levels,
+        "thresholds": {t.metric: t.rule() for t in THRESHOLDS},
+        "overall": max(levels.values(), key=[OK, WARNING, CRITICAL].index, default=OK),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return round(float(value), 2) if value is not None else None

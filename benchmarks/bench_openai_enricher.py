@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `tests.llm_s
 
 import openai
 
+from enrichment_assets.enrichers.annotation import chat_messages
 from enrichment_assets.enrichers.cache import EnrichmentCache
-from enrichment_assets.enrichers.openai import OpenAIEnricher, chat_messages
+from enrichment_assets.enrichers.openai import OpenAIEnricher
 from tests.llm_fixtures import make_conversations
 from tests.llm_server import Faults, LoopbackLLMServer
 

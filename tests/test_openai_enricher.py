@@ -17,6 +17,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from enrichment_assets.enrichers.annotation import (
+    ANNOTATION_JSON_SCHEMA,
+    PROMPT_VERSION,
+    ModelPrice,
+)
 from enrichment_assets.enrichers.base import AI_FIELDS, ANNOTATION_SCHEMA, Enricher
 from enrichment_assets.enrichers.batch import BatchOptions
 from enrichment_assets.enrichers.cache import (
@@ -24,15 +29,8 @@ from enrichment_assets.enrichers.cache import (
     EnrichmentCache,
     annotation_cache_key,
 )
-from enrichment_assets.enrichers.openai import (
-    ANNOTATION_JSON_SCHEMA,
-    PROMPT_VERSION,
-    ModelPrice,
-    OpenAIEnricher,
-    RetryPolicy,
-    parse_duration,
-    server_retry_hint,
-)
+from enrichment_assets.enrichers.openai import OpenAIEnricher
+from enrichment_assets.enrichers.retry import RetryPolicy, parse_duration, server_retry_hint
 from enrichment_assets.enrichers.settings import LLMResource, LLMSettings
 from tests.llm_fixtures import llm_server, make_conversations  # noqa: F401
 from tests.llm_server import Faults, LoopbackLLMServer

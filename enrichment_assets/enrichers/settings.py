@@ -22,9 +22,11 @@ import orjson
 from dagster import ConfigurableResource, EnvVar
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
+from enrichment_assets.enrichers.annotation import ModelPrice
 from enrichment_assets.enrichers.base import Enricher
 from enrichment_assets.enrichers.cache import EnrichmentCache
-from enrichment_assets.enrichers.openai import ModelPrice, OpenAIEnricher, RetryPolicy
+from enrichment_assets.enrichers.openai import OpenAIEnricher
+from enrichment_assets.enrichers.retry import RetryPolicy
 
 # List prices in USD per 1M tokens when this was written; `ENRICH_LLM_PRICES`
 # (JSON: {"model": {"input_per_1m": .., "output_per_1m": ..}}) adds or overrides.

@@ -1,0 +1,207 @@
+"""What the openai enricher asks for and accepts: the annotation model, the prompt,
+validation of answers, one-line errors and the accounting of a call."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from enrichment_assets.enrichers.base import EMOTIONAL_TONES, LABELS
+
+# Bump when SYSTEM_PROMPT or the annotation model changes meaning: it is part of
+# every cache key and of every output row.
+PROMPT_VERSION = "annotate-v1"
+
+
+class ConversationAnnotation(BaseModel):
+    """What the model must answer for one conversation (sent as a strict JSON schema)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: str = Field(description="One to three sentences on what the user wanted and got.")
+    topics: list[str] = Field(max_length=8, description="One to five short key topics.")
+    emotional_tone: Literal[EMOTIONAL_TONES] = Field(description="The user's overall tone.")
+    sentiment: float = Field(ge=-1.0, le=1.0, description="-1 very negative .. 1 very positive.")
+    label: Literal[LABELS] = Field(description="The kind of task the conversation is.")
+    confidence: float = Field(ge=0.0, le=1.0, description="Confidence in the label, 0..1.")
+    quality_score: float = Field(
+        ge=0.0, le=100.0, description="0..100: how good the assistant turns are as training data."
+    )
+
+    @field_validator("summary")
+    @classmethod
+    def _summary_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("summary is blank")
+        return value.strip()
+
+
+def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema as OpenAI strict mode wants it: closed objects, all keys required."""
+
+    def close(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                node["additionalProperties"] = False
+                node["required"] = list(node["properties"])
+            for child in node.values():
+                close(child)
+        elif isinstance(node, list):
+            for child in node:
+                close(child)
+
+    schema = model.model_json_schema()
+    close(schema)
+    return schema
+
+
+ANNOTATION_JSON_SCHEMA = strict_json_schema(ConversationAnnotation)
+
+SYSTEM_PROMPT = f"""\
+You annotate one conversation between a user and an assistant for a training-data pipeline.
+Read the whole conversation, then answer with the annotation only:
+- summary: one to three sentences on what the user wanted and what the assistant did;
+- topics: one to five short, lowercase key topics;
+- emotional_tone: the user's overall tone, one of {", ".join(EMOTIONAL_TONES)};
+- sentiment: the user's sentiment from -1.0 (very negative) to 1.0 (very positive);
+- label: the kind of task, one of {", ".join(LABELS)};
+- confidence: your confidence in the label, from 0.0 to 1.0;
+- quality_score: 0 to 100, how good the assistant's turns are as training data \
+(correct, helpful, well written).
+Never invent content that is not in the conversation."""
+
+_JSON_MODE_SUFFIX = "\nAnswer with one JSON object that follows this JSON schema:\n"
+
+
+def render_conversation(turns: list[tuple[str, str]], max_chars: int) -> str:
+    """The conversation as compact `role: content` lines, cut in the middle past `max_chars`."""
+    text = "\n".join(f"{role}: {' '.join(str(content).split())}" for role, content in turns)
+    if len(text) <= max_chars:
+        return text
+    # Keep the opening (the request) and the end (the resolution); drop the middle.
+    head = text[: max_chars * 2 // 3]
+    tail = text[len(text) - (max_chars - len(head)) :]
+    return f"{head}\n[... {len(text) - len(head) - len(tail)} characters omitted ...]\n{tail}"
+
+
+def chat_messages(conversation_text: str, response_format: str) -> list[dict[str, str]]:
+    system = SYSTEM_PROMPT
+    if response_format == "json_object":  # no schema enforcement: describe it instead
+        system += _JSON_MODE_SUFFIX + _compact_json(ANNOTATION_JSON_SCHEMA)
+    return [{"role": "system", "content": system}, {"role": "user", "content": conversation_text}]
+
+
+def _compact_json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# -- outcomes, errors, accounting ---------------------------------------------------------
+@dataclass
+class AnnotationOutcome:
+    """The result of annotating one distinct conversation: an annotation or an error."""
+
+    annotation: ConversationAnnotation | None = None
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached: bool = False
+
+
+_MAX_ERROR_CHARS = 300
+_KEY_LIKE = re.compile(r"(sk-|Bearer\s+)[A-Za-z0-9_\-.]{6,}")
+
+
+def one_line_error(text: str, api_key: SecretStr | None = None) -> str:
+    """`text` fit for a row's `error`: one line, bounded, with no API key in it."""
+    secret = api_key.get_secret_value() if api_key is not None else ""
+    if secret:
+        text = text.replace(secret, "***")
+    text = _KEY_LIKE.sub(r"\1***", " ".join(text.split()))
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
+
+
+def validate_annotation(data: Mapping[str, Any]) -> ConversationAnnotation | None:
+    try:
+        return ConversationAnnotation.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def outcome_from_completion(completion: Mapping[str, Any]) -> AnnotationOutcome:
+    """Validate a chat completion body (online answer or a line of a batch output file)."""
+    choice = (completion.get("choices") or [{}])[0]
+    message, usage = choice.get("message") or {}, completion.get("usage") or {}
+    content, refusal = message.get("content"), message.get("refusal")
+    finish_reason = choice.get("finish_reason")
+    prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+
+    def failed(error: str) -> AnnotationOutcome:
+        return AnnotationOutcome(
+            error=one_line_error(error),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
+    if refusal:
+        return failed(f"model refused: {refusal}")
+    if not content:
+        return failed(f"empty response (finish_reason={finish_reason})")
+    try:
+        annotation = ConversationAnnotation.model_validate_json(content)
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False)
+        if any(p["type"] == "json_invalid" for p in problems):
+            return failed(f"response is not valid JSON (finish_reason={finish_reason})")
+        described = "; ".join(
+            f"{'.'.join(map(str, p['loc'])) or 'root'}={str(p.get('input'))[:40]!s}: {p['msg']}"
+            for p in problems[:3]
+        )
+        return failed(f"response violates the annotation schema: {described}")
+    return AnnotationOutcome(
+        annotation=annotation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+    )
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """USD per million tokens."""
+
+    input_per_1m: float
+    output_per_1m: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_1m + completion_tokens * self.output_per_1m) / 1e6
+
+
+@dataclass
+class EnrichmentStats:
+    """What one `annotate` call did and cost; `as_metadata()` feeds the asset's metadata."""
+
+    model: str = ""
+    mode: str = "online"
+    response_format: str = "json_schema"
+    conversations: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    errors: int = 0
+    requests: int = 0  # HTTP requests sent, retries included
+    retries: int = 0
+    prompt_tokens: int = 0  # spent by this call
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # what the cache hits had cost when first obtained
+    cached_completion_tokens: int = 0
+    cost_usd: float | None = None  # None: no price known for the model
+    saved_cost_usd: float | None = None
+    elapsed_s: float = 0.0
+
+    def as_metadata(self) -> dict[str, float | int | str]:
+        return {
+            f"llm_{name}": round(value, 6) if isinstance(value, float) else value
+            for name, value in asdict(self).items()
+            if value is not None
+        }

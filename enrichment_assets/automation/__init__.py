@@ -1,0 +1,15 @@
+"""Automation: the sensors that run the pipeline by themselves.
+
+- `new_raw_files.py`: landing folder → batch partitions → runs (`landing.py` scans and groups);
+- `failed_partitions.py`: unhealthy partitions → retries with backoff → flagged for a person;
+- `retry_state.py`: the retry state file, and `flagged_partitions` for reports;
+- `settings.py`: intervals and limits, from environment variables.
+"""
+
+from enrichment_assets.automation.failed_partitions import failed_partitions
+from enrichment_assets.automation.new_raw_files import new_raw_files
+from enrichment_assets.automation.retry_state import PartitionRetry, flagged_partitions
+
+SENSORS = [new_raw_files, failed_partitions]
+
+__all__ = ["SENSORS", "PartitionRetry", "failed_partitions", "flagged_partitions", "new_raw_files"]

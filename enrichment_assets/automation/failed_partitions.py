@@ -1,0 +1,348 @@
+"""`failed_partitions`: re-request unhealthy batch partitions with backoff, then hand over.
+
+A partition is unhealthy when its latest finished run failed, when a blocking
+gate (asset check) of that run failed, or when its enriched rows still carry an
+enrichment error with NULL AI fields. The sensor retries it after 1 min, 5 min,
+15 min, 1 h and 4 h (`RetrySettings`); when the last try fails too, the
+partition is flagged for a person (`retry_state.flagged_partitions`, an asset
+observation on `enriched_conversations`) and left alone until someone
+re-materializes it: a run without this sensor's tags resets the count.
+
+Each retry has its own run key (`retry:<partition>:<failed run id>`): a sensor
+never requests the same run key twice, so a key per failure is what lets a
+partition be retried at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+import polars as pl
+from dagster import (
+    AssetKey,
+    AssetObservation,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    MetadataValue,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+from dagster._core.storage.dagster_run import FINISHED_STATUSES, RunRecord, TagBucket
+
+from enrichment_assets.automation.new_raw_files import PIPELINE_JOB, TRIGGER_TAG
+from enrichment_assets.automation.retry_state import (
+    GATE_FAILED,
+    NULL_AI_FIELDS,
+    RUN_FAILED,
+    PartitionRetry,
+    read_retries,
+    write_retries,
+)
+from enrichment_assets.automation.settings import (
+    RetrySettings,
+    default_sensor_status,
+    requested_run_config,
+    retry_interval_seconds,
+)
+from enrichment_assets.lake import Lake
+from enrichment_assets.partitions import batch_partitions
+from enrichment_assets.resources import LakeResource
+from enrichment_assets.status import apply_changes, read_status
+
+PARTITION_TAG = "dagster/partition"
+RETRY_TRIGGER = "failed_partitions"
+ATTEMPT_TAG = "enrich/retry_attempt"
+REASON_TAG = "enrich/retry_reason"
+RETRY_OF_TAG = "enrich/retry_of"
+FLAGGED_ASSET = AssetKey("enriched_conversations")
+CURSOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: str
+    detail: str
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = (text.strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def run_problems(instance: DagsterInstance, run_id: str) -> tuple[list[str], str | None]:
+    """The blocking checks that failed in this run, and its first step failure (one line)."""
+    records = instance.get_records_for_run(
+        run_id,
+        of_type={DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.STEP_FAILURE},
+    ).records
+    gates: list[str] = []
+    step_error: str | None = None
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            if (
+                not evaluation.passed
+                and evaluation.blocking
+                and evaluation.severity.value == "ERROR"
+            ):
+                gates.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
+        elif step_error is None and event.event_specific_data is not None:
+            error = event.event_specific_data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
+            message = _one_line(error.message) if error is not None else "see the run's logs"
+            step_error = f"step {event.step_key} failed: {message}"
+    return gates, step_error
+
+
+def null_ai_rows(lake: Lake, partition: str) -> int:
+    """Enriched rows whose annotation failed: AI fields NULL and `enrichment.error` set."""
+    path = lake.layer_path("enriched", partition)
+    if not path.exists():
+        return 0
+    error = pl.col("enrichment").struct.field("error")
+    return int(pl.scan_parquet(path).select(error.is_not_null().sum()).collect().item())
+
+
+def assess_run(instance: DagsterInstance, lake: Lake, record: RunRecord) -> Verdict | None:
+    """Why the partition of this finished run needs another try, or None when it is healthy."""
+    run = record.dagster_run
+    if run.status == DagsterRunStatus.CANCELED:
+        return None  # someone stopped it on purpose: not ours to restart
+    gates, step_error = run_problems(instance, run.run_id)
+    if gates:
+        return Verdict(GATE_FAILED, "blocking gate(s) failed: " + ", ".join(gates))
+    if run.status == DagsterRunStatus.FAILURE:
+        return Verdict(RUN_FAILED, step_error or "the run failed: see its logs")
+    missing = null_ai_rows(lake, run.tags[PARTITION_TAG])
+    if missing:
+        return Verdict(
+            NULL_AI_FIELDS, f"{missing} enriched row(s) with NULL AI fields and an error"
+        )
+    return None
+
+
+def tries_of(record: RunRecord) -> int:
+    """Which retry this run was (0 for a run this sensor did not request: a reset)."""
+    tags = record.dagster_run.tags
+    if tags.get(TRIGGER_TAG) != RETRY_TRIGGER:
+        return 0
+    try:
+        return int(tags.get(ATTEMPT_TAG, "0"))
+    except ValueError:
+        return 0
+
+
+def _parse_cursor(raw: str | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("v") != CURSOR_VERSION:
+        return None
+    return data.get("updated_after")
+
+
+def latest_runs(instance: DagsterInstance, partitions: list[str]) -> dict[str, RunRecord]:
+    """The newest run of each partition (one query for all of them)."""
+    if not partitions:
+        return {}
+    records = instance.get_run_records(
+        filters=RunsFilter(tags={PARTITION_TAG: partitions}),
+        bucket_by=TagBucket(tag_key=PARTITION_TAG, tag_values=partitions, bucket_limit=1),
+    )
+    latest: dict[str, RunRecord] = {}
+    for record in records:
+        key = record.dagster_run.tags[PARTITION_TAG]
+        if key not in latest or record.storage_id > latest[key].storage_id:
+            latest[key] = record
+    return latest
+
+
+def _mark_status_retries(lake: Lake, partition: str, tries: int, now: datetime) -> None:
+    """Record the try count on the conversations the retry is for (the status table)."""
+    current = read_status(lake, partition)
+    if current.is_empty():
+        return
+    pending = current.filter(
+        (pl.col("status") != "validation_failed")
+        & ((pl.col("status") != "completed") | pl.col("last_error").is_not_null())
+    )
+    if pending.is_empty():
+        return
+    changes = pending.select(
+        "record_index", pl.col("status").cast(pl.String), pl.lit(tries).alias("retry_count")
+    )
+    apply_changes(lake, partition, changes, now)
+
+
+def flag_for_a_person(
+    entry: PartitionRetry, now: datetime, log: logging.Logger
+) -> AssetObservation:
+    """Out of tries: flag the partition and say so on the asset, for the UI."""
+    entry.flagged, entry.flagged_at, entry.next_attempt_at = True, now.timestamp(), None
+    log.warning(
+        f"partition {entry.partition}: still unhealthy after {entry.tries} tries "
+        f"({entry.reason}: {entry.detail}); flagged for a person, no more retries "
+        "until someone re-materializes it"
+    )
+    return AssetObservation(
+        asset_key=FLAGGED_ASSET,
+        partition=entry.partition,
+        metadata={
+            "flagged_for_person": True,
+            "retry_reason": entry.reason,
+            "retry_detail": entry.detail,
+            "tries": entry.tries,
+            "last_failed_run": MetadataValue.text(entry.failed_run_id),
+        },
+    )
+
+
+def retry_request(
+    entry: PartitionRetry, settings: RetrySettings, log: logging.Logger
+) -> RunRequest:
+    """The next try of this partition; its run key is unique to the failed run it answers."""
+    attempt = entry.tries + 1
+    log.info(
+        f"partition {entry.partition}: {entry.reason} ({entry.detail}) in run "
+        f"{entry.failed_run_id}; requesting try {attempt} of {settings.max_tries}"
+    )
+    return RunRequest(
+        partition_key=entry.partition,
+        run_key=f"retry:{entry.partition}:{entry.failed_run_id}",
+        run_config=requested_run_config(),
+        tags={
+            TRIGGER_TAG: RETRY_TRIGGER,
+            ATTEMPT_TAG: str(attempt),
+            REASON_TAG: entry.reason,
+            RETRY_OF_TAG: entry.failed_run_id,
+        },
+    )
+
+
+def failed_partitions_tick(
+    context: SensorEvaluationContext,
+    lake: Lake,
+    settings: RetrySettings,
+    *,
+    now: datetime,
+) -> SensorResult:
+    """One evaluation of `failed_partitions` at time `now` (injectable for tests)."""
+    instance = context.instance
+    log = context.log
+    updated_after = _parse_cursor(context.cursor)
+    entries = read_retries(lake)
+    changed = False
+
+    finished = instance.get_run_records(
+        filters=RunsFilter(
+            statuses=FINISHED_STATUSES,
+            updated_after=(
+                datetime.fromtimestamp(updated_after, UTC) if updated_after is not None else None
+            ),
+        ),
+        order_by="update_timestamp",
+        ascending=True,
+        limit=settings.max_runs_per_tick,
+    )
+    if finished:
+        updated_after = max(r.update_timestamp.timestamp() for r in finished)
+    touched = {
+        r.dagster_run.tags[PARTITION_TAG] for r in finished if PARTITION_TAG in r.dagster_run.tags
+    }
+    watch = sorted(
+        (touched & set(instance.get_dynamic_partitions(batch_partitions.name)))
+        | {key for key, entry in entries.items() if not entry.flagged}
+    )
+
+    requests: list[RunRequest] = []
+    observations: list[AssetObservation] = []
+    latest = latest_runs(instance, watch)
+    for partition in watch:
+        record = latest.get(partition)
+        if record is None or record.dagster_run.status not in FINISHED_STATUSES:
+            continue  # never ran, or a run is under way: wait for it
+        run = record.dagster_run
+        entry = entries.get(partition)
+        if entry is None or entry.failed_run_id != run.run_id:
+            verdict = assess_run(instance, lake, record)
+            if verdict is None:
+                if entry is not None:
+                    log.info(f"partition {partition}: run {run.run_id} is healthy; retries cleared")
+                    del entries[partition]
+                    changed = True
+                continue
+            tries = tries_of(record)
+            if entry is not None and tries == 0 and entry.tries > 0:
+                log.info(
+                    f"partition {partition}: run {run.run_id} was started by hand; "
+                    f"try count reset (was {entry.tries})"
+                )
+            entry = PartitionRetry(
+                partition=partition,
+                reason=verdict.reason,
+                detail=verdict.detail,
+                failed_run_id=run.run_id,
+                failed_at=record.end_time or record.update_timestamp.timestamp(),
+                tries=tries,
+            )
+            entries[partition] = entry
+            changed = True
+        if entry.flagged:
+            continue
+        if entry.tries >= settings.max_tries:
+            observations.append(flag_for_a_person(entry, now, log))
+            changed = True
+            continue
+        due = entry.failed_at + settings.backoff_seconds[entry.tries]
+        if entry.next_attempt_at != due:
+            entry.next_attempt_at, changed = due, True
+        if now.timestamp() < due or len(requests) >= settings.max_requests_per_tick:
+            continue
+        _mark_status_retries(lake, partition, entry.tries + 1, now)
+        requests.append(retry_request(entry, settings, log))
+
+    if changed:
+        write_retries(lake, entries)
+    cursor = orjson.dumps({"v": CURSOR_VERSION, "updated_after": updated_after}).decode()
+    if not requests:
+        waiting = [e for e in entries.values() if not e.flagged]
+        flagged = len(entries) - len(waiting)
+        reason = (
+            f"{len(waiting)} partition(s) waiting for their backoff, {flagged} flagged for a person"
+            if entries
+            else "every partition's latest run is healthy"
+        )
+        return SensorResult(skip_reason=reason, cursor=cursor, asset_events=observations)
+    return SensorResult(run_requests=requests, cursor=cursor, asset_events=observations)
+
+
+@sensor(
+    name="failed_partitions",
+    job_name=PIPELINE_JOB,
+    minimum_interval_seconds=retry_interval_seconds(),
+    default_status=default_sensor_status(),
+    description=(
+        "Re-requests batch partitions whose latest run failed, whose blocking gate failed or "
+        "that kept rows with NULL AI fields: backoff 1 min, 5 min, 15 min, 1 h, 4 h; then "
+        "flags them for a person."
+    ),
+)
+def failed_partitions(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
+    """Unhealthy partitions → retries with backoff → flagged for a person."""
+    return failed_partitions_tick(
+        context, lake.lake, RetrySettings.from_env(), now=datetime.now(UTC)
+    )

@@ -1,0 +1,121 @@
+"""Sensor settings, from environment variables with defaults that work on a laptop.
+
+The table of variables is in README.md ("Automation"). In short:
+- `ENRICH_SENSORS_DEFAULT_STATUS` (`running`): or `stopped`, before anyone toggles them;
+- `new_raw_files`: `ENRICH_NEW_FILES_INTERVAL_S` (30), `ENRICH_NEW_FILES_SETTLE_S` (10),
+  `ENRICH_BATCH_MAX_FILES` (50), `ENRICH_BATCH_MAX_BYTES` (64 MiB),
+  `ENRICH_NEW_FILES_MAX_BATCHES_PER_TICK` (20);
+- `failed_partitions`: `ENRICH_RETRY_INTERVAL_S` (60), `ENRICH_RETRY_BACKOFF_S`
+  (`60,300,900,3600,14400`: one wait per try), `ENRICH_RETRY_MAX_RUNS_PER_TICK` (200),
+  `ENRICH_RETRY_MAX_REQUESTS_PER_TICK` (10);
+- `ENRICH_SENSOR_RUN_EXECUTOR` (unset): `in_process` runs the requested runs' steps in one
+  process (a batch's four steps are sequential, so this only saves process start-ups).
+A bad value fails the code location's load with a one-line message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from dagster import DefaultSensorStatus
+
+
+def _int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a whole number") from None
+    if value < minimum:
+        raise ValueError(f"{name}={raw!r}: expected at least {minimum}")
+    return value
+
+
+def _seconds_list(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected comma-separated seconds") from None
+    if not values or any(v < 0 for v in values):
+        raise ValueError(f"{name}={raw!r}: expected at least one non-negative number")
+    return values
+
+
+def default_sensor_status() -> DefaultSensorStatus:
+    """`ENRICH_SENSORS_DEFAULT_STATUS`: sensors run out of the box unless set to `stopped`."""
+    raw = os.environ.get("ENRICH_SENSORS_DEFAULT_STATUS", "running").strip().lower()
+    if raw not in ("running", "stopped"):
+        raise ValueError(f"ENRICH_SENSORS_DEFAULT_STATUS={raw!r}: expected running or stopped")
+    return DefaultSensorStatus.RUNNING if raw == "running" else DefaultSensorStatus.STOPPED
+
+
+@dataclass(frozen=True)
+class NewFilesSettings:
+    """How `new_raw_files` decides a file is ready and groups files into batches."""
+
+    settle_seconds: int = 10
+    max_files_per_batch: int = 50
+    max_bytes_per_batch: int = 64 * 1024 * 1024
+    max_batches_per_tick: int = 20
+
+    @classmethod
+    def from_env(cls) -> NewFilesSettings:
+        return cls(
+            settle_seconds=_int("ENRICH_NEW_FILES_SETTLE_S", cls.settle_seconds),
+            max_files_per_batch=_int("ENRICH_BATCH_MAX_FILES", cls.max_files_per_batch, 1),
+            max_bytes_per_batch=_int("ENRICH_BATCH_MAX_BYTES", cls.max_bytes_per_batch, 1),
+            max_batches_per_tick=_int(
+                "ENRICH_NEW_FILES_MAX_BATCHES_PER_TICK", cls.max_batches_per_tick, 1
+            ),
+        )
+
+
+# After the first run fails: wait 1 min before try 1, 5 min before try 2, ... 4 h before try 5.
+DEFAULT_BACKOFF_SECONDS = (60, 300, 900, 3600, 14400)
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """How `failed_partitions` paces its retries; `len(backoff_seconds)` is the number of tries."""
+
+    backoff_seconds: tuple[int, ...] = DEFAULT_BACKOFF_SECONDS
+    max_runs_per_tick: int = 200
+    max_requests_per_tick: int = 10
+
+    @property
+    def max_tries(self) -> int:
+        return len(self.backoff_seconds)
+
+    @classmethod
+    def from_env(cls) -> RetrySettings:
+        return cls(
+            backoff_seconds=_seconds_list("ENRICH_RETRY_BACKOFF_S", DEFAULT_BACKOFF_SECONDS),
+            max_runs_per_tick=_int("ENRICH_RETRY_MAX_RUNS_PER_TICK", cls.max_runs_per_tick, 1),
+            max_requests_per_tick=_int(
+                "ENRICH_RETRY_MAX_REQUESTS_PER_TICK", cls.max_requests_per_tick, 1
+            ),
+        )
+
+
+def new_files_interval_seconds() -> int:
+    return _int("ENRICH_NEW_FILES_INTERVAL_S", 30, 1)
+
+
+def retry_interval_seconds() -> int:
+    return _int("ENRICH_RETRY_INTERVAL_S", 60, 1)
+
+
+def requested_run_config() -> dict:
+    """Run config of the runs the sensors request (`ENRICH_SENSOR_RUN_EXECUTOR`)."""
+    raw = os.environ.get("ENRICH_SENSOR_RUN_EXECUTOR", "").strip().lower()
+    if raw in ("", "default"):
+        return {}
+    if raw == "in_process":
+        return {"execution": {"config": {"in_process": {}}}}
+    raise ValueError(f"ENRICH_SENSOR_RUN_EXECUTOR={raw!r}: expected in_process or default")

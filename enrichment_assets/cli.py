@@ -164,10 +164,12 @@ def status(
     """
     import orjson
 
+    from enrichment_assets.app_db import app_db_url
     from enrichment_assets.lake import Lake
     from enrichment_assets.queries import conversation_status
 
-    found = conversation_status(Lake(_data_dir()), conversation_id)
+    # With an application database, its published status row is the answer.
+    found = conversation_status(Lake(_data_dir()), conversation_id, app_db_url())
     if found is None:
         raise CommandError(f"unknown conversation id {conversation_id!r}")
     if as_json:
@@ -240,6 +242,56 @@ def report(
         return
     out.print(_counts_table(counts, "rows per layer"))
     out.print(health_tables(health))
+
+
+db_app = typer.Typer(
+    help="The application database (ENRICH_APP_DB_URL): schema and reference data.",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help="postgresql:// URL; default ENRICH_APP_DB_URL.", show_default=False
+        ),
+    ] = None,
+    seed_reference: Annotated[
+        bool,
+        typer.Option(
+            "--seed-reference", help="Copy the seed files into reference tables still empty."
+        ),
+    ] = False,
+) -> None:
+    """Apply the SQL migrations of sql/postgres/ not applied yet (safe to re-run).
+
+    Example: ENRICH_APP_DB_URL=postgresql://app@db/app enrich db upgrade --seed-reference
+    """
+    import psycopg
+
+    from enrichment_assets.app_db import app_db_url, seed_reference_tables, upgrade
+    from enrichment_assets.reference import REFERENCE_TABLES, SEEDS_DIR
+
+    target = url or app_db_url()
+    if target is None:
+        raise CommandError("no application database: set ENRICH_APP_DB_URL or pass --url")
+    try:
+        applied = upgrade(target)
+        seeded = (
+            seed_reference_tables(target, SEEDS_DIR, REFERENCE_TABLES) if seed_reference else {}
+        )
+    except psycopg.OperationalError as error:
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise CommandError(f"cannot reach the application database: {first}") from error
+    for migration in applied:
+        out.print(f"applied {migration.version:04d}_{migration.name}")
+    if not applied:
+        out.print("schema up to date")
+    for table, rows in seeded.items():
+        out.print(f"seeded {table}: {rows} rows" if rows else f"kept {table}: already has rows")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import orjson
 
+from enrichment_assets.app_db import find_status
 from enrichment_assets.lake import Lake
 from enrichment_assets.sql_files import load_sql
 
@@ -56,23 +57,33 @@ def layer_counts(lake: Lake) -> dict[str, dict[str, int]]:
     return {**dict(sorted(per_partition.items())), "total": total}
 
 
-def conversation_status(lake: Lake, conversation_id: str) -> dict[str, Any] | None:
-    """The status, validation report and documents of one conversation, or None."""
+def conversation_status(
+    lake: Lake, conversation_id: str, app_db_url: str | None = None
+) -> dict[str, Any] | None:
+    """The status, validation report and documents of one conversation, or None.
+
+    The status row comes from the application database when `app_db_url` is set
+    (what production publishes), else from the lake's status Parquet; the
+    documents and the validation report always come from the lake.
+    """
     pattern = lake.layer_glob("status")
-    if not _has_files(pattern):
+    if app_db_url is None and not _has_files(pattern):
         return None
     con = duckdb.connect()
     try:
         con.execute(load_sql("macros"))
-        found = con.execute(
-            "SELECT * FROM read_parquet(?) WHERE conversation_id = ? "
-            "ORDER BY updated_at DESC LIMIT 1",
-            [pattern, conversation_id],
-        ).fetchone()
-        if found is None:
+        if app_db_url is not None:
+            status = find_status(app_db_url, conversation_id)
+        else:
+            found = con.execute(
+                "SELECT * FROM read_parquet(?) WHERE conversation_id = ? "
+                "ORDER BY updated_at DESC LIMIT 1",
+                [pattern, conversation_id],
+            ).fetchone()
+            columns = [d[0] for d in con.description]
+            status = dict(zip(columns, found, strict=True)) if found else None
+        if status is None:
             return None
-        columns = [d[0] for d in con.description]
-        status = dict(zip(columns, found, strict=True))
         partition, record_index = status["partition"], status["record_index"]
         raw = _one(con, lake.layer_path("raw", partition), record_index, "raw_text")
         report = _one(

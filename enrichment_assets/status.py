@@ -12,6 +12,7 @@ from datetime import datetime
 
 import polars as pl
 
+from enrichment_assets.app_db import app_db_url, publish_status
 from enrichment_assets.contract import STATUSES
 from enrichment_assets.lake import Lake, atomic_path
 
@@ -40,8 +41,14 @@ def read_status(lake: Lake, batch: str) -> pl.DataFrame:
 
 
 def write_status(lake: Lake, batch: str, frame: pl.DataFrame) -> None:
+    """Replace the batch's status Parquet; then publish it to the application
+    database when one is configured (`ENRICH_APP_DB_URL`), in one transaction."""
+    frame = frame.select(list(STATUS_SCHEMA)).cast(STATUS_SCHEMA)
     with atomic_path(lake.layer_path("status", batch)) as tmp:
-        frame.select(list(STATUS_SCHEMA)).cast(STATUS_SCHEMA).write_parquet(tmp)
+        frame.write_parquet(tmp)
+    url = app_db_url()
+    if url is not None:
+        publish_status(url, batch, frame)
 
 
 def register_records(

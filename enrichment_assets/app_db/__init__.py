@@ -1,0 +1,43 @@
+"""The application's PostgreSQL database (`ENRICH_APP_DB_URL`), production only.
+
+Reference metadata comes in from it; per-conversation statuses and daily
+summaries go out to it. The schema is shipped as numbered SQL migrations under
+`sql/postgres/` (`enrich db upgrade`). Everything goes through psycopg 3:
+DuckDB's postgres extension downloads at run time and is not an option.
+Unset = the embedded default: seed files in, nothing published.
+"""
+
+from __future__ import annotations
+
+import os
+
+from enrichment_assets.app_db.migrations import Migration, applied_versions, upgrade
+from enrichment_assets.app_db.publish import (
+    publish_partition_status,
+    publish_status,
+    publish_summaries,
+)
+from enrichment_assets.app_db.reference import read_reference_tables, seed_reference_tables
+from enrichment_assets.app_db.status_rows import find_status
+
+APP_DB_URL_ENV = "ENRICH_APP_DB_URL"
+
+
+def app_db_url() -> str | None:
+    """`ENRICH_APP_DB_URL`, or None when the application database is not configured."""
+    return os.environ.get(APP_DB_URL_ENV) or None
+
+
+__all__ = [
+    "APP_DB_URL_ENV",
+    "Migration",
+    "app_db_url",
+    "applied_versions",
+    "find_status",
+    "publish_partition_status",
+    "publish_status",
+    "publish_summaries",
+    "read_reference_tables",
+    "seed_reference_tables",
+    "upgrade",
+]

@@ -220,6 +220,7 @@ def report(
     )
     from enrichment_assets.lake import Lake
     from enrichment_assets.queries import layer_counts
+    from enrichment_assets.summaries_report import summaries_line, summaries_report
 
     lake = Lake(_data_dir())
     counts = layer_counts(lake)
@@ -237,11 +238,13 @@ def report(
         payload = {
             **report_payload(health, counts["total"], lake),
             "partitions": {k: v for k, v in counts.items() if k != "total"},
+            "summaries": summaries_report(lake),
         }
         sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     out.print(_counts_table(counts, "rows per layer"))
     out.print(health_tables(health))
+    out.print(summaries_line(summaries_report(lake)))
 
 
 db_app = typer.Typer(

@@ -8,11 +8,13 @@ from enrichment_assets.assets.enriched import enriched_conversations
 from enrichment_assets.assets.health import pipeline_health_asset
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.assets.raw import raw_conversations
+from enrichment_assets.assets.summaries import conversation_summaries
 from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.automation import SENSORS
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource, app_database
+from enrichment_assets.summaries_automation import stale_summaries, summaries_daily, summaries_job
 
 LAYER_ASSETS = [
     raw_conversations,
@@ -30,9 +32,10 @@ conversations_pipeline = define_asset_job(
 )
 
 defs = Definitions(
-    assets=[*LAYER_ASSETS, pipeline_health_asset],
-    jobs=[conversations_pipeline],
-    sensors=SENSORS,
+    assets=[*LAYER_ASSETS, pipeline_health_asset, conversation_summaries],
+    jobs=[conversations_pipeline, summaries_job],
+    sensors=[*SENSORS, stale_summaries],
+    schedules=[summaries_daily],
     resources={
         "lake": LakeResource(),
         # ENRICH_ENRICHER, ENRICH_LLM_* read when the code location loads; key as EnvVar.

@@ -1,0 +1,306 @@
+"""`conversation_summaries`: per user (and persona) and time window, one summary, per UTC day.
+
+Replaces the worker that summarized each user's last 24 hours every 5 minutes. A day
+partition reads the messages of that day from every normalized partition in DuckDB
+(`sql/conversation_summaries_*.sql`), cuts them into `window_hours` windows aligned to
+the day, and hands each (user_id, persona_id, window) holding at least `min_messages`
+messages to the configured enricher as one pseudo-conversation whose id is a uuid5 of
+(user_id, persona_id, window_start). The day's rows are one Parquet file,
+`lake/summaries/<day>.parquet`, replaced whole on every run: re-running a day replaces
+its summaries, never duplicates them. `export/summaries/<day>.jsonl` follows when the
+gate passes.
+"""
+
+import glob
+import os
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import orjson
+import polars as pl
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from enrichment_assets.assets.metadata import path_value, preview
+from enrichment_assets.assets.normalized import normalized_conversations
+from enrichment_assets.checks.gx_suites import gate_specs, validate_layer
+from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
+from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.lake import Lake, atomic_path
+from enrichment_assets.partitions import summary_days
+from enrichment_assets.resources import LakeResource
+from enrichment_assets.sql_files import load_sql
+
+ASSET_NAME = "conversation_summaries"
+LAYER = "summaries"
+NORMALIZED_KEY = AssetKey("normalized_conversations")
+# Metadata key: the newest normalized materialization (event storage id) a run could see.
+WATERMARK_KEY = "normalized_watermark"
+# Run tag set by the `stale_summaries` sensor: why the day runs again (shown in the UI).
+STALE_REASON_TAG = "enrich/stale_reason"
+# Namespace of summary ids: uuid5(namespace, [user_id, persona_id, window_start]).
+SUMMARY_ID_NAMESPACE = uuid.UUID("4f0d5a52-6c2e-5b8e-9a51-3f1c7e2d8b60")
+
+# The columns of the normalized layer the summaries read, for an empty lake.
+_NORMALIZED_COLUMNS = {
+    "partition": pl.String(),
+    "conversation_id": pl.String(),
+    "user_id": pl.String(),
+    "persona_id": pl.String(),
+    "created_at": pl.Datetime("us", "UTC"),
+    "status": pl.String(),
+    "messages": CONVERSATION_INPUT_SCHEMA["messages"],
+}
+
+
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    """A whole number from the environment (ValueError naming the variable when bad)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a whole number") from None
+    if value < minimum:
+        raise ValueError(f"{name}={raw!r}: expected at least {minimum}")
+    return value
+
+
+class SummaryWindowConfig(Config):
+    """Which user-windows get a summary; defaults from the environment, else 5 and 24."""
+
+    min_messages: int = Field(
+        default=env_int("ENRICH_SUMMARIES_MIN_MESSAGES", 5),
+        description="A (user, persona, window) needs at least this many messages "
+        "(system prompts excluded) to be summarized. Env: ENRICH_SUMMARIES_MIN_MESSAGES.",
+    )
+    window_hours: int = Field(
+        default=env_int("ENRICH_SUMMARIES_WINDOW_HOURS", 24),
+        description="Window length in hours, aligned to the day's 00:00 UTC; must divide 24. "
+        "Env: ENRICH_SUMMARIES_WINDOW_HOURS.",
+    )
+
+    def check(self) -> None:
+        if self.min_messages < 1:
+            raise ValueError(f"min_messages={self.min_messages}: expected at least 1")
+        if self.window_hours < 1 or 24 % self.window_hours:
+            raise ValueError(
+                f"window_hours={self.window_hours}: expected a divisor of 24 "
+                "(1, 2, 3, 4, 6, 8, 12 or 24) so that windows tile the day"
+            )
+
+
+def summary_id(user_id: str, persona_id: str | None, window_start: datetime) -> str:
+    """The deterministic id of one user-window (also its pseudo-conversation id)."""
+    key = orjson.dumps([user_id, persona_id, window_start.astimezone(UTC).isoformat()])
+    return str(uuid.uuid5(SUMMARY_ID_NAMESPACE, key.decode()))
+
+
+def summaries_path(lake: Lake, day: str) -> Path:
+    return lake.layer_path(LAYER, day)
+
+
+def summaries_export_path(lake: Lake, day: str) -> Path:
+    return lake.export_path(LAYER, day)
+
+
+def day_start(day: str) -> datetime:
+    return datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=UTC)
+
+
+def summary_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that computes in UTC (day and window bounds are UTC)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def register_normalized(con: duckdb.DuckDBPyConnection, files: str | list[str]) -> None:
+    """Expose normalized Parquet (a glob or files) as `normalized_conversations` and
+    `summary_messages`; nothing is read until a query runs, and then only its columns."""
+    matched = glob.glob(files) if isinstance(files, str) else [f for f in files if Path(f).exists()]
+    if matched:
+        con.read_parquet(files if isinstance(files, str) else matched, union_by_name=True).select(
+            ", ".join(_NORMALIZED_COLUMNS)
+        ).create_view("normalized_conversations")
+    else:
+        con.register("normalized_conversations", pl.DataFrame(schema=_NORMALIZED_COLUMNS))
+    con.execute(load_sql("conversation_summaries_messages"))
+
+
+def user_windows(
+    con: duckdb.DuckDBPyConnection, day: str, config: SummaryWindowConfig
+) -> pl.DataFrame:
+    """The day's user-windows worth a summary, each with its id and messages."""
+    windows = con.sql(
+        load_sql("conversation_summaries_windows"),
+        params={
+            "day_start": day_start(day),
+            "window_hours": config.window_hours,
+            "min_messages": config.min_messages,
+        },
+    ).pl()
+    ids = [
+        summary_id(user, persona, start)
+        for user, persona, start in windows.select("user_id", "persona_id", "window_start").rows()
+    ]
+    return windows.with_columns(pl.Series("summary_id", ids, dtype=pl.String()))
+
+
+def annotate_windows(windows: pl.DataFrame, enricher: Enricher, chunk_rows: int) -> pl.DataFrame:
+    """Enricher annotations of each user-window, fed as a CONVERSATION_INPUT_SCHEMA frame."""
+    conversations = windows.select(
+        pl.col("summary_id").alias("conversation_id"),
+        pl.col("messages").cast(CONVERSATION_INPUT_SCHEMA["messages"]),
+    )
+    chunks = [
+        enricher.annotate(conversations.slice(offset, chunk_rows))
+        for offset in range(0, max(conversations.height, 1), chunk_rows)
+    ]
+    return pl.concat(chunks, how="vertical_relaxed")
+
+
+def summarize_day(
+    lake: Lake,
+    day: str,
+    config: SummaryWindowConfig,
+    enricher: Enricher,
+    *,
+    generated_at: datetime,
+    chunk_rows: int = 20_000,
+) -> pl.DataFrame:
+    """The summaries of one UTC day over every normalized partition (not yet written)."""
+    config.check()
+    con = summary_connection()
+    try:
+        register_normalized(con, lake.layer_glob("normalized"))
+        windows = user_windows(con, day, config)
+        annotations = annotate_windows(windows, enricher, chunk_rows)
+        con.register("summary_windows", windows.drop("messages"))
+        con.register("summary_annotations", annotations)
+        return con.sql(
+            load_sql("conversation_summaries"),
+            params={
+                "day": day,
+                "min_messages": config.min_messages,
+                "window_hours": config.window_hours,
+                "generated_at": generated_at,
+            },
+        ).pl()
+    finally:
+        con.close()
+
+
+def write_summaries(lake: Lake, day: str, summaries: pl.DataFrame) -> Path:
+    """Replace the day's Parquet file atomically (an empty day is a valid, empty file)."""
+    target = summaries_path(lake, day)
+    with atomic_path(target) as tmp:
+        summaries.write_parquet(tmp, compression="zstd")
+    return target
+
+
+def write_summaries_export(lake: Lake, day: str) -> Path:
+    """Replace `export/summaries/<day>.jsonl` atomically from the day's Parquet file."""
+    target = summaries_export_path(lake, day)
+    con = summary_connection()
+    try:
+        con.execute(load_sql("macros"))
+        with atomic_path(target) as tmp:
+            con.execute(
+                load_sql("conversation_summaries_export"),
+                [str(summaries_path(lake, day)), str(tmp)],
+            )
+    finally:
+        con.close()
+    return target
+
+
+def latest_normalized_storage_id(context: AssetExecutionContext) -> int:
+    """The newest normalized materialization recorded before this run reads the lake."""
+    records = context.instance.fetch_materializations(NORMALIZED_KEY, limit=1).records
+    return records[0].storage_id if records else 0
+
+
+@asset(
+    partitions_def=summary_days,
+    group_name="summaries",
+    kinds={"duckdb", "parquet"},
+    # A day reads every batch: which batches hold its messages is only known from their data.
+    # Backfills over a range of days run one day per run (the asset reads one partition key).
+    deps=[AssetDep(normalized_conversations, partition_mapping=AllPartitionMapping())],
+    check_specs=gate_specs(ASSET_NAME),
+)
+def conversation_summaries(
+    context: AssetExecutionContext,
+    config: SummaryWindowConfig,
+    lake: LakeResource,
+    enricher: LLMResource,
+) -> MaterializeResult:
+    """Per user (and persona) and time window of the UTC day: summary, key topics, tone.
+
+    For each (user_id, persona_id) with at least `min_messages` messages (system prompts
+    excluded) in a `window_hours` window aligned to the day, the window's messages from
+    every normalized partition go to the configured enricher as one pseudo-conversation.
+    Rows: summary, topics, emotional tone, sentiment, confidence, message count,
+    compression ratio (summary / source characters), enricher, model, generated_at.
+    Unique on (user_id, persona_id, window_start): the day's file is replaced whole, so
+    re-running a day (the schedule, a backfill, the `stale_summaries` sensor after late
+    data) replaces its rows. Writes `lake/summaries/<day>.parquet` and, when the GX gate
+    passes, `export/summaries/<day>.jsonl`.
+    """
+    store = lake.lake
+    day = context.partition_key
+    # Taken before reading: a normalized batch materialized later may be missed, so the
+    # sensor counts this day stale for any batch newer than the watermark.
+    watermark = latest_normalized_storage_id(context)
+    cache_dir = store.data_dir / "cache" / "enrichment"
+    annotator = enricher.build_enricher(cache_dir)
+    generated_at = datetime.now(UTC)
+    summaries = summarize_day(
+        store, day, config, annotator, generated_at=generated_at, chunk_rows=lake.chunk_rows
+    )
+    target = write_summaries(store, day, summaries)
+    context.log.info(
+        f"{day}: {summaries.height} summaries (min_messages={config.min_messages}, "
+        f"window_hours={config.window_hours}, enricher={annotator.name})"
+    )
+
+    gate = validate_layer(store, ASSET_NAME, target, day)
+    metadata: dict[str, object] = {
+        "rows": summaries.height,
+        "users": summaries["user_id"].n_unique(),
+        "messages_summarized": int(summaries["message_count"].sum()),
+        "failed_annotations": int(summaries["error"].is_not_null().sum()),
+        "window": f"[{day_start(day).isoformat()}, "
+        f"{(day_start(day) + timedelta(days=1)).isoformat()}) in "
+        f"{config.window_hours} h windows",
+        "min_messages": config.min_messages,
+        "enricher": annotator.name,
+        WATERMARK_KEY: watermark,
+        "path": path_value(target),
+        "preview": preview(
+            summaries,
+            ["user_id", "persona_id", "window_start", "message_count", "summary", "confidence"],
+        ),
+    }
+    if gate.blocked_reason is None:
+        metadata["export"] = path_value(write_summaries_export(store, day))
+    else:
+        # Keep the last export that passed: a blocked day is not published.
+        context.log.error(f"{day}: export withheld: {gate.blocked_reason}")
+        metadata["export_withheld"] = MetadataValue.text(gate.blocked_reason)
+    if reason := context.run.tags.get(STALE_REASON_TAG):
+        metadata["rerun_reason"] = MetadataValue.text(reason)
+    return MaterializeResult(metadata=metadata, check_results=gate.check_results)

@@ -1,0 +1,252 @@
+"""Daily conversation summaries on real normalized data, a real Dagster instance and DuckDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    RunRequest,
+    build_sensor_context,
+    materialize,
+)
+
+from enrichment_assets.assets.summaries import (
+    STALE_REASON_TAG,
+    conversation_summaries,
+    summaries_export_path,
+    summaries_path,
+    summary_id,
+)
+from enrichment_assets.checks.gx_suites import CONTRACT_CHECK, validate_layer
+from enrichment_assets.definitions import defs
+from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.lake import Lake
+from enrichment_assets.resources import LakeResource
+from enrichment_assets.runner import land_files, materialize_partitions
+from enrichment_assets.summaries_automation import SUMMARIES_JOB, stale_summaries
+from tests.factories import conversation, message, read_jsonl, write_jsonl
+
+DAY = "2024-06-01"
+LINES = [
+    "My laptop battery drains within an hour since the last update.",
+    "Let us check which apps use the most power in the battery settings.",
+    "The video editor is at the top of the list, even when it is closed.",
+    "Disable its background refresh, then restart the laptop.",
+    "That helped a lot, the battery lasts the whole afternoon now, thanks!",
+    "Glad to hear it; tell me if the drain comes back after the next update.",
+]
+
+
+def chat(
+    user_id: str, times: list[str], persona_id: str | None = "persona-anxious-student"
+) -> dict:
+    """One conversation of `user_id`, one message per timestamp, roles alternating."""
+    messages = [message("system", "You are a helpful support assistant.")]
+    messages += [
+        message("user" if i % 2 == 0 else "assistant", LINES[i % len(LINES)], timestamp=timestamp)
+        for i, timestamp in enumerate(times)
+    ]
+    return conversation(
+        user_id=user_id, persona_id=persona_id, created_at=times[0], messages=messages
+    )
+
+
+def at(day: str, *clock: str) -> list[str]:
+    return [f"{day}T{c}Z" for c in clock]
+
+
+def land_and_run(lake: Lake, instance: DagsterInstance, path: Path, records: list[dict]) -> str:
+    """Land one batch file and run it through normalized; returns its partition key."""
+    (outcome,) = materialize_partitions(
+        instance, land_files(lake, instance, [write_jsonl(path, records)])
+    )
+    assert outcome.success, outcome
+    return outcome.partition
+
+
+def summarize(
+    instance: DagsterInstance, day: str = DAY, tags: dict[str, str] | None = None, **config: Any
+) -> ExecuteInProcessResult:
+    result = materialize(
+        [conversation_summaries],
+        partition_key=day,
+        instance=instance,
+        resources={"lake": LakeResource(), "enricher": LLMResource()},
+        run_config={"ops": {"conversation_summaries": {"config": config}}} if config else None,
+        tags=tags,
+    )
+    assert result.success
+    return result
+
+
+def summaries_of(lake: Lake, day: str = DAY) -> pl.DataFrame:
+    return pl.read_parquet(summaries_path(lake, day)).sort("user_id", "window_start")
+
+
+def tick(instance: DagsterInstance, cursor: str | None) -> tuple[list[RunRequest], str | None]:
+    context = build_sensor_context(
+        instance=instance, cursor=cursor, resources={"lake": LakeResource()}
+    )
+    result = stale_summaries(context)
+    return list(result.run_requests or []), result.cursor
+
+
+def test_four_messages_in_the_window_get_no_summary_and_five_get_one(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    land_and_run(
+        lake,
+        instance,
+        tmp_path / "day.jsonl",
+        [
+            chat("user-four", at(DAY, "09:00:00", "09:00:10", "09:00:20", "09:00:30")),
+            chat("user-five", at(DAY, "10:00:00", "10:00:10", "10:00:20")),
+            chat("user-five", at(DAY, "15:00:00", "15:00:10")),
+        ],
+    )
+
+    result = summarize(instance)
+
+    rows = summaries_of(lake)
+    assert rows["user_id"].to_list() == ["user-five"]
+    row = rows.row(0, named=True)
+    assert row["message_count"] == 5 and row["conversation_count"] == 2
+    assert row["window_start"].isoformat() == "2024-06-01T00:00:00+00:00"
+    assert row["summary_id"] == summary_id("user-five", row["persona_id"], row["window_start"])
+    assert row["summary"] and row["emotional_tone"] and row["enricher"] == "heuristic"
+    assert 0 <= row["confidence"] <= 1
+    assert row["compression_ratio"] == pytest.approx(
+        len(row["summary"]) / row["source_chars"], abs=1e-4
+    )
+    (exported,) = read_jsonl(summaries_export_path(lake, DAY))
+    assert exported["user_id"] == "user-five" and exported["window_start"] == "2024-06-01T00:00:00Z"
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks[CONTRACT_CHECK] is True
+
+
+def test_messages_at_235959_and_000000_fall_in_their_own_windows(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    # One conversation across midnight: five messages on each side.
+    before = at(DAY, "23:59:00", "23:59:10", "23:59:20", "23:59:30", "23:59:59")
+    after = at("2024-06-02", "00:00:00", "00:00:10", "00:00:20", "00:00:30", "00:00:40")
+    land_and_run(lake, instance, tmp_path / "midnight.jsonl", [chat("user-night", before + after)])
+
+    summarize(instance, DAY)
+    summarize(instance, "2024-06-02")
+
+    (first,) = summaries_of(lake, DAY).iter_rows(named=True)
+    (second,) = summaries_of(lake, "2024-06-02").iter_rows(named=True)
+    assert first["message_count"] == 5 == second["message_count"]
+    assert first["last_message_at"].isoformat() == "2024-06-01T23:59:59+00:00"
+    assert second["first_message_at"].isoformat() == "2024-06-02T00:00:00+00:00"
+    assert second["window_start"].isoformat() == "2024-06-02T00:00:00+00:00"
+
+    # Six-hour windows tile the day: 23:59:59 is in the last one, [18:00, 24:00).
+    summarize(instance, DAY, window_hours=6)
+    (last,) = summaries_of(lake, DAY).iter_rows(named=True)
+    assert last["window_start"].isoformat() == "2024-06-01T18:00:00+00:00"
+    assert last["window_end"].isoformat() == "2024-06-02T00:00:00+00:00"
+
+
+def test_rerunning_a_day_replaces_its_rows(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    land_and_run(
+        lake,
+        instance,
+        tmp_path / "day.jsonl",
+        [
+            chat(f"user-{n}", at(DAY, "08:00:00", "08:01:00", "08:02:00", "08:03:00", "08:04:00"))
+            for n in range(3)
+        ],
+    )
+
+    summarize(instance)
+    first = summaries_of(lake)
+    summarize(instance)
+    second = summaries_of(lake)
+
+    assert first.height == second.height == 3
+    assert second["summary_id"].to_list() == first["summary_id"].to_list()
+    assert len(read_jsonl(summaries_export_path(lake, DAY))) == 3
+    # A stricter threshold on the same day leaves none of the earlier rows behind.
+    summarize(instance, min_messages=6)
+    assert summaries_of(lake).height == 0
+    assert read_jsonl(summaries_export_path(lake, DAY)) == []
+
+
+def test_late_batch_marks_its_day_stale_and_the_rerun_updates_it(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    land_and_run(
+        lake,
+        instance,
+        tmp_path / "on-time.jsonl",
+        [chat("user-late", at(DAY, "09:00:00", "09:00:10", "09:00:20", "09:00:30", "09:00:40"))],
+    )
+    summarize(instance)
+    requests, cursor = tick(instance, None)
+    assert requests == []  # the summary already saw that batch
+
+    late = land_and_run(
+        lake,
+        instance,
+        tmp_path / "late.jsonl",
+        [
+            chat("user-late", at(DAY, "20:00:00", "20:00:10")),
+            chat("user-new", at(DAY, "21:00:00", "21:00:10", "21:00:20", "21:00:30", "21:00:40")),
+            # A day never summarized is left to the schedule / backfills.
+            chat("user-new", at("2024-06-05", "10:00:00", "10:00:10")),
+        ],
+    )
+    requests, cursor = tick(instance, cursor)
+
+    (request,) = requests
+    assert request.partition_key == DAY
+    reason = request.tags[STALE_REASON_TAG]
+    assert late in reason and "late data" in reason
+
+    job = defs.resolve_job_def(SUMMARIES_JOB)
+    run = job.execute_in_process(partition_key=DAY, instance=instance, tags=request.tags)
+    assert run.success
+    rows = summaries_of(lake)
+    assert dict(zip(rows["user_id"], rows["message_count"], strict=True)) == {
+        "user-late": 7,
+        "user-new": 5,
+    }
+    materialization = instance.get_latest_materialization_event(AssetKey("conversation_summaries"))
+    assert materialization is not None and materialization.asset_materialization is not None
+    assert late in materialization.asset_materialization.metadata["rerun_reason"].value
+    assert tick(instance, cursor)[0] == []  # up to date again
+
+
+def test_uniqueness_gate_catches_an_injected_duplicate(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    land_and_run(
+        lake,
+        instance,
+        tmp_path / "day.jsonl",
+        [chat("user-dup", at(DAY, "11:00:00", "11:00:10", "11:00:20", "11:00:30", "11:00:40"))],
+    )
+    summarize(instance)
+    path = summaries_path(lake, DAY)
+    assert validate_layer(lake, "conversation_summaries", path, DAY).blocked_reason is None
+
+    rows = pl.read_parquet(path)
+    # Same user, persona and window under another id: only the compound key can tell.
+    injected = rows.with_columns(pl.lit("00000000-0000-4000-8000-000000000000").alias("summary_id"))
+    pl.concat([rows, injected]).write_parquet(path)
+    report = validate_layer(lake, "conversation_summaries", path, DAY)
+
+    assert report.blocked_reason is not None
+    assert "expect_compound_columns_to_be_unique" in report.blocked_reason
+    contract = next(c for c in report.check_results if c.check_name == CONTRACT_CHECK)
+    assert contract.passed is False

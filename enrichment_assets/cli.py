@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -155,42 +157,194 @@ def demo(
 
 @app.command()
 def status(
-    conversation_id: Annotated[str, typer.Argument(help="The conversation id (a UUID).")],
+    conversation_id: Annotated[
+        str | None, typer.Argument(help="A conversation id; none: list conversations.")
+    ] = None,
+    partition: Annotated[
+        str | None, typer.Option("--partition", "-p", help="List this partition's conversations.")
+    ] = None,
+    status_filter: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            "-s",
+            help="List the conversations in this status: not_started, validated, "
+            "enrichment_in_progress, enriched, completed, validation_failed, normalization_failed.",
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Rows listed per page.")] = 50,
+    offset: Annotated[int, typer.Option(help="Rows skipped before the page.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
-    """Show one conversation's status, validation report and documents.
+    """Show one conversation's status, validation report and documents, or list them.
+
+    With an ID: its status, retry count, last error, validation report, raw and
+    enriched documents (exit 1 when the id is unknown). Without: counts per status
+    and a page of conversations, filtered by --partition and/or --status.
 
     Example: enrich status 0b6f3c8e-2d1a-4c52-9f0e-7a1d2b3c4d5e --json
+
+    Example: enrich status --status validation_failed --limit 20
     """
     import orjson
 
     from enrichment_assets.app_db import app_db_url
     from enrichment_assets.lake import Lake
+    from enrichment_assets.operations.views import conversation_view, listing_view
     from enrichment_assets.queries import conversation_status
 
+    lake = Lake(_data_dir())
+    if conversation_id is None:
+        from enrichment_assets.operations.status_listing import list_statuses
+
+        with _operation_errors():
+            listing = list_statuses(
+                lake, partition=partition, status=status_filter, limit=limit, offset=offset
+            )
+        if as_json:
+            _print_json(listing.to_json())
+        else:
+            out.print(listing_view(listing))
+        return
+    if partition is not None or status_filter is not None:
+        raise typer.BadParameter("give a conversation id, or --partition / --status to list")
     # With an application database, its published status row is the answer.
-    found = conversation_status(Lake(_data_dir()), conversation_id, app_db_url())
+    found = conversation_status(lake, conversation_id, app_db_url())
     if found is None:
         raise CommandError(f"unknown conversation id {conversation_id!r}")
     if as_json:
         sys.stdout.write(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
-    table = Table(show_header=False, title=f"conversation {conversation_id}")
-    for key in (
-        "status",
-        "partition",
-        "retry_count",
-        "last_attempt",
-        "last_error",
-        "raw_stored_at",
-        "enriched_at",
-    ):
-        table.add_row(key, str(found[key]))
-    for issue in found["validation_errors"]:
-        table.add_row("validation", f"{issue['rule']} at {issue['path']}: {issue['value']!r}")
-    out.print(table)
-    if found["enriched"]:
-        out.print_json(data=found["enriched"]["enrichment"])
+    out.print(conversation_view(found))
+
+
+@app.command()
+def bulk(
+    conversation_ids: Annotated[
+        list[str] | None, typer.Argument(help="Conversation ids (any number).", show_default=False)
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            "-f",
+            help="A file of ids: one per line, or separated by spaces or commas; # comments.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-enrich completed ones too, bypassing the cache.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="{total, successful, failed, skipped, items} on stdout.")
+    ] = False,
+) -> None:
+    """Re-enrich these conversations through Dagster runs (one per partition).
+
+    Each id is checked: a malformed or unknown id is a failed item, the others
+    are processed; completed conversations are skipped unless --force. Only the
+    listed conversations of each partition are re-enriched (the others keep their
+    annotations); the runs carry the tag enrich/bulk_request=<request id>.
+    Exit 0 when every item was processed or skipped, 1 when any failed.
+
+    Example: enrich bulk 0b6f3c8e-2d1a-4c52-9f0e-7a1d2b3c4d5e --force
+
+    Example: enrich bulk --from-file ids.txt --json
+    """
+    from enrichment_assets.instance import dagster_instance
+    from enrichment_assets.lake import Lake
+    from enrichment_assets.operations.bulk import bulk_reenrich, read_ids
+    from enrichment_assets.operations.views import bulk_view, progress_bar
+
+    with _operation_errors():
+        ids = read_ids(conversation_ids or [], from_file)
+    if not ids:
+        raise typer.BadParameter("no conversation ids: give IDs or --from-file FILE")
+    with dagster_instance() as instance, progress_bar(err, "partition runs") as progress:
+        task = progress.add_task("re-enriching", total=None)
+        result = bulk_reenrich(
+            Lake(_data_dir()),
+            instance,
+            ids,
+            force=force,
+            on_plan=lambda runs: progress.update(task, total=runs),
+            on_run_done=lambda _: progress.advance(task),
+        )
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        out.print(bulk_view(result))
+    failed = result.count("failed")
+    if failed:
+        raise CommandError(
+            f"{failed} of {len(result.items)} item(s) failed (request {result.request_id})"
+        )
+
+
+@app.command()
+def export(
+    what: Annotated[str, typer.Option("--what", help="raw | enriched | training | quarantine.")],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="The file to write (a folder for --format json).")
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", help="jsonl | json (one file each) | openai | sharegpt.")
+    ] = "jsonl",
+    partition: Annotated[
+        str | None, typer.Option("--partition", "-p", help="Only this partition.")
+    ] = None,
+    status_filter: Annotated[
+        str | None, typer.Option("--status", "-s", help="Only conversations in this status.")
+    ] = None,
+) -> None:
+    """Write the lake's documents in the format you need, atomically.
+
+    enriched and training hold completed conversations, quarantine the rejected
+    records with their validation report, raw every landed record (any status).
+    openai and sharegpt are chat formats (enriched, training); json writes one
+    file per conversation into the --out folder.
+
+    Example: enrich export --what training --format sharegpt --out train.jsonl
+
+    Example: enrich export --what enriched --format json --out docs/ --partition my-batch-0123abcd
+    """
+    from enrichment_assets.lake import Lake
+    from enrichment_assets.operations.export import export as export_documents
+    from enrichment_assets.operations.views import progress_bar
+
+    with _operation_errors(), progress_bar(err, "partitions") as progress:
+        task = progress.add_task(f"exporting {what}", total=None)
+        result = export_documents(
+            Lake(_data_dir()),
+            what=what,
+            fmt=fmt,
+            out=out_path,
+            partition=partition,
+            status=status_filter,
+            on_partition=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    out.print(
+        f"wrote {result.documents} {what} document(s) from {result.partitions} partition(s) "
+        f"as {fmt} to {result.out.resolve()}"
+    )
+
+
+@contextmanager
+def _operation_errors() -> Iterator[None]:
+    """The operations' errors as the command line reports them (exit 1, or 2 for usage)."""
+    from enrichment_assets.operations import OperationError, OperationUsageError
+
+    try:
+        yield
+    except OperationUsageError as error:
+        raise typer.BadParameter(str(error)) from error
+    except OperationError as error:
+        raise CommandError(str(error)) from error
+
+
+def _print_json(payload: object) -> None:
+    import orjson
+
+    sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 @app.command()

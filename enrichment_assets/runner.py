@@ -88,35 +88,95 @@ def materialize_partitions(
     on_done: Callable[[PartitionOutcome], None] | None = None,
 ) -> list[PartitionOutcome]:
     """Run the whole pipeline for each partition, one in-process run each."""
-    from enrichment_assets.definitions import conversations_pipeline, defs
-
-    job = defs.resolve_job_def(conversations_pipeline.name)
     outcomes = []
     for key in dict.fromkeys(partitions):
-        result = job.execute_in_process(
-            partition_key=key,
-            instance=instance,
-            raise_on_error=False,
-            tags=tags or {},
-            run_config=QUIET_RUN_CONFIG,
+        outcome = _execute(instance, key, tags=tags or {}, run_config=QUIET_RUN_CONFIG)
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return outcomes
+
+
+# The request a scoped re-enrichment run belongs to (`enrich bulk`): filter on it in the UI.
+BULK_REQUEST_TAG = "enrich/bulk_request"
+# A scoped re-enrichment re-runs these layers only: raw and validated rows are unchanged.
+REENRICHED_ASSETS = ("enriched_conversations", "normalized_conversations")
+
+
+def reenrich_conversations(
+    instance: DagsterInstance,
+    lake: Lake,
+    scopes: dict[str, list[str]],
+    *,
+    request_id: str,
+    force: bool = False,
+    on_done: Callable[[PartitionOutcome], None] | None = None,
+) -> list[PartitionOutcome]:
+    """Re-enrich only these conversations: one run per partition ({partition: ids}).
+
+    Each run passes the `EnrichmentScope` run config (the partition's other
+    conversations keep their annotations; `force` bypasses the enrichment cache)
+    and carries the `enrich/bulk_request` tag. A partition never validated yet
+    runs every layer.
+    """
+    from dagster import AssetKey
+
+    outcomes = []
+    for key, ids in scopes.items():
+        scope = {"conversation_ids": list(ids), "force": force}
+        selection = (
+            [AssetKey(name) for name in REENRICHED_ASSETS]
+            if lake.layer_path("validated", key).exists()
+            else None
         )
-        failed_checks = [
-            f"{e.asset_key.to_user_string()}:{e.check_name}"
-            for e in result.get_asset_check_evaluations()
-            if not e.passed and e.severity.value == "ERROR"
-        ]
-        error = None if result.success else _first_failure(result)
-        outcome = PartitionOutcome(
-            partition=key,
-            success=result.success and not failed_checks,
-            run_id=result.run_id,
-            failed_checks=failed_checks,
-            error=error,
+        outcome = _execute(
+            instance,
+            key,
+            tags={BULK_REQUEST_TAG: request_id},
+            run_config={
+                **QUIET_RUN_CONFIG,
+                "ops": {"enriched_conversations": {"config": scope}},
+            },
+            asset_selection=selection,
         )
         outcomes.append(outcome)
         if on_done is not None:
             on_done(outcome)
     return outcomes
+
+
+def _execute(
+    instance: DagsterInstance,
+    key: str,
+    *,
+    tags: dict[str, str],
+    run_config: dict,
+    asset_selection: list | None = None,
+) -> PartitionOutcome:
+    """One in-process run of the pipeline job for one partition, as an outcome."""
+    from enrichment_assets.definitions import conversations_pipeline, defs
+
+    job = defs.resolve_job_def(conversations_pipeline.name)
+    result = job.execute_in_process(
+        partition_key=key,
+        instance=instance,
+        raise_on_error=False,
+        tags=tags,
+        run_config=run_config,
+        asset_selection=asset_selection,
+    )
+    failed_checks = [
+        f"{e.asset_key.to_user_string()}:{e.check_name}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity.value == "ERROR"
+    ]
+    return PartitionOutcome(
+        partition=key,
+        success=result.success and not failed_checks,
+        run_id=result.run_id,
+        failed_checks=failed_checks,
+        error=None if result.success else _first_failure(result),
+    )
 
 
 def _first_failure(result: object) -> str:

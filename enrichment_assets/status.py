@@ -56,8 +56,9 @@ def register_records(
 ) -> None:
     """Start (or restart) the lifecycle of every raw record as `not_started`.
 
-    The retry count survives a re-ingest of the same batch: it counts attempts,
-    and a re-materialization is one.
+    The retry count survives a re-ingest of the same batch and counts attempts: a
+    re-materialization is one more (it is how a run that died mid-enrichment, and
+    left rows `enrichment_in_progress`, is recovered).
     """
     previous = read_status(lake, batch).select("record_index", "retry_count")
     fresh = (
@@ -66,7 +67,7 @@ def register_records(
         .with_columns(
             pl.lit(batch).alias("partition"),
             pl.lit("not_started").alias("status"),
-            pl.col("retry_count").fill_null(0),
+            (pl.col("retry_count") + 1).fill_null(0),
             pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("last_attempt"),
             pl.lit(None, dtype=pl.String()).alias("last_error"),
             pl.lit(raw_stored_at).cast(pl.Datetime("us", "UTC")).alias("raw_stored_at"),
@@ -78,14 +79,31 @@ def register_records(
 
 
 def apply_changes(lake: Lake, batch: str, changes: pl.DataFrame, now: datetime) -> None:
-    """Apply `changes` (record_index plus any of the changeable columns) to the batch."""
+    """Apply `changes` (record_index plus any of the changeable columns) to the batch.
+
+    A row re-entering `enrichment_in_progress` from anything but `validated` (a
+    scoped re-enrichment of a completed or failed conversation) is one more
+    attempt: its retry count goes up, unless the change sets the count itself.
+    """
     current = read_status(lake, batch)
     present = [c for c in _CHANGEABLE if c in changes.columns]
     changes = changes.select("record_index", *present).cast({c: STATUS_SCHEMA[c] for c in present})
+    retried = []
+    if "retry_count" not in present:
+        retried = [
+            pl.when(
+                (pl.col("status__new") == "enrichment_in_progress")
+                & (pl.col("status") != "validated")
+            )
+            .then(pl.col("retry_count") + 1)
+            .otherwise(pl.col("retry_count"))
+            .alias("retry_count")
+        ]
     updated = (
         current.join(changes, on="record_index", how="left", suffix="__new")
         .with_columns(
-            [
+            retried
+            + [
                 pl.when(pl.col("status__new").is_not_null())
                 .then(pl.col(f"{c}__new"))
                 .otherwise(pl.col(c))

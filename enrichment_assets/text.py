@@ -233,6 +233,7 @@ def repair_mojibake(text: str) -> str:
 # Each rule is (pattern, replacement); the patterns mean the same in Python `re` and Rust `regex`.
 
 _LINE_ENDINGS = (r"\r\n?", "\n")
+_NON_ASCII = r"[^\x00-\x7F]"
 _CONTROL_CHARS = (r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F\u200B\uFEFF]", "")
 _TRAILING_BLANKS = (r"[ \t]+\n", "\n")
 _BLANK_LINES = (r"\n{3,}", "\n\n")
@@ -274,11 +275,14 @@ def normalize_text_series(texts: pl.Series) -> pl.Series:
     if len(suspects) > 0:
         repaired = [repair_mojibake(text) for text in texts.gather(suspects).to_list()]
         texts = texts.clone().scatter(suspects, repaired)
+    texts = texts.str.replace_all(*_LINE_ENDINGS).str.replace_all(*_CONTROL_CHARS)
+    # ASCII is always NFC: normalize only the strings with other characters (NFC is the
+    # costliest step, and most messages are ASCII).
+    non_ascii = texts.str.contains(_NON_ASCII).fill_null(False).arg_true()
+    if len(non_ascii) > 0:
+        texts = texts.scatter(non_ascii, texts.gather(non_ascii).str.normalize("NFC"))
     return (
-        texts.str.replace_all(*_LINE_ENDINGS)
-        .str.replace_all(*_CONTROL_CHARS)
-        .str.normalize("NFC")
-        .str.replace_all(*_TRAILING_BLANKS)
+        texts.str.replace_all(*_TRAILING_BLANKS)
         .str.replace_all(*_BLANK_LINES)
         .str.strip_chars(_OUTER_BLANKS)
     )

@@ -1,4 +1,4 @@
--- conversation_summaries: one row per (user_id, persona_id, window_start) of the day, from
+-- conversation_summaries: one row per (user_id, window_start) of the day, from
 -- the registered `summary_windows` (conversation_summaries_windows.sql plus each window's
 -- deterministic `summary_id`) and `summary_annotations` (the enricher's rows, keyed by
 -- that id). A failed annotation keeps its window with NULL AI fields and `error`.
@@ -8,6 +8,7 @@ SELECT
     $day::DATE AS day,
     w.user_id,
     w.persona_id,
+    w.persona_ids,
     w.window_start,
     w.window_end,
     w.message_count,
@@ -33,4 +34,4 @@ SELECT
     $generated_at::TIMESTAMPTZ AS generated_at
 FROM summary_windows AS w
 LEFT JOIN summary_annotations AS a ON a.conversation_id = w.summary_id
-ORDER BY w.user_id, w.persona_id NULLS FIRST, w.window_start
+ORDER BY w.user_id, w.window_start

@@ -6,6 +6,7 @@ COPY (
         strftime(day, '%Y-%m-%d') AS day,
         user_id,
         persona_id,
+        persona_ids,
         iso_utc(window_start) AS window_start,
         iso_utc(window_end) AS window_end,
         message_count,
@@ -22,5 +23,5 @@ COPY (
         error,
         iso_utc(generated_at) AS generated_at
     FROM read_parquet($1)
-    ORDER BY user_id, persona_id NULLS FIRST, window_start
+    ORDER BY user_id, window_start
 ) TO $2 (FORMAT json)

@@ -118,7 +118,7 @@ def test_four_messages_in_the_window_get_no_summary_and_five_get_one(
     row = rows.row(0, named=True)
     assert row["message_count"] == 5 and row["conversation_count"] == 2
     assert row["window_start"].isoformat() == "2024-06-01T00:00:00+00:00"
-    assert row["summary_id"] == summary_id("user-five", row["persona_id"], row["window_start"])
+    assert row["summary_id"] == summary_id("user-five", row["window_start"])
     assert row["summary"] and row["emotional_tone"] and row["enricher"] == "heuristic"
     assert 0 <= row["confidence"] <= 1
     assert row["compression_ratio"] == pytest.approx(
@@ -128,6 +128,47 @@ def test_four_messages_in_the_window_get_no_summary_and_five_get_one(
     assert exported["user_id"] == "user-five" and exported["window_start"] == "2024-06-01T00:00:00Z"
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks[CONTRACT_CHECK] is True
+
+
+def test_one_summary_per_user_window_across_personas(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    land_and_run(
+        lake,
+        instance,
+        tmp_path / "personas.jsonl",
+        [
+            chat("user-multi", at(DAY, "09:00:00", "09:00:10"), persona_id="persona-b"),
+            chat("user-multi", at(DAY, "10:00:00", "10:00:10"), persona_id="persona-a"),
+            chat("user-multi", at(DAY, "11:00:00", "11:00:10"), persona_id=None),
+            # Four and three messages: neither persona alone would reach min_messages.
+            chat("user-split", at(DAY, "12:00:00", "12:00:10", "12:00:20", "12:00:30"), "p-2"),
+            chat("user-split", at(DAY, "13:00:00", "13:00:10", "13:00:20"), "p-1"),
+            chat(
+                "user-none",
+                at(DAY, "14:00:00", "14:00:10", "14:00:20", "14:00:30", "14:00:40"),
+                None,
+            ),
+        ],
+    )
+
+    summarize(instance)
+
+    rows = {row["user_id"]: row for row in summaries_of(lake).iter_rows(named=True)}
+    assert sorted(rows) == ["user-multi", "user-none", "user-split"]
+    # A tie (two messages each) goes to the first persona_id in order.
+    assert rows["user-multi"]["persona_id"] == "persona-a"
+    assert rows["user-multi"]["persona_ids"] == ["persona-a", "persona-b"]
+    assert rows["user-multi"]["message_count"] == 6
+    # The most frequent persona wins over the order of ids.
+    assert rows["user-split"]["persona_id"] == "p-2"
+    assert rows["user-split"]["message_count"] == 7
+    assert rows["user-split"]["persona_ids"] == ["p-1", "p-2"]
+    assert rows["user-none"]["persona_id"] is None and rows["user-none"]["persona_ids"] == []
+    for user, row in rows.items():
+        assert row["summary_id"] == summary_id(user, row["window_start"])
+    exported = {line["user_id"]: line for line in read_jsonl(summaries_export_path(lake, DAY))}
+    assert exported["user-split"]["persona_ids"] == ["p-1", "p-2"]
 
 
 def test_messages_at_235959_and_000000_fall_in_their_own_windows(
@@ -241,8 +282,11 @@ def test_uniqueness_gate_catches_an_injected_duplicate(
     assert validate_layer(lake, "conversation_summaries", path, DAY).blocked_reason is None
 
     rows = pl.read_parquet(path)
-    # Same user, persona and window under another id: only the compound key can tell.
-    injected = rows.with_columns(pl.lit("00000000-0000-4000-8000-000000000000").alias("summary_id"))
+    # Same user and window under another id and persona: only the compound key can tell.
+    injected = rows.with_columns(
+        pl.lit("00000000-0000-4000-8000-000000000000").alias("summary_id"),
+        pl.lit("persona-other").alias("persona_id"),
+    )
     pl.concat([rows, injected]).write_parquet(path)
     report = validate_layer(lake, "conversation_summaries", path, DAY)
 

@@ -1,11 +1,11 @@
-"""`conversation_summaries`: per user (and persona) and time window, one summary, per UTC day.
+"""`conversation_summaries`: per user and time window, one summary, per UTC day.
 
 Replaces the worker that summarized each user's last 24 hours every 5 minutes. A day
 partition reads the messages of that day from every normalized partition in DuckDB
 (`sql/conversation_summaries_*.sql`), cuts them into `window_hours` windows aligned to
-the day, and hands each (user_id, persona_id, window) holding at least `min_messages`
-messages to the configured enricher as one pseudo-conversation whose id is a uuid5 of
-(user_id, persona_id, window_start). The day's rows are one Parquet file,
+the day, and hands each (user_id, window) holding at least `min_messages` messages (across
+all the user's personas) to the configured enricher as one pseudo-conversation whose id is
+a uuid5 of (user_id, window_start), the contract's unique key. The day's rows are one Parquet file,
 `lake/summaries/<day>.parquet`, replaced whole on every run: re-running a day replaces
 its summaries, never duplicates them. `export/summaries/<day>.jsonl` follows when the
 gate passes.
@@ -49,7 +49,7 @@ NORMALIZED_KEY = AssetKey("normalized_conversations")
 WATERMARK_KEY = "normalized_watermark"
 # Run tag set by the `stale_summaries` sensor: why the day runs again (shown in the UI).
 STALE_REASON_TAG = "enrich/stale_reason"
-# Namespace of summary ids: uuid5(namespace, [user_id, persona_id, window_start]).
+# Namespace of summary ids: uuid5(namespace, [user_id, window_start]).
 SUMMARY_ID_NAMESPACE = uuid.UUID("4f0d5a52-6c2e-5b8e-9a51-3f1c7e2d8b60")
 
 # The columns of the normalized layer the summaries read, for an empty lake.
@@ -83,7 +83,7 @@ class SummaryWindowConfig(Config):
 
     min_messages: int = Field(
         default=env_int("ENRICH_SUMMARIES_MIN_MESSAGES", 5),
-        description="A (user, persona, window) needs at least this many messages "
+        description="A (user, window) needs at least this many messages "
         "(system prompts excluded) to be summarized. Env: ENRICH_SUMMARIES_MIN_MESSAGES.",
     )
     window_hours: int = Field(
@@ -102,9 +102,9 @@ class SummaryWindowConfig(Config):
             )
 
 
-def summary_id(user_id: str, persona_id: str | None, window_start: datetime) -> str:
+def summary_id(user_id: str, window_start: datetime) -> str:
     """The deterministic id of one user-window (also its pseudo-conversation id)."""
-    key = orjson.dumps([user_id, persona_id, window_start.astimezone(UTC).isoformat()])
+    key = orjson.dumps([user_id, window_start.astimezone(UTC).isoformat()])
     return str(uuid.uuid5(SUMMARY_ID_NAMESPACE, key.decode()))
 
 
@@ -153,8 +153,7 @@ def user_windows(
         },
     ).pl()
     ids = [
-        summary_id(user, persona, start)
-        for user, persona, start in windows.select("user_id", "persona_id", "window_start").rows()
+        summary_id(user, start) for user, start in windows.select("user_id", "window_start").rows()
     ]
     return windows.with_columns(pl.Series("summary_id", ids, dtype=pl.String()))
 
@@ -248,14 +247,15 @@ def conversation_summaries(
     lake: LakeResource,
     enricher: LLMResource,
 ) -> MaterializeResult:
-    """Per user (and persona) and time window of the UTC day: summary, key topics, tone.
+    """Per user and time window of the UTC day: summary, key topics, tone.
 
-    For each (user_id, persona_id) with at least `min_messages` messages (system prompts
-    excluded) in a `window_hours` window aligned to the day, the window's messages from
-    every normalized partition go to the configured enricher as one pseudo-conversation.
-    Rows: summary, topics, emotional tone, sentiment, confidence, message count,
-    compression ratio (summary / source characters), enricher, model, generated_at.
-    Unique on (user_id, persona_id, window_start): the day's file is replaced whole, so
+    For each user_id with at least `min_messages` messages (system prompts excluded) in a
+    `window_hours` window aligned to the day, the window's messages from every normalized
+    partition, across the user's personas, go to the configured enricher as one
+    pseudo-conversation. Rows: summary, topics, emotional tone, sentiment, confidence,
+    message count, compression ratio (summary / source characters), the window's most
+    frequent persona (`persona_id`) and all its personas (`persona_ids`), enricher, model,
+    generated_at. Unique on (user_id, window_start): the day's file is replaced whole, so
     re-running a day (the schedule, a backfill, the `stale_summaries` sensor after late
     data) replaces its rows. Writes `lake/summaries/<day>.parquet` and, when the GX gate
     passes, `export/summaries/<day>.jsonl`.

@@ -453,8 +453,34 @@ def db_upgrade(
 
 def main() -> None:
     """Entry point: one-line errors, no tracebacks (unless ENRICH_DEBUG=1)."""
+    # typer bundles its own click; its exceptions are where usage errors come from.
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    from typer.exceptions import Abort, Exit
+
     try:
-        app()
+        # Not standalone: usage errors come back here, to be told in one line too.
+        result = app(standalone_mode=False)
+        sys.exit(result if isinstance(result, int) else 0)
+    except Exit as done:
+        sys.exit(done.exit_code)
+    except NoArgsIsHelpError as error:
+        if error.ctx is not None:
+            out.print(error.ctx.get_help(), highlight=False)
+        sys.exit(2)
+    except UsageError as error:
+        command = error.ctx.command_path if error.ctx else "enrich"
+        err.print(
+            f"enrich: usage error: {error.format_message()} (see '{command} --help')",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(2)
+    except ClickException as error:
+        err.print(f"enrich: error: {error.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except Abort:
+        err.print("enrich: interrupted")
+        sys.exit(130)
     except CommandError as error:
         err.print(f"enrich: error: {error}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -6,6 +6,7 @@ import importlib.util
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from dagster._core.instance.config import dagster_instance_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
-VENV_BIN = Path(shutil.which("dagster") or "").parent
+VENV_BIN = Path(sys.executable).parent  # the environment running the tests
 ENTRY_POINTS = {"dagster", "dagster-webserver", "dagster-daemon", "enrich", "sh"}
 IMAGE = "enrichment-assets:latest"
 

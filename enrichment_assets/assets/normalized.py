@@ -125,7 +125,12 @@ def normalized_conversations(
             failed += int((normalized["status"] == "normalization_failed").sum())
             changes.append(
                 normalized.select(
-                    "record_index", "status", pl.col("normalization_error").alias("last_error")
+                    "record_index",
+                    "status",
+                    # A failed annotation stays visible: the conversation completes, its error too.
+                    pl.coalesce(
+                        "normalization_error", pl.col("enrichment").struct.field("error")
+                    ).alias("last_error"),
                 )
             )
             if first is None:

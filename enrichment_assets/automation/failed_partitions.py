@@ -54,7 +54,6 @@ from enrichment_assets.automation.settings import (
 from enrichment_assets.lake import Lake
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
-from enrichment_assets.status import apply_changes, read_status
 
 PARTITION_TAG = "dagster/partition"
 RETRY_TRIGGER = "failed_partitions"
@@ -169,23 +168,6 @@ def latest_runs(instance: DagsterInstance, partitions: list[str]) -> dict[str, R
         if key not in latest or record.storage_id > latest[key].storage_id:
             latest[key] = record
     return latest
-
-
-def _mark_status_retries(lake: Lake, partition: str, tries: int, now: datetime) -> None:
-    """Record the try count on the conversations the retry is for (the status table)."""
-    current = read_status(lake, partition)
-    if current.is_empty():
-        return
-    pending = current.filter(
-        (pl.col("status") != "validation_failed")
-        & ((pl.col("status") != "completed") | pl.col("last_error").is_not_null())
-    )
-    if pending.is_empty():
-        return
-    changes = pending.select(
-        "record_index", pl.col("status").cast(pl.String), pl.lit(tries).alias("retry_count")
-    )
-    apply_changes(lake, partition, changes, now)
 
 
 def flag_for_a_person(
@@ -312,7 +294,7 @@ def failed_partitions_tick(
             entry.next_attempt_at, changed = due, True
         if now.timestamp() < due or len(requests) >= settings.max_requests_per_tick:
             continue
-        _mark_status_retries(lake, partition, entry.tries + 1, now)
+        # The retry run itself counts the attempt in the status table (status.register_records).
         requests.append(retry_request(entry, settings, log))
 
     if changed:

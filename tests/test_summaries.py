@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import psycopg
 import pytest
 from dagster import (
     AssetKey,
@@ -19,6 +20,7 @@ from dagster import (
 from enrichment_assets.assets.summaries import (
     STALE_REASON_TAG,
     conversation_summaries,
+    replace_summaries,
     summaries_export_path,
     summaries_path,
     summary_id,
@@ -27,10 +29,13 @@ from enrichment_assets.checks.gx_suites import CONTRACT_CHECK, validate_layer
 from enrichment_assets.definitions import defs
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
-from enrichment_assets.resources import LakeResource
+from enrichment_assets.resources import AppDatabaseResource, LakeResource
 from enrichment_assets.runner import land_files, materialize_partitions
 from enrichment_assets.summaries_automation import SUMMARIES_JOB, stale_summaries
 from tests.factories import conversation, message, read_jsonl, write_jsonl
+
+# The real PostgreSQL's fixtures: a migrated, seeded application database per test.
+from tests.test_production import PG_SERVER, _server_reachable, app_db, new_database  # noqa: F401
 
 DAY = "2024-06-01"
 LINES = [
@@ -71,13 +76,21 @@ def land_and_run(lake: Lake, instance: DagsterInstance, path: Path, records: lis
 
 
 def summarize(
-    instance: DagsterInstance, day: str = DAY, tags: dict[str, str] | None = None, **config: Any
+    instance: DagsterInstance,
+    day: str = DAY,
+    tags: dict[str, str] | None = None,
+    app_db_url: str = "",
+    **config: Any,
 ) -> ExecuteInProcessResult:
     result = materialize(
         [conversation_summaries],
         partition_key=day,
         instance=instance,
-        resources={"lake": LakeResource(), "enricher": LLMResource()},
+        resources={
+            "lake": LakeResource(),
+            "enricher": LLMResource(),
+            "app_db": AppDatabaseResource(url=app_db_url),
+        },
         run_config={"ops": {"conversation_summaries": {"config": config}}} if config else None,
         tags=tags,
     )
@@ -294,3 +307,78 @@ def test_uniqueness_gate_catches_an_injected_duplicate(
     assert "expect_compound_columns_to_be_unique" in report.blocked_reason
     contract = next(c for c in report.check_results if c.check_name == CONTRACT_CHECK)
     assert contract.passed is False
+
+
+def test_failed_gate_keeps_the_days_previous_summaries_and_export(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    land_and_run(
+        lake,
+        instance,
+        tmp_path / "day.jsonl",
+        [chat("user-kept", at(DAY, "11:00:00", "11:00:10", "11:00:20", "11:00:30", "11:00:40"))],
+    )
+    summarize(instance)
+    path, export = summaries_path(lake, DAY), summaries_export_path(lake, DAY)
+    previous_rows, previous_export = path.read_bytes(), export.read_bytes()
+
+    rows = pl.read_parquet(path)
+    duplicated = pl.concat(
+        [
+            rows,
+            rows.with_columns(pl.lit("00000000-0000-4000-8000-000000000000").alias("summary_id")),
+        ]
+    )
+    report = replace_summaries(lake, DAY, duplicated)
+
+    assert report.blocked_reason is not None
+    assert "expect_compound_columns_to_be_unique" in report.blocked_reason
+    assert path.read_bytes() == previous_rows
+    assert export.read_bytes() == previous_export
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary left
+
+    # The same rows without the duplicate pass and replace the file.
+    passed = replace_summaries(lake, DAY, rows.with_columns(pl.lit("again").alias("summary")))
+    assert passed.blocked_reason is None
+    assert pl.read_parquet(path)["summary"].to_list() == ["again"]
+
+
+@pytest.mark.skipif(not _server_reachable(), reason=f"no PostgreSQL server at {PG_SERVER}")
+def test_summaries_publish_one_row_per_user_window_and_a_rerun_keeps_the_count(
+    lake: Lake,
+    instance: DagsterInstance,
+    tmp_path: Path,
+    app_db: str,  # noqa: F811 (the fixture imported above)
+) -> None:
+    land_and_run(
+        lake,
+        instance,
+        tmp_path / "day.jsonl",
+        [
+            chat("user-a", at(DAY, "08:00:00", "08:00:10", "08:00:20"), "persona-b"),
+            chat("user-a", at(DAY, "09:00:00", "09:00:10"), "persona-a"),
+            chat("user-b", at(DAY, "10:00:00", "10:00:10", "10:00:20", "10:00:30", "10:00:40")),
+        ],
+    )
+
+    def published() -> list[tuple]:
+        with psycopg.connect(app_db) as conn:
+            return conn.execute(
+                "SELECT user_id, window_start, persona_id, message_count, summary_id "
+                "FROM conversation_summaries WHERE day = %s ORDER BY user_id, window_start",
+                [DAY],
+            ).fetchall()
+
+    summarize(instance, app_db_url=app_db)
+    first = published()
+    summarize(instance, app_db_url=app_db)
+
+    assert published() == first
+    assert [(user, persona, count) for user, _, persona, count, _ in first] == [
+        ("user-a", "persona-b", 5),
+        ("user-b", "persona-anxious-student", 5),
+    ]
+    assert [row[4] for row in first] == summaries_of(lake)["summary_id"].to_list()
+    # A stricter threshold re-run removes the day's rows that no longer qualify.
+    summarize(instance, app_db_url=app_db, min_messages=6)
+    assert published() == []

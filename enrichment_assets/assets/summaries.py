@@ -13,6 +13,7 @@ gate passes.
 
 import glob
 import os
+import tempfile
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -32,14 +33,15 @@ from dagster import (
 )
 from pydantic import Field
 
+from enrichment_assets.app_db import publish_summaries
 from enrichment_assets.assets.metadata import path_value, preview
 from enrichment_assets.assets.normalized import normalized_conversations
-from enrichment_assets.checks.gx_suites import gate_specs, validate_layer
+from enrichment_assets.checks.gx_suites import GateReport, gate_specs, validate_layer
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake, atomic_path
 from enrichment_assets.partitions import summary_days
-from enrichment_assets.resources import LakeResource
+from enrichment_assets.resources import AppDatabaseResource, LakeResource
 from enrichment_assets.sql_files import load_sql
 
 ASSET_NAME = "conversation_summaries"
@@ -202,12 +204,27 @@ def summarize_day(
         con.close()
 
 
-def write_summaries(lake: Lake, day: str, summaries: pl.DataFrame) -> Path:
-    """Replace the day's Parquet file atomically (an empty day is a valid, empty file)."""
+def replace_summaries(lake: Lake, day: str, summaries: pl.DataFrame) -> GateReport:
+    """Gate the day's new rows, and only when they pass replace its Parquet file.
+
+    The rows go to a temporary file beside `lake/summaries/<day>.parquet`, the GX suite
+    runs on that file, and a passing gate renames it onto the day's file (atomic). A
+    blocked gate leaves the previous file, hence the previous export and publication,
+    as they were. An empty day is a valid, empty file.
+    """
     target = summaries_path(lake, day)
-    with atomic_path(target) as tmp:
-        summaries.write_parquet(tmp, compression="zstd")
-    return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    staged = Path(name)
+    try:
+        summaries.write_parquet(staged, compression="zstd")
+        gate = validate_layer(lake, ASSET_NAME, staged, day)
+        if gate.blocked_reason is None:
+            os.replace(staged, target)
+        return gate
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def write_summaries_export(lake: Lake, day: str) -> Path:
@@ -246,6 +263,7 @@ def conversation_summaries(
     config: SummaryWindowConfig,
     lake: LakeResource,
     enricher: LLMResource,
+    app_db: AppDatabaseResource,
 ) -> MaterializeResult:
     """Per user and time window of the UTC day: summary, key topics, tone.
 
@@ -257,8 +275,10 @@ def conversation_summaries(
     frequent persona (`persona_id`) and all its personas (`persona_ids`), enricher, model,
     generated_at. Unique on (user_id, window_start): the day's file is replaced whole, so
     re-running a day (the schedule, a backfill, the `stale_summaries` sensor after late
-    data) replaces its rows. Writes `lake/summaries/<day>.parquet` and, when the GX gate
-    passes, `export/summaries/<day>.jsonl`.
+    data) replaces its rows. The GX gate runs on the new rows before they replace
+    `lake/summaries/<day>.parquet`; when it passes, `export/summaries/<day>.jsonl` follows
+    and, with an application database (`ENRICH_APP_DB_URL`), its `conversation_summaries`
+    rows of the day are replaced in one transaction. A blocked gate changes nothing.
     """
     store = lake.lake
     day = context.partition_key
@@ -271,13 +291,13 @@ def conversation_summaries(
     summaries = summarize_day(
         store, day, config, annotator, generated_at=generated_at, chunk_rows=lake.chunk_rows
     )
-    target = write_summaries(store, day, summaries)
     context.log.info(
         f"{day}: {summaries.height} summaries (min_messages={config.min_messages}, "
         f"window_hours={config.window_hours}, enricher={annotator.name})"
     )
 
-    gate = validate_layer(store, ASSET_NAME, target, day)
+    gate = replace_summaries(store, day, summaries)
+    target = summaries_path(store, day)
     metadata: dict[str, object] = {
         "rows": summaries.height,
         "users": summaries["user_id"].n_unique(),
@@ -297,10 +317,16 @@ def conversation_summaries(
     }
     if gate.blocked_reason is None:
         metadata["export"] = path_value(write_summaries_export(store, day))
+        if app_db.app_db_url is not None:
+            published = publish_summaries(app_db.app_db_url, day, summaries)
+            metadata["published"] = MetadataValue.text(
+                f"{published.rows} rows to the application database's {published.table} "
+                f"({published.upserted} upserted, {published.deleted} deleted)"
+            )
     else:
-        # Keep the last export that passed: a blocked day is not published.
-        context.log.error(f"{day}: export withheld: {gate.blocked_reason}")
-        metadata["export_withheld"] = MetadataValue.text(gate.blocked_reason)
+        # Keep the last file, export and publication that passed: a blocked day changes none.
+        context.log.error(f"{day}: summaries kept as they were: {gate.blocked_reason}")
+        metadata["withheld"] = MetadataValue.text(gate.blocked_reason)
     if reason := context.run.tags.get(STALE_REASON_TAG):
         metadata["rerun_reason"] = MetadataValue.text(reason)
     return MaterializeResult(metadata=metadata, check_results=gate.check_results)

@@ -69,7 +69,10 @@ def _run_pipeline(paths: list[Path], *, title: str) -> None:
         expand_inputs,
         land_files,
         materialize_partitions,
+        materialize_summary_days,
+        summary_days_of,
     )
+    from enrichment_assets.summaries_report import summaries_report
 
     lake = Lake(_data_dir())
     try:
@@ -91,10 +94,21 @@ def _run_pipeline(paths: list[Path], *, title: str) -> None:
             outcomes = materialize_partitions(
                 instance, unique, on_done=lambda _: progress.advance(task)
             )
+            # Then the summary days the batches' messages fall on (today's waits for midnight).
+            days = summary_days_of(lake, unique)
+            day_task = progress.add_task("summarizing days", total=len(days))
+            outcomes += materialize_summary_days(
+                instance, days, on_done=lambda _: progress.advance(day_task)
+            )
     counts = layer_counts(lake)
     shown = {p: counts[p] for p in unique if p in counts}
     total = {layer: sum(row[layer] for row in shown.values()) for layer in counts["total"]}
     out.print(_counts_table({**shown, "total": total}, title))
+    summarized = [row for row in summaries_report(lake)["per_day"] if row["day"] in days]
+    out.print(
+        f"summaries: {sum(row['summaries'] for row in summarized)} over {len(days)} day(s)"
+        + (f" {days[0]}..{days[-1]}" if days else "")
+    )
     out.print(f"exports: {(lake.data_dir / 'export').resolve()}")
     out.print(f"lake:    {(lake.data_dir / 'lake').resolve()}")
     failed = [o for o in outcomes if not o.success]

@@ -2,7 +2,8 @@
 
 Used by `enrich run` / `enrich demo`; the runs go through the same job of the
 same `Definitions` that Dagster loads, into the same instance, so they show in
-the UI like any other run.
+the UI like any other run. After the batches, the summary days their messages
+fall on run through the summaries job the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dagster import DagsterInstance
 
 from enrichment_assets.ingest import sniff_unreadable
 from enrichment_assets.lake import Lake
-from enrichment_assets.partitions import batch_partitions
+from enrichment_assets.partitions import batch_partitions, summary_days
 
 # Files that are never input: still being written, or hidden.
 SKIPPED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
@@ -145,6 +146,42 @@ def reenrich_conversations(
     return outcomes
 
 
+def summary_days_of(lake: Lake, partitions: Iterable[str]) -> list[str]:
+    """The summary days (UTC, existing day partitions) on which these batches' normalized
+    Parquet holds summarizable messages, by DuckDB; today is not a partition until it ends."""
+    from enrichment_assets.assets.summaries import register_normalized, summary_connection
+    from enrichment_assets.sql_files import load_sql
+
+    con = summary_connection()
+    try:
+        register_normalized(con, [str(lake.layer_path("normalized", p)) for p in partitions])
+        touched = con.sql(load_sql("conversation_summaries_days")).fetchall()
+    finally:
+        con.close()
+    return sorted({day for _, day, _ in touched if summary_days.has_partition_key(day)})
+
+
+def materialize_summary_days(
+    instance: DagsterInstance,
+    days: list[str],
+    *,
+    tags: dict[str, str] | None = None,
+    on_done: Callable[[PartitionOutcome], None] | None = None,
+) -> list[PartitionOutcome]:
+    """Run `conversation_summaries_job` for each day, one in-process run each."""
+    from enrichment_assets.summaries_automation import SUMMARIES_JOB
+
+    outcomes = []
+    for day in dict.fromkeys(days):
+        outcome = _execute(
+            instance, day, tags=tags or {}, run_config=QUIET_RUN_CONFIG, job_name=SUMMARIES_JOB
+        )
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return outcomes
+
+
 def _execute(
     instance: DagsterInstance,
     key: str,
@@ -152,11 +189,12 @@ def _execute(
     tags: dict[str, str],
     run_config: dict,
     asset_selection: list | None = None,
+    job_name: str | None = None,
 ) -> PartitionOutcome:
-    """One in-process run of the pipeline job for one partition, as an outcome."""
+    """One in-process run of a job (default: the pipeline) for one partition, as an outcome."""
     from enrichment_assets.definitions import conversations_pipeline, defs
 
-    job = defs.resolve_job_def(conversations_pipeline.name)
+    job = defs.resolve_job_def(job_name or conversations_pipeline.name)
     result = job.execute_in_process(
         partition_key=key,
         instance=instance,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,10 @@ from enrichment_assets.definitions import defs
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.resources import AppDatabaseResource, LakeResource
-from enrichment_assets.runner import land_files, materialize_partitions
+from enrichment_assets.runner import land_files, materialize_partitions, summary_days_of
 from enrichment_assets.summaries_automation import SUMMARIES_JOB, stale_summaries
 from tests.factories import conversation, message, read_jsonl, write_jsonl
+from tests.test_cli_operations import enrich
 
 # The real PostgreSQL's fixtures: a migrated, seeded application database per test.
 from tests.test_production import PG_SERVER, _server_reachable, app_db, new_database  # noqa: F401
@@ -382,3 +384,34 @@ def test_summaries_publish_one_row_per_user_window_and_a_rerun_keeps_the_count(
     # A stricter threshold re-run removes the day's rows that no longer qualify.
     summarize(instance, app_db_url=app_db, min_messages=6)
     assert published() == []
+
+
+def test_enrich_run_summarizes_the_days_its_batches_cover(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    today = datetime.now(UTC).date().isoformat()
+    path = write_jsonl(
+        tmp_path / "in" / "days.jsonl",
+        [
+            chat("user-run", at(DAY, "09:00:00", "09:00:10", "09:00:20", "09:00:30", "09:00:40")),
+            chat("user-run", at("2024-06-02", "09:00:00", "09:00:10")),  # too few: an empty day
+            chat("user-run", at(today, "00:00:01", "00:00:02", "00:00:03", "00:00:04", "00:00:05")),
+        ],
+    )
+
+    result = enrich(capsys, "run", str(path))
+
+    assert result.code == 0, result.stderr
+    assert "summaries: 1 over 2 day(s) 2024-06-01..2024-06-02" in result.stdout
+    (line,) = read_jsonl(summaries_export_path(lake, DAY))
+    assert line["user_id"] == "user-run" and line["message_count"] == 5
+    assert read_jsonl(summaries_export_path(lake, "2024-06-02")) == []
+    # Today is not a summary day until it is over.
+    assert not summaries_export_path(lake, today).exists()
+    batches = instance.get_dynamic_partitions("batches")
+    assert summary_days_of(lake, batches) == [DAY, "2024-06-02"]
+    runs = instance.get_runs()
+    summary_runs = sorted(
+        r.tags.get("dagster/partition") for r in runs if r.job_name == SUMMARIES_JOB
+    )
+    assert summary_runs == [DAY, "2024-06-02"]

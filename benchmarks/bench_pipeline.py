@@ -2,8 +2,9 @@
 
     uv run python benchmarks/bench_pipeline.py --conversations 100000
 
-- project: `enrich run FILE` in a fresh data folder and Dagster instance (all four
-  layers, checks and exports);
+- project: `enrich run --no-summaries FILE` in a fresh data folder and Dagster
+  instance: the four layers, their checks (GX gates included) and exports; with
+  `--summaries`, also the daily summaries of the days the file covers;
 - floor: the least any tool must pay on this input: importing the required stack,
   DuckDB `read_json` -> Parquet, and one orjson loads/dumps pass over every record;
 - naive: a one-record-at-a-time Python loop (json.loads, hand validation, one
@@ -89,6 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--summaries", action="store_true", help="time `enrich run` with the daily summaries"
+    )
     args = parser.parse_args()
 
     from enrichment_assets.sample_data import write_sample_files
@@ -112,7 +116,8 @@ def main() -> None:
             }
             (out / "dagster").mkdir()
             enrich = str(Path(sys.executable).with_name("enrich"))
-            results["project"].append(timed([enrich, "run", str(src)], env))
+            flag = "--summaries" if args.summaries else "--no-summaries"
+            results["project"].append(timed([enrich, "run", flag, str(src)], env))
             results["floor"].append(timed([sys.executable, "-c", FLOOR, str(src), str(out)], env))
             results["naive"].append(timed([sys.executable, "-c", NAIVE, str(src), str(out)], env))
         wall = {k: statistics.median(t for t, _ in v) for k, v in results.items()}

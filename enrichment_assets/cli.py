@@ -58,7 +58,7 @@ def _counts_table(counts: dict[str, dict[str, int]], title: str) -> Table:
     return table
 
 
-def _run_pipeline(paths: list[Path], *, title: str) -> None:
+def _run_pipeline(paths: list[Path], *, title: str, summaries: bool = True) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from enrichment_assets.instance import dagster_instance
@@ -95,7 +95,7 @@ def _run_pipeline(paths: list[Path], *, title: str) -> None:
                 instance, unique, on_done=lambda _: progress.advance(task)
             )
             # Then the summary days the batches' messages fall on (today's waits for midnight).
-            days = summary_days_of(lake, unique)
+            days = summary_days_of(lake, unique) if summaries else []
             day_task = progress.add_task("summarizing days", total=len(days))
             outcomes += materialize_summary_days(
                 instance, days, on_done=lambda _: progress.advance(day_task)
@@ -128,6 +128,13 @@ def _run_pipeline(paths: list[Path], *, title: str) -> None:
 @app.command()
 def run(
     paths: Annotated[list[Path], typer.Argument(help="Files, or folders to take every file from.")],
+    summaries: Annotated[
+        bool,
+        typer.Option(
+            "--summaries/--no-summaries",
+            help="Also materialize the daily summaries of the days the batches cover.",
+        ),
+    ] = True,
 ) -> None:
     """Land files as batch partitions and materialize every asset for them.
 
@@ -137,7 +144,7 @@ def run(
 
     Example: enrich run ./conversations/2024-06-01.jsonl ./more/
     """
-    _run_pipeline(paths, title="rows per layer")
+    _run_pipeline(paths, title="rows per layer", summaries=summaries)
 
 
 @app.command()

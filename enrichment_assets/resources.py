@@ -23,8 +23,15 @@ class LakeResource(ConfigurableResource):
         description="Root of the data folder; empty = ENRICH_DATA_DIR, or ./data.",
     )
     chunk_rows: int = Field(
-        default=20_000,
+        default=5_000,
         description="Conversations processed per chunk: bounds memory whatever the input size.",
+    )
+    enrich_chunk_rows: int = Field(
+        default=20_000,
+        description=(
+            "Conversations per enricher call: set-based enrichers (heuristic) run faster on "
+            "larger chunks; memory stays bounded by this, not by the partition."
+        ),
     )
 
     @property

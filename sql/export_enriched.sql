@@ -1,6 +1,8 @@
 -- export/enriched/<partition>.jsonl: one normalized, enriched document per
 -- completed conversation, keys in the contract's stable order, timestamps as
--- UTC ISO-8601 strings. $1 = normalized layer Parquet file, $2 = output path.
+-- UTC ISO-8601 strings. Rows stream in file order, which is record order (each
+-- layer is written in record order): no ORDER BY, so DuckDB never holds the
+-- partition in memory. $1 = normalized layer Parquet file, $2 = output path.
 COPY (
     SELECT
         conversation_id,
@@ -34,5 +36,4 @@ COPY (
         status
     FROM read_parquet($1)
     WHERE status = 'completed'
-    ORDER BY record_index
 ) TO $2 (FORMAT json)

@@ -1,5 +1,7 @@
 -- export/quarantine/<partition>.jsonl: one line per rejected record with where
 -- it came from, its raw text and its validation report ({rule, path, value}).
+-- Rows stream in file order, which is record order (each layer is written in
+-- record order): no ORDER BY, so DuckDB never holds the partition in memory.
 -- $1 = quarantine layer Parquet file, $2 = output path.
 COPY (
     SELECT
@@ -9,5 +11,4 @@ COPY (
         raw_text,
         json(validation_errors) AS validation_errors
     FROM read_parquet($1)
-    ORDER BY record_index
 ) TO $2 (FORMAT json)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,43 +18,17 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance, instance_for_test, materialize
 
-from enrichment_assets.cli import main
 from enrichment_assets.enrichers.heuristic import HeuristicEnricher
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.runner import BULK_REQUEST_TAG, land_files, materialize_partitions
 from enrichment_assets.status import read_status
+from tests.cli import enrich
 from tests.factories import conversation, read_jsonl, write_jsonl
 
 PROJECT = Path(__file__).resolve().parents[1]
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
-
-
-@dataclass
-class Invocation:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> dict:
-        return orjson.loads(self.stdout)
-
-
-def enrich(capsys: pytest.CaptureFixture[str], *args: str) -> Invocation:
-    """Run `enrich ARGS...` in this process, as the console script does."""
-    capsys.readouterr()
-    argv = sys.argv
-    sys.argv = ["enrich", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    return Invocation(code, captured.out, captured.err)
 
 
 def run_files(lake: Lake, instance: DagsterInstance, files: list[Path]) -> list[str]:
@@ -526,7 +499,7 @@ def test_a_run_that_dies_mid_enrichment_is_recovered_by_the_next_run(
         LAYER_ASSETS,
         partition_key=partition,
         instance=instance,
-        resources={"lake": LakeResource(chunk_rows=2), "enricher": DyingLLMResource()},
+        resources={"lake": LakeResource(enrich_chunk_rows=2), "enricher": DyingLLMResource()},
         raise_on_error=False,
     )
     assert not crashed.success

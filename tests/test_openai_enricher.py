@@ -2,7 +2,6 @@
 
 # The `llm_server` fixture is imported (tests/conftest.py belongs to the pipeline tests),
 # so every test parameter named after it "redefines" the import.
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ from enrichment_assets.enrichers.cache import (
 from enrichment_assets.enrichers.openai import OpenAIEnricher
 from enrichment_assets.enrichers.retry import RetryPolicy, parse_duration, server_retry_hint
 from enrichment_assets.enrichers.settings import LLMResource, LLMSettings
-from tests.llm_fixtures import llm_server, make_conversations  # noqa: F401
+from tests.llm_fixtures import make_conversations
 from tests.llm_server import Faults, LoopbackLLMServer
 
 FAKE_KEY = "sk-test-DISTINCTIVE-7f3a9c2e5b1d"
@@ -311,12 +310,14 @@ def test_retry_hints_from_headers() -> None:
 
 
 def test_hung_requests_time_out_and_are_retried(llm_server: LoopbackLLMServer) -> None:
-    llm_server.configure(Faults(seed=2, rate_hang=0.2, hang_s=3.0))
-    enricher = enricher_for(llm_server, timeout_s=0.5)
+    llm_server.configure(Faults(seed=2, rate_hang=0.2, hang_s=4.0))
+    enricher = enricher_for(llm_server, timeout_s=1.0)
     annotations = enricher.annotate(make_conversations(20))
     assert_all_enriched(annotations)
     assert llm_server.counters.faults["hang"] >= 1
-    assert enricher.stats.retries == llm_server.counters.faults["hang"]
+    # Every hang cost a retry; on a loaded machine a slow ordinary answer may time out too.
+    assert enricher.stats.retries >= llm_server.counters.faults["hang"]
+    assert len(llm_server.counters.successes) == 20  # every conversation got its answer
 
 
 def test_requests_per_minute_limit_paces_requests(llm_server: LoopbackLLMServer) -> None:

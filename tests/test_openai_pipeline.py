@@ -14,7 +14,6 @@ from enrichment_assets.lake import Lake
 from enrichment_assets.resources import LakeResource, app_database
 from enrichment_assets.runner import land_files
 from tests.factories import conversation, message, read_jsonl, write_jsonl
-from tests.llm_fixtures import llm_server  # noqa: F401  (fixture)
 from tests.llm_server import Faults, LoopbackLLMServer
 
 SECRET = "sk-test-NEVER-LOG-THIS-7f3a9c"
@@ -64,7 +63,7 @@ def test_enriches_through_the_endpoint_and_rematerializing_sends_no_request(
     lake: Lake,
     instance: DagsterInstance,
     tmp_path: Path,
-    llm_server: LoopbackLLMServer,  # noqa: F811
+    llm_server: LoopbackLLMServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -98,7 +97,7 @@ def test_a_failing_endpoint_leaves_ai_fields_null_with_the_error(
     lake: Lake,
     instance: DagsterInstance,
     tmp_path: Path,
-    llm_server: LoopbackLLMServer,  # noqa: F811
+    llm_server: LoopbackLLMServer,
 ) -> None:
     llm_server.configure(Faults(permanent_status=500))
     (partition,) = land_files(lake, instance, [batch_file(tmp_path, count=4)])

@@ -25,63 +25,21 @@ import pytest
 from dagster import DagsterInstance
 from dagster._core.instance.ref import InstanceRef
 
-from enrichment_assets.app_db import applied_versions, publish_summaries, upgrade
+from enrichment_assets.app_db import applied_versions, publish_summaries
 from enrichment_assets.app_db.migrations import available_migrations
 from enrichment_assets.app_db.publish import publish_status
 from enrichment_assets.lake import Lake
 from enrichment_assets.queries import conversation_status
-from enrichment_assets.reference import REFERENCE_TABLES, SEEDS_DIR
 from enrichment_assets.runner import land_files, materialize_partitions
 from enrichment_assets.sample_data import write_sample_files
 from enrichment_assets.status import STATUS_SCHEMA, read_status
+from tests.postgres import requires_postgres
 
 REPO = Path(__file__).resolve().parents[1]
-PG_SERVER = os.environ.get("ENRICH_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 # Waiting for another process to reach a point, not a performance assertion.
 WAIT_LIMIT_S = 60
 
-
-def _server_reachable() -> bool:
-    try:
-        with psycopg.connect(f"{PG_SERVER}/postgres", connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(
-    not _server_reachable(), reason=f"no PostgreSQL server at {PG_SERVER}"
-)
-
-
-@pytest.fixture
-def new_database() -> Iterator[Callable[[str], str]]:
-    """Creates databases on the test server; drops them all at the end."""
-    created: list[str] = []
-
-    def create(purpose: str) -> str:
-        name = f"enrich_test_{purpose}_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return f"{PG_SERVER}/{name}"
-
-    yield create
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-        for name in created:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def app_db(new_database: Callable[[str], str], monkeypatch: pytest.MonkeyPatch) -> str:
-    """A migrated application database with the seed reference data, configured."""
-    url = new_database("app")
-    upgrade(url)
-    from enrichment_assets.app_db import seed_reference_tables
-
-    seed_reference_tables(url, SEEDS_DIR, REFERENCE_TABLES)
-    monkeypatch.setenv("ENRICH_APP_DB_URL", url)
-    return url
+pytestmark = requires_postgres
 
 
 @pytest.fixture

@@ -33,11 +33,11 @@ from enrichment_assets.lake import Lake
 from enrichment_assets.resources import AppDatabaseResource, LakeResource
 from enrichment_assets.runner import land_files, materialize_partitions, summary_days_of
 from enrichment_assets.summaries_automation import SUMMARIES_JOB, stale_summaries
+from tests.cli import enrich
 from tests.factories import conversation, message, read_jsonl, write_jsonl
-from tests.test_cli_operations import enrich
 
 # The real PostgreSQL's fixtures: a migrated, seeded application database per test.
-from tests.test_production import PG_SERVER, _server_reachable, app_db, new_database  # noqa: F401
+from tests.postgres import requires_postgres
 
 DAY = "2024-06-01"
 LINES = [
@@ -345,12 +345,12 @@ def test_failed_gate_keeps_the_days_previous_summaries_and_export(
     assert pl.read_parquet(path)["summary"].to_list() == ["again"]
 
 
-@pytest.mark.skipif(not _server_reachable(), reason=f"no PostgreSQL server at {PG_SERVER}")
+@requires_postgres
 def test_summaries_publish_one_row_per_user_window_and_a_rerun_keeps_the_count(
     lake: Lake,
     instance: DagsterInstance,
     tmp_path: Path,
-    app_db: str,  # noqa: F811 (the fixture imported above)
+    app_db: str,
 ) -> None:
     land_and_run(
         lake,

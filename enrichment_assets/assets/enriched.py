@@ -178,7 +178,7 @@ def enriched_conversations(
         empty = pl.read_parquet(source).clear()
         schema = enrich_chunk(con, empty, annotate_chunk(empty, annotator)).to_arrow().schema
         with write_layer(target, schema) as out:
-            for chunk in read_chunks(source, lake.chunk_rows):
+            for chunk in read_chunks(source, lake.enrich_chunk_rows):
                 enriched = enrich_chunk(con, chunk, annotate_chunk(chunk, annotator, keep))
                 llm_totals.update(_numeric_stats(annotator))
                 out.write(enriched)

@@ -36,12 +36,12 @@ from enrichment_assets.assets.summaries import (
     STALE_REASON_TAG,
     WATERMARK_KEY,
     conversation_summaries,
-    env_int,
     register_normalized,
     summary_connection,
 )
 from enrichment_assets.automation.new_raw_files import TRIGGER_TAG
 from enrichment_assets.automation.settings import default_sensor_status
+from enrichment_assets.env import env_int
 from enrichment_assets.lake import Lake
 from enrichment_assets.partitions import summary_days
 from enrichment_assets.resources import LakeResource

@@ -39,6 +39,7 @@ from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.checks.gx_suites import GateReport, gate_specs, validate_layer
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
 from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.env import env_int
 from enrichment_assets.lake import Lake, atomic_path
 from enrichment_assets.partitions import summary_days
 from enrichment_assets.resources import AppDatabaseResource, LakeResource
@@ -64,20 +65,6 @@ _NORMALIZED_COLUMNS = {
     "status": pl.String(),
     "messages": CONVERSATION_INPUT_SCHEMA["messages"],
 }
-
-
-def env_int(name: str, default: int, minimum: int = 1) -> int:
-    """A whole number from the environment (ValueError naming the variable when bad)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a whole number") from None
-    if value < minimum:
-        raise ValueError(f"{name}={raw!r}: expected at least {minimum}")
-    return value
 
 
 class SummaryWindowConfig(Config):

@@ -27,6 +27,7 @@ from enrichment_assets.contract import (
     is_valid,
     validate_records,
 )
+from enrichment_assets.ingest.formats import CANONICAL_KEYS
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.status import apply_changes
@@ -71,13 +72,9 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("rules", pa.list_(pa.string())),
     ]
 )
-_SCALAR_FIELDS = (
-    "user_id",
-    "template_id",
-    "persona_id",
-    "emotional_arc_id",
-    "training_topic_id",
-    "tier",
+# The canonical fields stored as text (ids and tier): the contract's, in its order.
+_SCALAR_FIELDS = tuple(
+    k for k in CANONICAL_KEYS if k not in ("conversation_id", "created_at", "messages")
 )
 
 

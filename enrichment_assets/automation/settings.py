@@ -20,18 +20,7 @@ from dataclasses import dataclass
 
 from dagster import DefaultSensorStatus
 
-
-def _int(name: str, default: int, minimum: int = 0) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a whole number") from None
-    if value < minimum:
-        raise ValueError(f"{name}={raw!r}: expected at least {minimum}")
-    return value
+from enrichment_assets.env import env_int
 
 
 def _seconds_list(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -67,10 +56,10 @@ class NewFilesSettings:
     @classmethod
     def from_env(cls) -> NewFilesSettings:
         return cls(
-            settle_seconds=_int("ENRICH_NEW_FILES_SETTLE_S", cls.settle_seconds),
-            max_files_per_batch=_int("ENRICH_BATCH_MAX_FILES", cls.max_files_per_batch, 1),
-            max_bytes_per_batch=_int("ENRICH_BATCH_MAX_BYTES", cls.max_bytes_per_batch, 1),
-            max_batches_per_tick=_int(
+            settle_seconds=env_int("ENRICH_NEW_FILES_SETTLE_S", cls.settle_seconds, minimum=0),
+            max_files_per_batch=env_int("ENRICH_BATCH_MAX_FILES", cls.max_files_per_batch, 1),
+            max_bytes_per_batch=env_int("ENRICH_BATCH_MAX_BYTES", cls.max_bytes_per_batch, 1),
+            max_batches_per_tick=env_int(
                 "ENRICH_NEW_FILES_MAX_BATCHES_PER_TICK", cls.max_batches_per_tick, 1
             ),
         )
@@ -96,19 +85,19 @@ class RetrySettings:
     def from_env(cls) -> RetrySettings:
         return cls(
             backoff_seconds=_seconds_list("ENRICH_RETRY_BACKOFF_S", DEFAULT_BACKOFF_SECONDS),
-            max_runs_per_tick=_int("ENRICH_RETRY_MAX_RUNS_PER_TICK", cls.max_runs_per_tick, 1),
-            max_requests_per_tick=_int(
+            max_runs_per_tick=env_int("ENRICH_RETRY_MAX_RUNS_PER_TICK", cls.max_runs_per_tick, 1),
+            max_requests_per_tick=env_int(
                 "ENRICH_RETRY_MAX_REQUESTS_PER_TICK", cls.max_requests_per_tick, 1
             ),
         )
 
 
 def new_files_interval_seconds() -> int:
-    return _int("ENRICH_NEW_FILES_INTERVAL_S", 30, 1)
+    return env_int("ENRICH_NEW_FILES_INTERVAL_S", 30, 1)
 
 
 def retry_interval_seconds() -> int:
-    return _int("ENRICH_RETRY_INTERVAL_S", 60, 1)
+    return env_int("ENRICH_RETRY_INTERVAL_S", 60, 1)
 
 
 def requested_run_config() -> dict:

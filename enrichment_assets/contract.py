@@ -30,6 +30,19 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
+# The fields of a canonical record, in the contract's order (ingest maps every format onto them).
+CANONICAL_KEYS: tuple[str, ...] = (
+    "conversation_id",
+    "user_id",
+    "template_id",
+    "persona_id",
+    "emotional_arc_id",
+    "training_topic_id",
+    "tier",
+    "created_at",
+    "messages",
+)
+
 Tier = Literal["template", "scenario", "edge_case"]
 Role = Literal["system", "user", "assistant"]
 

@@ -21,13 +21,13 @@ from enrichment_assets.assets.metadata import path_value, preview
 from enrichment_assets.assets.raw import raw_conversations
 from enrichment_assets.checks.gx_suites import gate_specs, run_gate
 from enrichment_assets.contract import (
+    CANONICAL_KEYS,
     ROLE_ALIASES,
     Conversation,
     Rejection,
     is_valid,
     validate_records,
 )
-from enrichment_assets.ingest.formats import CANONICAL_KEYS
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.status import apply_changes

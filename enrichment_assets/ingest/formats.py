@@ -23,22 +23,13 @@ from typing import Any, Final
 
 import orjson
 
+from enrichment_assets.contract import CANONICAL_KEYS
+
 # Namespace of derived conversation ids. Never change it: re-ingesting the same
 # content must give the same id, across releases.
 CONVERSATION_ID_NAMESPACE: Final = uuid.UUID("6f1c7a52-3d0e-5b8a-9c47-2e5d8b91f0a3")
 _NAMESPACE_BYTES: Final = CONVERSATION_ID_NAMESPACE.bytes
 
-CANONICAL_KEYS: Final = (
-    "conversation_id",
-    "user_id",
-    "template_id",
-    "persona_id",
-    "emotional_arc_id",
-    "training_topic_id",
-    "tier",
-    "created_at",
-    "messages",
-)
 _CANONICAL_FIELDS_BESIDES_MESSAGES: Final = frozenset(CANONICAL_KEYS) - {"messages"}
 
 # ShareGPT speaker names -> canonical roles (looked up lower-cased); others stay verbatim.

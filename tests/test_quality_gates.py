@@ -16,6 +16,7 @@ from dagster import (
     materialize,
 )
 
+from enrichment_assets.checks.gate_frame import gate_frame
 from enrichment_assets.checks.gx_context import suite_names
 from enrichment_assets.checks.gx_suites import validate_layer
 from enrichment_assets.definitions import LAYER_ASSETS, defs
@@ -25,6 +26,12 @@ from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.runner import land_files, materialize_partitions
 from enrichment_assets.status import read_status
 from tests.factories import conversation, message, write_jsonl
+
+# Unicode category Zs.
+SPACE_SEPARATORS = (
+    " \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u202f\u205f\u3000"
+)
 
 LAYERS = [a.key.to_user_string() for a in LAYER_ASSETS]
 
@@ -224,3 +231,16 @@ def test_contract_gate_catches_an_empty_message_after_normalization(lake: Lake) 
         if f["column"] == "messages.min_content_chars"
     )
     assert failure["unexpected_count"] == 1  # the normalization_failed row is allowed
+
+
+def test_min_content_chars_counts_characters_after_trim(tmp_path: Path) -> None:
+    """The gate's fast path gives trim()'s length for every kind of space at either end."""
+    texts = ["ab", " ab ", "\u3000ab", "ab\u00a0", "\u2009", "\tab\n", "é ", "😀", ""]
+    path = tmp_path / "layer.parquet"
+    pl.DataFrame(
+        {"messages": [[{"role": "user", "content": text}] for text in texts]}
+    ).write_parquet(path)
+    frame = gate_frame(path, ["messages.min_content_chars"])
+    # DuckDB's trim() strips the space separators (Zs), not tabs or newlines.
+    expected = [len(t.strip("".join(SPACE_SEPARATORS))) for t in texts]
+    assert frame["messages.min_content_chars"].tolist() == expected == [2, 2, 2, 2, 0, 4, 1, 1, 0]

@@ -6,7 +6,7 @@
 -- A topic word has at least $topic_min_chars letters and is no stopword. Everything else
 -- (about two thirds of ordinary text) is dropped here, before any aggregation. Words of
 -- one or two letters never count (the lexicon loader rejects such entries), so they are
--- dropped before the lexicon join: `strlen` (bytes, O(1)) >= 3 is implied by 3 letters.
+-- never extracted: `\p{L}{3,}` matches exactly the letter runs of three letters or more.
 CREATE TEMP TABLE heuristic_tokens AS
 SELECT
     t.conv_ord,
@@ -19,13 +19,10 @@ FROM (
     SELECT
         conv_ord,
         msg_idx,
-        unnest(regexp_split_to_array(lower(content), '[^\p{L}]+')) AS token
+        unnest(regexp_extract_all(lower(content), '\p{L}{3,}')) AS token
     FROM heuristic_messages
 ) AS t
 LEFT JOIN heuristic_lexicon AS l ON l.word = t.token
-WHERE strlen(t.token) >= 3
-  AND (
-    l.score_milli IS NOT NULL
-    OR l.is_keyword
-    OR (length(t.token) >= $topic_min_chars AND l.is_stopword IS NOT true)
-  );
+WHERE l.score_milli IS NOT NULL
+   OR l.is_keyword
+   OR (length(t.token) >= $topic_min_chars AND l.is_stopword IS NOT true);

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import cache
 
 import ftfy
 import polars as pl
@@ -233,7 +234,6 @@ def repair_mojibake(text: str) -> str:
 # Each rule is (pattern, replacement); the patterns mean the same in Python `re` and Rust `regex`.
 
 _LINE_ENDINGS = (r"\r\n?", "\n")
-_NON_ASCII = r"[^\x00-\x7F]"
 _CONTROL_CHARS = (r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F\u200B\uFEFF]", "")
 _TRAILING_BLANKS = (r"[ \t]+\n", "\n")
 _BLANK_LINES = (r"\n{3,}", "\n\n")
@@ -264,23 +264,79 @@ def suspect_mojibake_mask(texts: pl.Series) -> pl.Series:
     return texts.str.contains(SUSPECT_MOJIBAKE_PATTERN).fill_null(False)
 
 
+@cache
+def not_nfc_class() -> str:
+    """A regex class of every character that can keep a string from being NFC.
+
+    Unicode's NFC_Quick_Check No and Maybe, derived from `unicodedata` (the data
+    `repair_text` normalizes with): characters that NFC replaces, combining marks
+    (ccc > 0, which NFC may reorder or compose), the second character of every
+    canonical pair (which composes with the one before it, as U+0B3E does) and the
+    Hangul vowel and trailing jamo. A string with none of them is already NFC.
+    """
+    chars: set[int] = {*range(0x1161, 0x1176), *range(0x11A8, 0x11C3)}
+    for code in range(0x80, 0x110000):
+        char = chr(code)
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        if unicodedata.combining(char) or unicodedata.normalize("NFC", char) != char:
+            chars.add(code)
+        parts = unicodedata.decomposition(char).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            chars.add(int(parts[1], 16))
+    ranges: list[list[int]] = []
+    for code in sorted(chars):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "[" + "".join(rf"\x{{{a:X}}}-\x{{{b:X}}}" for a, b in ranges) + "]"
+
+
+@cache
+def needs_normalizing_pattern() -> str:
+    """What any rule after the mojibake repair can change; a string without it is left as is.
+
+    A line ending or control character (rules 2-3), a character that is not NFC-stable
+    (rule 4), blanks before a line end, three newlines, blanks at either end (rule 5).
+    """
+    return "|".join(
+        [
+            r"[\r\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F\u200B\uFEFF]",
+            not_nfc_class(),
+            r"[ \t]\n",
+            r"\n\n\n",
+            r"\A[ \t\n]",
+            r"[ \t\n]\z",
+        ]
+    )
+
+
 def normalize_text_series(texts: pl.Series) -> pl.Series:
     """`repair_text` over a string column, set-based; equal to it element by element, nulls stay.
 
-    Only the strings `SUSPECT_MOJIBAKE_PATTERN` flags go through the Python mojibake repair;
-    everything else is vectorized Polars string expressions.
+    Only the strings `SUSPECT_MOJIBAKE_PATTERN` flags go through the Python mojibake repair,
+    and only those `needs_normalizing_pattern()` flags through the other rules (vectorized Polars
+    string expressions): one scan each, and most messages are clean.
     """
     texts = texts.cast(pl.String)
     suspects = suspect_mojibake_mask(texts).arg_true()
     if len(suspects) > 0:
         repaired = [repair_mojibake(text) for text in texts.gather(suspects).to_list()]
         texts = texts.clone().scatter(suspects, repaired)
+    pending = texts.str.contains(needs_normalizing_pattern()).fill_null(False).arg_true()
+    if len(pending) == 0:
+        return texts
+    return texts.clone().scatter(pending, _normalize_rules(texts.gather(pending)))
+
+
+def _normalize_rules(texts: pl.Series) -> pl.Series:
+    """Rules 2-5 on every string (no null among them)."""
     texts = texts.str.replace_all(*_LINE_ENDINGS).str.replace_all(*_CONTROL_CHARS)
-    # ASCII is always NFC: normalize only the strings with other characters (NFC is the
-    # costliest step, and most messages are ASCII).
-    non_ascii = texts.str.contains(_NON_ASCII).fill_null(False).arg_true()
-    if len(non_ascii) > 0:
-        texts = texts.scatter(non_ascii, texts.gather(non_ascii).str.normalize("NFC"))
+    # NFC is the costliest step: only the strings holding a character it may change.
+    unstable = texts.str.contains(not_nfc_class()).arg_true()
+    if len(unstable) > 0:
+        texts = texts.scatter(unstable, texts.gather(unstable).str.normalize("NFC"))
     return (
         texts.str.replace_all(*_TRAILING_BLANKS)
         .str.replace_all(*_BLANK_LINES)

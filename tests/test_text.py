@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 
 import polars as pl
 import pytest
@@ -14,6 +15,7 @@ from enrichment_assets.text import (
     FTFY_SUSPECT_PATTERN,
     SUSPECT_MOJIBAKE_PATTERN,
     normalize_text_series,
+    not_nfc_class,
     repair_mojibake,
     repair_text,
     suspect_mojibake_mask,
@@ -129,6 +131,46 @@ def test_normalize_text_series_never_repairs_clean_strings(monkeypatch) -> None:
 def test_composes_decomposed_characters_to_nfc() -> None:
     assert repair_text("cafe\u0301") == "café"
     assert repair_text("Zu\u0308rich") == "Zürich"
+
+
+# Strings NFC changes although none of their characters is a combining mark.
+NFC_WITHOUT_COMBINING_MARKS = {
+    "\u1100\u1161": "\uac00",  # Hangul jamo L + V -> syllable
+    "\uac00\u11a8": "\uac01",  # Hangul syllable + trailing jamo
+    "\u0b47\u0b3e": "\u0b4b",  # Oriya vowel signs (the second has ccc 0)
+    "\u212b": "\u00c5",  # ANGSTROM SIGN, a singleton
+    "\uf900": "\u8c48",  # CJK compatibility ideograph
+    "\u0344": "\u0308\u0301",  # a non-starter decomposition
+}
+
+
+@pytest.mark.parametrize(("text", "nfc"), NFC_WITHOUT_COMBINING_MARKS.items())
+def test_series_applies_nfc_where_no_combining_mark_shows_it(text: str, nfc: str) -> None:
+    assert repair_text(f"x {text} y") == f"x {nfc} y"
+    assert normalize_text_series(pl.Series([f"x {text} y"])).to_list() == [f"x {nfc} y"]
+
+
+def test_strings_without_a_not_nfc_character_are_nfc() -> None:
+    """`not_nfc_class` misses nothing: random text from every script stays put under NFC."""
+    rng = random.Random(3)
+    assigned = [
+        chr(c)
+        for c in range(0x20, 0x30000)
+        if unicodedata.category(chr(c)) not in ("Cn", "Cs", "Co")
+    ]
+    sample = ["".join(rng.choices(assigned, k=rng.randint(1, 6))) for _ in range(200_000)]
+    sample += [a + b for a in assigned[::50] for b in ("\u0301", "\u093c", "\u1161", "\u0b3e")]
+    flagged = pl.Series(sample).str.contains(not_nfc_class()).to_list()
+    changed = [
+        t for t, flag in zip(sample, flagged, strict=True) if unicodedata.normalize("NFC", t) != t
+    ]
+    assert changed  # the sample does hold strings NFC changes...
+    missed = [
+        t
+        for t, flag in zip(sample, flagged, strict=True)
+        if not flag and unicodedata.normalize("NFC", t) != t
+    ]
+    assert missed == []  # ...and every one of them is flagged
 
 
 def test_removes_control_characters_but_keeps_newline_and_tab() -> None:

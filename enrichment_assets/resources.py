@@ -10,6 +10,7 @@ from pydantic import Field
 
 from enrichment_assets.app_db import APP_DB_URL_ENV
 from enrichment_assets.lake import Lake, default_data_dir
+from enrichment_assets.workers import default_workers
 
 
 class LakeResource(ConfigurableResource):
@@ -33,6 +34,18 @@ class LakeResource(ConfigurableResource):
             "larger chunks; memory stays bounded by this, not by the partition."
         ),
     )
+
+    workers: int = Field(
+        default=0,
+        description=(
+            "Processes for the Python-bound work of a chunk (parsing, validation, text "
+            "repair); 0 = ENRICH_WORKERS, or one per CPU; 1 = all in the run's process."
+        ),
+    )
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or default_workers()
 
     @property
     def lake(self) -> Lake:

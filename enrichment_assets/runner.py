@@ -222,7 +222,12 @@ def _first_failure(result: object) -> str:
     for event in result.all_events:  # type: ignore[attr-defined]
         if event.is_step_failure and event.event_specific_data is not None:
             error = event.event_specific_data.error
-            while error is not None and error.cause is not None:
+            # A worker's error carries its traceback text as a cause: stop above it.
+            while (
+                error is not None
+                and error.cause is not None
+                and error.cause.cls_name != "_RemoteTraceback"
+            ):
                 error = error.cause
             message = error.message.strip().splitlines()[0] if error else "see the run's logs"
             return f"step {event.step_key} failed: {message}"

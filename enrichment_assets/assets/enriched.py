@@ -18,7 +18,7 @@ from dagster import (
 from pydantic import Field
 
 from enrichment_assets.app_db import app_db_url
-from enrichment_assets.assets.layer_io import read_chunks, row_count, write_layer
+from enrichment_assets.assets.layer_io import empty_frame, read_chunks, row_count, write_layer
 from enrichment_assets.assets.metadata import path_value, preview
 from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.checks.gx_suites import gate_specs, run_gate
@@ -175,7 +175,7 @@ def enriched_conversations(
     unknown_refs = errors = 0
     try:
         # The SQL defines the layer's columns: its result over an empty chunk is the schema.
-        empty = pl.read_parquet(source).clear()
+        empty = empty_frame(source)
         schema = enrich_chunk(con, empty, annotate_chunk(empty, annotator)).to_arrow().schema
         with write_layer(target, schema) as out:
             for chunk in read_chunks(source, lake.enrich_chunk_rows):

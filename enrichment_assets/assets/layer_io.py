@@ -55,3 +55,8 @@ def read_chunks(path: Path, chunk_rows: int) -> Iterator[pl.DataFrame]:
 
 def row_count(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
+
+
+def empty_frame(path: Path) -> pl.DataFrame:
+    """A layer file's columns with no rows, read from its footer alone."""
+    return pl.from_arrow(pq.read_schema(path).empty_table())  # type: ignore[return-value]

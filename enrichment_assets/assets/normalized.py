@@ -14,7 +14,7 @@ from dagster import (
 )
 
 from enrichment_assets.assets.enriched import enriched_conversations
-from enrichment_assets.assets.layer_io import read_chunks, row_count, write_layer
+from enrichment_assets.assets.layer_io import empty_frame, read_chunks, row_count, write_layer
 from enrichment_assets.assets.metadata import path_value, preview
 from enrichment_assets.checks.gx_suites import gate_specs, run_gate
 from enrichment_assets.lake import Lake, atomic_path
@@ -118,7 +118,7 @@ def normalized_conversations(
     changes: list[pl.DataFrame] = []
     first: pl.DataFrame | None = None
     failed = 0
-    with write_layer(target, normalize(pl.read_parquet(source).clear()).to_arrow().schema) as out:
+    with write_layer(target, normalize(empty_frame(source)).to_arrow().schema) as out:
         for chunk in read_chunks(source, lake.chunk_rows):
             normalized = normalize(chunk)
             out.write(normalized)

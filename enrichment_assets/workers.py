@@ -1,0 +1,155 @@
+"""Worker processes for the Python-bound work of a layer: parsing, validation, text repair.
+
+Threads cannot share that work (orjson, pydantic and ftfy hold the GIL), so a layer
+hands its chunks to a small process pool. A task reads its own input (a row group of
+a layer file, a byte range of a landed file), so no input travels through a pipe, and
+writes its tables as Arrow IPC files into a scratch folder in shared memory, which the
+run's process maps without a copy. Results come back in task order, with a bounded
+number of tasks in flight, so memory stays bounded by the chunk size.
+
+With one worker (`ENRICH_WORKERS=1`, or a single CPU) every task runs in the calling
+process, exactly as the pool would run it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import shutil
+import tempfile
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+from enrichment_assets.env import env_int
+
+WORKERS_ENV = "ENRICH_WORKERS"
+# Shared memory when the machine has room there; otherwise the system's temp folder.
+SHARED_MEMORY = Path("/dev/shm")
+MIN_SHARED_MEMORY_BYTES = 1 << 30
+
+T = TypeVar("T")
+
+
+def default_workers() -> int:
+    """ENRICH_WORKERS, or one per CPU this process may run on."""
+    return env_int(WORKERS_ENV, len(os.sched_getaffinity(0)))
+
+
+_pools: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """One pool per size and process, started on first use (spawned: a fork of a process
+    running Polars, DuckDB or Dagster threads could inherit a held lock)."""
+    pool = _pools.get(workers)
+    if pool is None:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        _pools[workers] = pool
+    return pool
+
+
+@atexit.register
+def shutdown_pools() -> None:
+    while _pools:
+        _, pool = _pools.popitem()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def map_ordered(
+    fn: Callable[..., T], tasks: Iterable[tuple[Any, ...]], workers: int
+) -> Iterator[T]:
+    """`fn(*task)` for each task, in task order, over `workers` processes.
+
+    `fn` must be importable (a module-level function of a module that does not import
+    Dagster, so workers start fast) and its arguments and result picklable. At most
+    twice `workers` tasks are in flight. A task's exception is raised here.
+    """
+    if workers <= 1:
+        for task in tasks:
+            yield fn(*task)
+        return
+    pool = _pool(workers)
+    pending: deque[Future[T]] = deque()
+    try:
+        for task in tasks:
+            pending.append(pool.submit(fn, *task))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        # A worker died (killed, out of memory): the next call starts a fresh pool.
+        _pools.pop(workers, None)
+        raise
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def scratch_root() -> Path:
+    """Where tasks leave their result tables: shared memory if it has room, else temp."""
+    try:
+        if os.access(SHARED_MEMORY, os.W_OK) and (
+            shutil.disk_usage(SHARED_MEMORY).free >= MIN_SHARED_MEMORY_BYTES
+        ):
+            return SHARED_MEMORY
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir())
+
+
+@contextmanager
+def scratch_dir(workers: int) -> Iterator[str | None]:
+    """A private folder for one layer's task results, removed afterwards.
+
+    None when the tasks run in the calling process (they return their tables as is).
+    """
+    if workers <= 1:
+        yield None
+        return
+    path = Path(tempfile.mkdtemp(prefix="enrich-", dir=scratch_root()))
+    try:
+        yield str(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SharedTable:
+    """An Arrow table left in a scratch file by a task; `load` maps it without copying."""
+
+    path: Path
+
+    @classmethod
+    def save(cls, table: pa.Table, scratch: Path) -> SharedTable:
+        path = scratch / f"{uuid.uuid4().hex}.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        return cls(path)
+
+    def load(self) -> pa.Table:
+        """The table, memory-mapped; the file is unlinked (the mapping stays valid)."""
+        with pa.memory_map(str(self.path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+        self.path.unlink()
+        return table
+
+
+def share(table: pa.Table, scratch: str | None) -> pa.Table | SharedTable:
+    """Leave `table` in `scratch` for the run's process; without one, the table itself."""
+    return table if scratch is None else SharedTable.save(table, Path(scratch))
+
+
+def loaded(table: pa.Table | SharedTable) -> pa.Table:
+    """The table a task returned, mapped from its scratch file when it left one."""
+    return table.load() if isinstance(table, SharedTable) else table

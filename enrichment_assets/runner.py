@@ -8,7 +8,9 @@ fall on run through the summaries job the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import gc
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,12 +92,29 @@ def materialize_partitions(
 ) -> list[PartitionOutcome]:
     """Run the whole pipeline for each partition, one in-process run each."""
     outcomes = []
-    for key in dict.fromkeys(partitions):
-        outcome = _execute(instance, key, tags=tags or {}, run_config=QUIET_RUN_CONFIG)
-        outcomes.append(outcome)
-        if on_done is not None:
-            on_done(outcome)
+    with _long_lived_objects_frozen():
+        for key in dict.fromkeys(partitions):
+            outcome = _execute(instance, key, tags=tags or {}, run_config=QUIET_RUN_CONFIG)
+            outcomes.append(outcome)
+            if on_done is not None:
+                on_done(outcome)
     return outcomes
+
+
+@contextmanager
+def _long_lived_objects_frozen() -> Iterator[None]:
+    """Exempt what is loaded so far (Dagster, the definitions) from garbage collection.
+
+    Those objects outlive the runs; every full collection during them would walk all
+    of them again. Unfrozen afterwards, so that the interpreter's exit frees them.
+    """
+    import enrichment_assets.definitions  # noqa: F401  (loaded before the freeze)
+
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 # The request a scoped re-enrichment run belongs to (`enrich bulk`): filter on it in the UI.

@@ -47,6 +47,8 @@ import ftfy
 import polars as pl
 from ftfy.badness import BADNESS_RE
 
+from enrichment_assets.workers import gc_paused
+
 # Only the encoding repair of ftfy runs (we call `ftfy.fix_encoding`, which honours this config;
 # `ftfy.fix_text(..., explain=False)` would silently fall back to the default config for it).
 # The other fixers are off as well, so that handing this config to `fix_text` changes nothing.
@@ -322,7 +324,8 @@ def normalize_text_series(texts: pl.Series) -> pl.Series:
     texts = texts.cast(pl.String)
     suspects = suspect_mojibake_mask(texts).arg_true()
     if len(suspects) > 0:
-        repaired = [repair_mojibake(text) for text in texts.gather(suspects).to_list()]
+        with gc_paused():
+            repaired = [repair_mojibake(text) for text in texts.gather(suspects).to_list()]
         texts = texts.clone().scatter(suspects, repaired)
     pending = texts.str.contains(needs_normalizing_pattern()).fill_null(False).arg_true()
     if len(pending) == 0:

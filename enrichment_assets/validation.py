@@ -21,7 +21,7 @@ from enrichment_assets.contract import (
     is_valid,
     validate_records,
 )
-from enrichment_assets.workers import SharedTable, share
+from enrichment_assets.workers import SharedTable, gc_paused, share
 
 UTC_TS = pa.timestamp("us", tz="UTC")
 MESSAGE_TYPE = pa.struct(
@@ -135,6 +135,11 @@ def validate_row_group(raw_path: str, row_group: int, scratch: str | None) -> Va
     With a `scratch` folder the accepted rows are left there (`SharedTable`), for a
     worker process to hand them back without a copy.
     """
+    with gc_paused():
+        return _validate_row_group(raw_path, row_group, scratch)
+
+
+def _validate_row_group(raw_path: str, row_group: int, scratch: str | None) -> ValidatedChunk:
     raw = pq.ParquetFile(raw_path)
     chunk: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
         raw.read_row_group(row_group, columns=_RAW_COLUMNS)

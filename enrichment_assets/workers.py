@@ -14,6 +14,7 @@ process, exactly as the pool would run it.
 from __future__ import annotations
 
 import atexit
+import gc
 import multiprocessing
 import os
 import shutil
@@ -96,6 +97,23 @@ def map_ordered(
             future.cancel()
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cycle collector around allocation-heavy work that makes no cycles.
+
+    Parsing and validating a chunk allocates millions of dicts and strings; each
+    allocation burst triggers collections that walk every live object again (about a
+    fifth of the validation time). Reference counting still frees everything here.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def scratch_root() -> Path:
     """Where tasks leave their result tables: shared memory if it has room, else temp."""
     try:
@@ -153,3 +171,10 @@ def share(table: pa.Table, scratch: str | None) -> pa.Table | SharedTable:
 def loaded(table: pa.Table | SharedTable) -> pa.Table:
     """The table a task returned, mapped from its scratch file when it left one."""
     return table.load() if isinstance(table, SharedTable) else table
+
+
+def shared_call(
+    fn: Callable[..., pa.Table], scratch: str | None, *args: Any
+) -> pa.Table | SharedTable:
+    """`fn(*args)`, its table left in `scratch` (a task for `map_ordered`; see `loaded`)."""
+    return share(fn(*args), scratch)

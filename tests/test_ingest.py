@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import itertools
 import json
 import uuid
 from pathlib import Path
@@ -16,6 +17,8 @@ from enrichment_assets.ingest import (
     CONVERSATION_ID_NAMESPACE,
     RAW_RECORD_SCHEMA,
     UnreadableInput,
+    json_lines_ranges,
+    read_line_range,
     read_raw_records,
     sniff_unreadable,
 )
@@ -611,3 +614,70 @@ def test_sniff_accepts_json_text_in_each_encoding(tmp_path, encoding):
 
     assert sniff_unreadable(jsonl) is None
     assert sniff_unreadable(pretty) is None
+
+
+# --- UTF-8 JSON Lines in byte ranges -----------------------------------------------
+
+
+def read_in_ranges(path: Path, range_bytes: int) -> list[dict[str, Any]]:
+    ranges = json_lines_ranges(path, range_bytes)
+    assert ranges is not None
+    return [row for r in ranges for row in read_line_range(str(path), "in.jsonl", r).to_pylist()]
+
+
+def messy_jsonl(path: Path, bom: bytes = b"") -> Path:
+    """Every kind of line JSON Lines holds: CRLF, blanks, broken JSON, bad UTF-8, no last LF."""
+    lines = [
+        orjson.dumps(canonical_record()),
+        b"",
+        orjson.dumps(openai_record("caf\xc3\xa9", "ok")) + b"\r",
+        b"   ",
+        b'{"broken": ',
+        orjson.dumps(sharegpt_record()),
+        b'{"messages": [{"role": "user", "content": "bad \xff byte"}]}',
+        b"[1, 2]",
+        orjson.dumps(canonical_record(tier="nope")) + b"\r",
+        orjson.dumps(canonical_record()),
+    ]
+    path.write_bytes(bom + b"\n".join(lines))
+    return path
+
+
+@pytest.mark.parametrize("bom", [b"", codecs.BOM_UTF8])
+@pytest.mark.parametrize("range_bytes", [1, 7, 64, 300, 1 << 20])
+def test_line_ranges_give_exactly_the_rows_of_the_whole_file(tmp_path, bom, range_bytes):
+    path = messy_jsonl(tmp_path / "in.jsonl", bom)
+    whole = [row for t in read_raw_records(path, "in.jsonl") for row in t.to_pylist()]
+    assert [r["position"] for r in whole] == [1, 3, 5, 6, 7, 8, 9, 10]
+    assert read_in_ranges(path, range_bytes) == whole
+
+
+def test_line_ranges_cover_the_file_in_whole_lines(tmp_path):
+    path = messy_jsonl(tmp_path / "in.jsonl", codecs.BOM_UTF8)
+    ranges = json_lines_ranges(path, 64)
+    assert ranges is not None and len(ranges) > 3
+    assert ranges[0].start == len(codecs.BOM_UTF8) and ranges[-1].end == path.stat().st_size
+    data = path.read_bytes()
+    for before, after in itertools.pairwise(ranges):
+        assert before.end == after.start and data[before.end - 1 : before.end] == b"\n"
+        assert after.first_line == 1 + data[: after.start].count(b"\n")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b'{"messages": []}',  # one object on one line
+        b'[\n  {"messages": []}\n]\n',  # a pretty-printed document
+        json.dumps([canonical_record()]).encode("utf-16"),  # not UTF-8
+    ],
+)
+def test_other_files_have_no_line_ranges(tmp_path, content):
+    path = tmp_path / "in.json"
+    path.write_bytes(content)
+    assert json_lines_ranges(path) is None
+
+
+def test_line_ranges_of_a_missing_file_raise_unreadable_input(tmp_path):
+    with pytest.raises(UnreadableInput, match="no such file"):
+        json_lines_ranges(tmp_path / "gone.jsonl")

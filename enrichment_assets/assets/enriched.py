@@ -19,9 +19,9 @@ from pydantic import Field
 
 from enrichment_assets.app_db import app_db_url
 from enrichment_assets.assets.layer_io import empty_frame, read_chunks, row_count, write_layer
-from enrichment_assets.assets.metadata import path_value, preview
+from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.assets.validated import validated_conversations
-from enrichment_assets.checks.gx_suites import gate_specs, run_gate
+from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
 from enrichment_assets.enrichers.base import Enricher, conform_annotations
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.partitions import batch_partitions
@@ -142,6 +142,8 @@ def enriched_conversations(
     keep their previous annotations); `force` bypasses the enrichment cache.
     """
     store = lake.lake
+    prewarm_gate(store)
+    progress = ProgressLog(context.log)
     batch = context.partition_key
     source = store.layer_path("validated", batch)
     target = store.layer_path("enriched", batch)
@@ -177,7 +179,7 @@ def enriched_conversations(
         # The SQL defines the layer's columns: its result over an empty chunk is the schema.
         empty = empty_frame(source)
         schema = enrich_chunk(con, empty, annotate_chunk(empty, annotator)).to_arrow().schema
-        with write_layer(target, schema) as out:
+        with write_layer(target, schema, row_group_rows=lake.chunk_rows) as out:
             for chunk in read_chunks(source, lake.enrich_chunk_rows):
                 enriched = enrich_chunk(con, chunk, annotate_chunk(chunk, annotator, keep))
                 llm_totals.update(_numeric_stats(annotator))
@@ -195,7 +197,7 @@ def enriched_conversations(
                 )
                 if first is None:
                     first = enriched
-                context.log.info(
+                progress(
                     f"enriched {out.rows}/{in_progress.height} conversations ({annotator.name})"
                 )
     finally:

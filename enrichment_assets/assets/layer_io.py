@@ -20,15 +20,18 @@ from enrichment_assets.lake import atomic_path
 class LayerWriter:
     """Appends chunks (Arrow tables or Polars frames) to one Parquet file."""
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+    def __init__(self, path: Path, schema: pa.Schema, row_group_rows: int | None = None) -> None:
         self._writer = pq.ParquetWriter(path, schema, compression="zstd")
         self.schema = schema
+        # Each write is a row group, or several of at most this many rows: the next layer
+        # hands one row group to each of its tasks.
+        self.row_group_rows = row_group_rows
         self.rows = 0
 
     def write(self, chunk: pa.Table | pl.DataFrame) -> None:
         table = chunk.to_arrow() if isinstance(chunk, pl.DataFrame) else chunk
         table = table.select(self.schema.names).cast(self.schema)
-        self._writer.write_table(table)
+        self._writer.write_table(table, row_group_size=self.row_group_rows)
         self.rows += table.num_rows
 
     def close(self) -> None:
@@ -36,10 +39,12 @@ class LayerWriter:
 
 
 @contextmanager
-def write_layer(target: Path, schema: pa.Schema) -> Iterator[LayerWriter]:
+def write_layer(
+    target: Path, schema: pa.Schema, row_group_rows: int | None = None
+) -> Iterator[LayerWriter]:
     """Write a partition's layer file atomically; an empty layer is a valid file."""
     with atomic_path(target) as tmp:
-        writer = LayerWriter(tmp, schema)
+        writer = LayerWriter(tmp, schema, row_group_rows)
         try:
             yield writer
         finally:

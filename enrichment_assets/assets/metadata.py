@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +33,22 @@ def preview(frame: pl.DataFrame, columns: list[str]) -> MetadataValue:
 
 def path_value(path: Path) -> MetadataValue:
     return MetadataValue.path(str(path.resolve()))
+
+
+class ProgressLog:
+    """Progress lines for a run's log, at most one every `every_seconds`.
+
+    Each line is an event in the instance's storage (a database write), so a long
+    step reports its progress at a steady pace rather than once per chunk.
+    """
+
+    def __init__(self, log: logging.Logger | Any, every_seconds: float = 5.0) -> None:
+        self._log = log
+        self._every = every_seconds
+        self._last = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._log.info(message)
+            self._last = now

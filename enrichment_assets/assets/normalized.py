@@ -1,9 +1,11 @@
 """`normalized_conversations`: repaired, normalized text and the training-ready exports."""
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -14,15 +16,16 @@ from dagster import (
 )
 
 from enrichment_assets.assets.enriched import enriched_conversations
-from enrichment_assets.assets.layer_io import empty_frame, read_chunks, row_count, write_layer
-from enrichment_assets.assets.metadata import path_value, preview
-from enrichment_assets.checks.gx_suites import gate_specs, run_gate
+from enrichment_assets.assets.layer_io import empty_frame, row_count, write_layer
+from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
+from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
 from enrichment_assets.lake import Lake, atomic_path
+from enrichment_assets.normalization import normalize, normalize_row_group
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.sql_files import load_sql
 from enrichment_assets.status import apply_changes
-from enrichment_assets.text import normalize_text_series
+from enrichment_assets.workers import loaded, map_ordered, scratch_dir
 
 EXPORTS = {
     "enriched": ("normalized", "export_enriched"),
@@ -31,58 +34,23 @@ EXPORTS = {
 }
 
 
-def _repair_messages(chunk: pl.DataFrame) -> pl.DataFrame:
-    flat = chunk.select("record_index", "messages").explode("messages").unnest("messages")
-    flat = flat.with_columns(normalize_text_series(flat["content"]).alias("content"))
-    failed = (
-        flat.filter(pl.col("content").is_null() | (pl.col("content") == ""))
-        .group_by("record_index")
-        .agg(pl.len().alias("empty_messages"))
-    )
-    rebuilt = flat.group_by("record_index", maintain_order=True).agg(
-        pl.struct("role", "content", "timestamp").alias("messages")
-    )
-    return rebuilt.join(failed, on="record_index", how="left")
-
-
-def normalize(chunk: pl.DataFrame) -> pl.DataFrame:
-    """Repair and normalize one chunk of the enriched layer."""
-    repaired = _repair_messages(chunk)
-    summary = normalize_text_series(chunk["enrichment"].struct.field("summary"))
-    return (
-        chunk.drop("messages")
-        .join(repaired, on="record_index", how="left", maintain_order="left")
-        .with_columns(
-            pl.col("enrichment").struct.with_fields(summary.alias("summary")),
-            pl.when(pl.col("empty_messages").is_null())
-            .then(pl.lit("completed"))
-            .otherwise(pl.lit("normalization_failed"))
-            .alias("status"),
-            pl.when(pl.col("empty_messages").is_null())
-            .then(pl.lit(None, pl.String))
-            .otherwise(
-                pl.format("{} message(s) empty after text normalization", pl.col("empty_messages"))
-            )
-            .alias("normalization_error"),
-        )
-        .drop("empty_messages")
-    )
-
-
 def write_exports(lake: Lake, batch: str) -> dict[str, str]:
-    """Write the partition's export files (one per kind), each atomically."""
-    written = {}
-    con = duckdb.connect()
-    try:
-        con.execute(load_sql("macros"))
-        for kind, (layer, statement) in EXPORTS.items():
-            target = lake.export_path(kind, batch)
-            with atomic_path(target) as tmp:
-                con.execute(load_sql(statement), [str(lake.layer_path(layer, batch)), str(tmp)])
-            written[kind] = str(target.resolve())
-    finally:
-        con.close()
-    return written
+    """Write the partition's export files (one per kind), each atomically.
+
+    The kinds are written side by side, each by its own DuckDB connection: JSON
+    writing is mostly one thread per file.
+    """
+
+    def export(kind: str) -> str:
+        layer, statement = EXPORTS[kind]
+        target = lake.export_path(kind, batch)
+        with duckdb.connect() as con, atomic_path(target) as tmp:
+            con.execute(load_sql("macros"))
+            con.execute(load_sql(statement), [str(lake.layer_path(layer, batch)), str(tmp)])
+        return str(target.resolve())
+
+    with ThreadPoolExecutor(len(EXPORTS), thread_name_prefix="export") as pool:
+        return dict(zip(EXPORTS, pool.map(export, EXPORTS), strict=True))
 
 
 @asset(
@@ -112,34 +80,35 @@ def normalized_conversations(
     (OpenAI chat format) and `export/quarantine/<partition>.jsonl`.
     """
     store = lake.lake
+    prewarm_gate(store)
+    progress = ProgressLog(context.log)
     batch = context.partition_key
     source = store.layer_path("enriched", batch)
     target = store.layer_path("normalized", batch)
     changes: list[pl.DataFrame] = []
     first: pl.DataFrame | None = None
     failed = 0
-    with write_layer(target, normalize(empty_frame(source)).to_arrow().schema) as out:
-        for chunk in read_chunks(source, lake.chunk_rows):
-            normalized = normalize(chunk)
-            out.write(normalized)
-            failed += int((normalized["status"] == "normalization_failed").sum())
-            changes.append(
-                normalized.select(
-                    "record_index",
-                    "status",
-                    # A failed annotation stays visible: the conversation completes, its error too.
-                    pl.coalesce(
-                        "normalization_error", pl.col("enrichment").struct.field("error")
-                    ).alias("last_error"),
-                )
-            )
+    workers = lake.worker_count
+    row_groups = pq.ParquetFile(source).num_row_groups
+    schema = normalize(empty_frame(source)).to_arrow().schema
+    with scratch_dir(workers) as scratch, write_layer(target, schema) as out:
+        tasks = [(str(source), i, scratch) for i in range(row_groups)]
+        for part in map_ordered(normalize_row_group, tasks, workers):
+            table = loaded(part.table)
+            out.write(table)
+            failed += part.failed
+            changes.append(part.changes)
             if first is None:
-                first = normalized
-            context.log.info(f"normalized {out.rows} conversations")
+                first = pl.from_arrow(table.slice(0, 5))  # type: ignore[assignment]
+            progress(f"normalized {out.rows} conversations")
     now = datetime.now(UTC)
     if changes:
         apply_changes(store, batch, pl.concat(changes), now)
-    exports = write_exports(store, batch)
+    # The exports are written while the gate checks the layer (they do not wait for it).
+    with ThreadPoolExecutor(1, thread_name_prefix="exports") as pool:
+        exports_written = pool.submit(write_exports, store, batch)
+        gate_results = run_gate(store, "normalized_conversations", target, batch)
+        exports = exports_written.result()
 
     enriched_rows, normalized_rows = row_count(source), row_count(target)
     return MaterializeResult(
@@ -161,6 +130,6 @@ def normalized_conversations(
                 severity=AssetCheckSeverity.ERROR,
                 metadata={"enriched": enriched_rows, "normalized": normalized_rows},
             ),
-            *run_gate(store, "normalized_conversations", target, batch),
+            *gate_results,
         ],
     )

@@ -1,19 +1,27 @@
 """`raw_conversations`: every record of a batch as a row, parsed or not."""
 
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from enrichment_assets.assets.layer_io import write_layer
-from enrichment_assets.assets.metadata import path_value, preview
-from enrichment_assets.checks.gx_suites import gate_specs, run_gate
-from enrichment_assets.ingest import RAW_RECORD_SCHEMA, read_raw_records
+from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
+from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
+from enrichment_assets.ingest import (
+    RAW_RECORD_SCHEMA,
+    json_lines_ranges,
+    read_line_range,
+    read_raw_records,
+)
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.status import register_records
+from enrichment_assets.workers import loaded, map_ordered, scratch_dir, shared_call
 
 # The raw layer: where the record sits in the batch, when it was read, and the ingest row.
 RAW_SCHEMA = pa.schema(
@@ -24,6 +32,20 @@ RAW_SCHEMA = pa.schema(
         *RAW_RECORD_SCHEMA,
     ]
 )
+
+
+def _read_file(
+    path: Path, source_file: str, chunk_rows: int, workers: int, scratch: str | None
+) -> Iterator[pa.Table]:
+    """Raw rows of one landed file: UTF-8 JSON Lines in byte ranges over the worker
+    processes, any other file read whole in this process, `chunk_rows` rows at a time."""
+    ranges = json_lines_ranges(path)
+    if ranges is None:
+        yield from read_raw_records(path, source_file=source_file, chunk_size=chunk_rows)
+        return
+    tasks = [(read_line_range, scratch, str(path), source_file, r) for r in ranges]
+    for table in map_ordered(shared_call, tasks, workers):
+        yield loaded(table)
 
 
 @asset(
@@ -39,8 +61,12 @@ def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Mat
     detects JSON object / array / JSON Lines and UTF-8 / UTF-16, and maps OpenAI
     and ShareGPT records onto the canonical shape. A record that does not parse
     is a row too, with its parse error and position: nothing is dropped here.
+    UTF-8 JSON Lines, the format of big files, is parsed by worker processes,
+    one byte range each (`workers`).
     """
     store = lake.lake
+    prewarm_gate(store)
+    progress = ProgressLog(context.log)
     batch = context.partition_key
     manifest = store.load_manifest(batch)
     ingested_at = datetime.now(UTC)
@@ -49,12 +75,11 @@ def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Mat
     formats: Counter[str] = Counter()
     first_chunk: pl.DataFrame | None = None
     index_columns = []
-    with write_layer(target, RAW_SCHEMA) as writer:
+    workers = lake.worker_count
+    with scratch_dir(workers) as scratch, write_layer(target, RAW_SCHEMA) as writer:
         for entry in manifest.files:
             stored = store.stored_file(batch, entry)
-            for chunk in read_raw_records(
-                stored, source_file=entry.source_path, chunk_size=lake.chunk_rows
-            ):
+            for chunk in _read_file(stored, entry.source_path, lake.chunk_rows, workers, scratch):
                 start = writer.rows
                 frame = pl.from_arrow(chunk).with_columns(  # type: ignore[union-attr]
                     pl.lit(batch).alias("partition"),
@@ -69,7 +94,7 @@ def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Mat
                 index_columns.append(frame.select("record_index", "conversation_id"))
                 if first_chunk is None:
                     first_chunk = frame
-            context.log.info(f"{entry.source_path}: {writer.rows} records so far")
+                progress(f"{entry.source_path}: {writer.rows} records so far")
     records = (
         pl.concat(index_columns)
         if index_columns

@@ -16,9 +16,9 @@ from dagster import (
 )
 
 from enrichment_assets.assets.layer_io import row_count, write_layer
-from enrichment_assets.assets.metadata import path_value, preview
+from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.assets.raw import raw_conversations
-from enrichment_assets.checks.gx_suites import gate_specs, run_gate
+from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.status import apply_changes
@@ -54,6 +54,8 @@ def validated_conversations(
     report: a list of `{rule, path, value}`.
     """
     store = lake.lake
+    prewarm_gate(store)
+    progress = ProgressLog(context.log)
     batch = context.partition_key
     raw_path = store.layer_path("raw", batch)
     target = store.layer_path("validated", batch)
@@ -83,7 +85,7 @@ def validated_conversations(
                 preview_valid = pl.from_arrow(valid_table.slice(0, 5))  # type: ignore[assignment]
             changes.append(part.changes)
             raw_rows += part.raw_rows
-            context.log.info(f"validated {raw_rows} raw rows")
+            progress(f"validated {raw_rows} raw rows")
     if changes:
         apply_changes(store, batch, pl.concat(changes), datetime.now(UTC))
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -189,9 +190,32 @@ def _docs_lock(reports_dir: Path) -> Iterator[None]:
 
 
 @cache
+def _build_gate_context(reports_dir: Path) -> GateContext:
+    return GateContext(reports_dir)
+
+
+_context_lock = threading.Lock()
+
+
 def gate_context(reports_dir: Path) -> GateContext:
     """One context per process and data folder: building it costs a GX import."""
-    return GateContext(reports_dir)
+    with _context_lock:
+        return _build_gate_context(reports_dir)
+
+
+def prewarm_gate_context(reports_dir: Path) -> None:
+    """Build the context in a background thread, while the layer's own work runs.
+
+    Importing GX is seconds of Python; the layer's work is mostly in DuckDB, Polars
+    and worker processes, which leave this process's GIL free. A failure here is
+    left for the gate to raise when it asks for the context itself.
+    """
+
+    def build() -> None:
+        with suppress(Exception):
+            gate_context(reports_dir)
+
+    threading.Thread(target=build, name="gx-context", daemon=True).start()
 
 
 def build_data_docs(reports_dir: Path) -> Path:

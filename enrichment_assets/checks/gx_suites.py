@@ -27,7 +27,11 @@ import pyarrow.parquet as pq
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
 from enrichment_assets.checks.gate_frame import gate_frame
-from enrichment_assets.checks.gx_context import gate_context, load_suite_dict
+from enrichment_assets.checks.gx_context import (
+    gate_context,
+    load_suite_dict,
+    prewarm_gate_context,
+)
 from enrichment_assets.lake import Lake
 from enrichment_assets.status import apply_changes, read_status
 
@@ -231,6 +235,11 @@ def record_block(lake: Lake, batch: str, parquet_path: Path, reason: str) -> Non
         .alias("last_error"),
     )
     apply_changes(lake, batch, changes, datetime.now(UTC))
+
+
+def prewarm_gate(lake: Lake) -> None:
+    """Start building the GX context `run_gate` needs (call it when a layer starts)."""
+    prewarm_gate_context(lake.reports_dir.resolve())
 
 
 def run_gate(

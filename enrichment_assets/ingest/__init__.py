@@ -10,7 +10,10 @@
 from enrichment_assets.ingest.formats import CONVERSATION_ID_NAMESPACE
 from enrichment_assets.ingest.raw_records import (
     RAW_RECORD_SCHEMA,
+    LineRange,
     UnreadableInput,
+    json_lines_ranges,
+    read_line_range,
     read_raw_records,
 )
 from enrichment_assets.ingest.sniff import sniff_unreadable
@@ -18,7 +21,10 @@ from enrichment_assets.ingest.sniff import sniff_unreadable
 __all__ = [
     "CONVERSATION_ID_NAMESPACE",
     "RAW_RECORD_SCHEMA",
+    "LineRange",
     "UnreadableInput",
+    "json_lines_ranges",
+    "read_line_range",
     "read_raw_records",
     "sniff_unreadable",
 ]

@@ -15,6 +15,10 @@ Every record becomes a row. A record that does not parse, or is not an object,
 is a row with `parse_error` set; undecodable bytes are replaced with U+FFFD and
 flagged in `parse_error` too (the record is still mapped, so that quarantine
 shows its shape and id).
+
+UTF-8 JSON Lines, the layout of big files, can also be read in byte ranges of whole
+lines (`json_lines_ranges`, `read_line_range`), one worker process each; the rows
+are exactly those `read_raw_records` gives.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -38,6 +43,7 @@ from enrichment_assets.ingest.encodings import (
     repair_utf8,
 )
 from enrichment_assets.ingest.formats import MappedRecord, derive_conversation_id, map_record
+from enrichment_assets.workers import gc_paused
 
 # The contract of the raw layer. The two payload columns are large_string: a chunk
 # of long conversations can pass the 2 GiB offset limit of `string`, and Polars
@@ -130,22 +136,35 @@ def _utf8_array(values: tuple[bytes | None, ...]) -> pa.Array:
     return pa.array(values, pa.large_binary()).cast(pa.large_string())
 
 
-def _rows(stream: BinaryIO, encoding: TextEncoding) -> Iterator[_Row]:
+def _sniff(stream: BinaryIO, encoding: TextEncoding) -> tuple[str, DecodedText | None, Any]:
+    """(layout, first line, its value) from the first two non-blank lines (module docstring).
+
+    Layouts: "empty", "one_line" (one JSON value on one line), "document" (a value
+    spread over many lines) and "lines" (JSON Lines). Reads from the current position.
+    """
     lines = iter_lines(stream, encoding)
     first = next(lines, None)
     if first is None:
-        return
+        return "empty", None, None
     second = next(lines, None)
     first, value, error = _parse(first)
     if error is None and second is None:
-        yield from _document_rows(first, value)
-        return
+        return "one_line", first, value
     if (
         error is not None
         and _ran_out_of_data(first.data, error)
         and not _is_truncated_first_line(first, second)
     ):
-        stream.seek(encoding.bom_length)
+        return "document", None, None
+    return "lines", None, None
+
+
+def _rows(stream: BinaryIO, encoding: TextEncoding) -> Iterator[_Row]:
+    layout, first, value = _sniff(stream, encoding)
+    stream.seek(encoding.bom_length)
+    if layout == "one_line" and first is not None:
+        yield from _document_rows(first, value)
+    elif layout == "document":
         # A pretty-printed object or array is parsed as one value, so the whole file is
         # in memory here (JSON Lines, the format for big files, is streamed).
         document, value, error = _parse(read_document(stream, encoding), where="file")
@@ -153,13 +172,72 @@ def _rows(stream: BinaryIO, encoding: TextEncoding) -> Iterator[_Row]:
             yield _broken_row(1, document, _describe(error))
         else:
             yield from _document_rows(document, value)
-        return
-    # JSON Lines: the first two lines are already read, the rest streams.
-    yield _line_row(first, value, error)
-    if second is not None:
-        yield _line_row(*_parse(second))
-    for line in lines:
-        yield _line_row(*_parse(line))
+    elif layout == "lines":
+        for line in iter_lines(stream, encoding):
+            yield _line_row(*_parse(line))
+
+
+# --- UTF-8 JSON Lines in byte ranges, one task each (see `workers`) ----------------------------
+
+# About this many bytes of input per range: the tables of one range stay this order of size.
+RANGE_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class LineRange:
+    """Whole lines of a file: bytes [start, end), the first of them line `first_line`."""
+
+    start: int
+    end: int
+    first_line: int
+
+
+def json_lines_ranges(path: Path, range_bytes: int | None = None) -> list[LineRange] | None:
+    """The file cut into ranges of whole lines, when it is UTF-8 JSON Lines; else None.
+
+    A range holds about `range_bytes` (default RANGE_BYTES) bytes, and whole lines.
+
+    Each range is read on its own by `read_line_range`, and together they give exactly
+    the rows of `read_raw_records`. Raises UnreadableInput when the file cannot be read.
+    """
+    try:
+        with path.open("rb") as stream:
+            encoding = detect_encoding(stream.read(4))
+            if not encoding.is_utf8:
+                return None
+            stream.seek(encoding.bom_length)
+            if _sniff(stream, encoding)[0] != "lines":
+                return None
+            ranges = []
+            start, line = encoding.bom_length, 1
+            stream.seek(start)
+            while block := stream.read(range_bytes or RANGE_BYTES):
+                if not block.endswith(b"\n"):
+                    block += stream.readline()  # to the end of the line the range cut
+                ranges.append(LineRange(start, start + len(block), line))
+                start += len(block)
+                line += block.count(b"\n")
+            return ranges
+    except OSError as error:
+        raise UnreadableInput(f"cannot read {path}: {os_error_reason(error)}") from error
+
+
+def read_line_range(path: str, source_file: str, lines: LineRange) -> pa.Table:
+    """Raw rows (RAW_RECORD_SCHEMA) of one range of a UTF-8 JSON Lines file."""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(lines.start)
+            data = stream.read(lines.end - lines.start)
+    except OSError as error:
+        raise UnreadableInput(f"cannot read {path}: {os_error_reason(error)}") from error
+    rows = []
+    with gc_paused():
+        # As `iter_lines` reads them: split at LF, CR removed, blank lines counted, skipped.
+        for number, line in enumerate(data.split(b"\n"), start=lines.first_line):
+            line = line.rstrip(b"\r\n")
+            if line and not line.isspace():
+                rows.append(_line_row(*_parse(DecodedText(number, line))))
+        return _to_table(source_file, rows) if rows else RAW_RECORD_SCHEMA.empty_table()
 
 
 def _is_truncated_first_line(first: DecodedText, second: DecodedText | None) -> bool:

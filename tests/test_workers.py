@@ -1,0 +1,103 @@
+"""Worker processes: tasks in order, tables through shared memory, the same layers as in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from dagster import DagsterInstance
+
+from enrichment_assets import workers
+from enrichment_assets.ingest import raw_records
+from enrichment_assets.lake import Lake
+from enrichment_assets.runner import land_files, materialize_partitions
+from enrichment_assets.sample_data import write_sample_files
+from enrichment_assets.workers import SharedTable, map_ordered, scratch_dir, scratch_root
+
+
+def test_tasks_run_in_other_processes_and_come_back_in_order() -> None:
+    assert list(map_ordered(pow, [(i, 2) for i in range(40)], workers=2)) == [
+        i * i for i in range(40)
+    ]
+    pids = set(map_ordered(os.getpid, [() for _ in range(8)], workers=2))
+    assert os.getpid() not in pids
+
+
+def test_one_worker_runs_the_tasks_here() -> None:
+    assert set(map_ordered(os.getpid, [(), ()], workers=1)) == {os.getpid()}
+
+
+def test_a_task_error_is_raised_to_the_caller() -> None:
+    with pytest.raises(ValueError, match="invalid literal"):
+        list(map_ordered(int, [("12",), ("twelve",), ("13",)], workers=2))
+    # The pool survives a task's error.
+    assert list(map_ordered(int, [("14",)], workers=2)) == [14]
+
+
+def test_shared_table_round_trips_and_leaves_no_file() -> None:
+    table = pa.table({"id": [1, 2, 3], "text": ["a", "é", None]})
+    with scratch_dir(2) as scratch:
+        assert scratch is not None
+        shared = SharedTable.save(table, Path(scratch))
+        assert shared.path.exists()
+        assert shared.load().equals(table)
+        assert not shared.path.exists()
+    assert not Path(scratch).exists()
+
+
+def test_no_scratch_folder_for_a_single_worker() -> None:
+    with scratch_dir(1) as scratch:
+        assert scratch is None
+
+
+def test_scratch_falls_back_to_temp_without_shared_memory(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(workers, "SHARED_MEMORY", tmp_path / "no-shm")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(workers.tempfile, "tempdir", None)
+    assert scratch_root() == tmp_path
+
+
+def test_bad_worker_count_is_a_one_line_error(monkeypatch) -> None:
+    monkeypatch.setenv("ENRICH_WORKERS", "many")
+    with pytest.raises(ValueError, match="ENRICH_WORKERS='many': expected a whole number"):
+        workers.default_workers()
+
+
+def _run(
+    data_dir: Path, inputs: list[Path], instance: DagsterInstance, monkeypatch, count: int
+) -> tuple[Lake, list[str]]:
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("ENRICH_WORKERS", str(count))
+    lake = Lake(data_dir)
+    keys = land_files(lake, instance, inputs)
+    assert all(o.success for o in materialize_partitions(instance, keys)), keys
+    return lake, keys
+
+
+def test_worker_processes_write_exactly_what_one_process_writes(
+    tmp_path: Path, instance: DagsterInstance, monkeypatch
+) -> None:
+    """JSON Lines in many byte ranges, an array file, defects, mojibake: same layers, same bytes."""
+    monkeypatch.setattr(raw_records, "RANGE_BYTES", 64 << 10)
+    inputs = write_sample_files(
+        tmp_path / "in", 1_500, files=2, seed=5, defect_rate=0.05, formats=("jsonl", "json_array")
+    )
+    ranges = raw_records.json_lines_ranges(inputs[0])
+    assert ranges is not None and len(ranges) > 5  # the JSON Lines file is cut in many ranges
+    assert raw_records.json_lines_ranges(inputs[1]) is None  # the array file is read whole
+    alone, partitions = _run(tmp_path / "one", inputs, instance, monkeypatch, 1)
+    pooled, same_partitions = _run(tmp_path / "two", inputs, instance, monkeypatch, 2)
+    assert partitions == same_partitions
+    for partition in partitions:
+        for kind in ("enriched", "training", "quarantine"):
+            expected = alone.export_path(kind, partition).read_bytes()
+            assert pooled.export_path(kind, partition).read_bytes() == expected, kind
+        for layer in ("raw", "validated", "quarantine", "enriched", "normalized"):
+            one = pl.read_parquet(alone.layer_path(layer, partition))
+            two = pl.read_parquet(pooled.layer_path(layer, partition))
+            volatile = ["ingested_at"] if layer == "raw" else []
+            assert one.drop(volatile).equals(two.drop(volatile)), (partition, layer)
+        assert pl.read_parquet(alone.layer_path("raw", partition)).height == 750

@@ -9,10 +9,11 @@ that `enrich --help` stays fast.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
 
@@ -73,12 +74,15 @@ def _run_pipeline(paths: list[Path], *, title: str, summaries: bool = True) -> N
         summary_days_of,
     )
     from enrichment_assets.summaries_report import summaries_report
+    from enrichment_assets.workers import default_workers, start_workers
 
     lake = Lake(_data_dir())
     try:
         files = expand_inputs(paths)
     except InputError as error:
         raise CommandError(str(error)) from error
+    # The worker processes start (and import) while this one lands the files.
+    start_workers(default_workers())
     with dagster_instance() as instance:
         partitions = land_files(lake, instance, files)
         unique = list(dict.fromkeys(partitions))
@@ -518,5 +522,25 @@ def main() -> None:
         sys.exit(1)
 
 
+def console_main() -> None:
+    """The `enrich` console script: `main`, then an immediate exit.
+
+    With Dagster and Great Expectations loaded, the interpreter's own teardown is a
+    second or two of garbage collection that frees nothing anyone needs. Once the
+    command is done, the exit handlers run (worker processes stop, libraries clean
+    up), the output is flushed, and the process ends with the command's status.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError):  # a closed pipe (`enrich report --json | head -1`)
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    console_main()

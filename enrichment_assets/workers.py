@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import importlib
 import multiprocessing
 import os
 import shutil
@@ -48,15 +49,37 @@ def default_workers() -> int:
 
 _pools: dict[int, ProcessPoolExecutor] = {}
 
+# The modules of the layers' tasks: each worker imports them as it starts, not in its first task.
+TASK_MODULES = (
+    "enrichment_assets.ingest.raw_records",
+    "enrichment_assets.validation",
+    "enrichment_assets.normalization",
+)
+
+
+def _preload() -> None:
+    for name in TASK_MODULES:
+        importlib.import_module(name)
+
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     """One pool per size and process, started on first use (spawned: a fork of a process
     running Polars, DuckDB or Dagster threads could inherit a held lock)."""
     pool = _pools.get(workers)
     if pool is None:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_preload
+        )
         _pools[workers] = pool
     return pool
+
+
+def start_workers(workers: int) -> None:
+    """Start the worker processes now, so that they import while this process prepares."""
+    if workers > 1:
+        pool = _pool(workers)
+        for _ in range(workers):
+            pool.submit(int)
 
 
 @atexit.register

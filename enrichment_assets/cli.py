@@ -13,6 +13,7 @@ import atexit
 import os
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
@@ -60,20 +61,8 @@ def _counts_table(counts: dict[str, dict[str, int]], title: str) -> Table:
 
 
 def _run_pipeline(paths: list[Path], *, title: str, summaries: bool = True) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from enrichment_assets.instance import dagster_instance
+    from enrichment_assets.inputs import InputError, expand_inputs, register_files
     from enrichment_assets.lake import Lake
-    from enrichment_assets.queries import layer_counts
-    from enrichment_assets.runner import (
-        InputError,
-        expand_inputs,
-        land_files,
-        materialize_partitions,
-        materialize_summary_days,
-        summary_days_of,
-    )
-    from enrichment_assets.summaries_report import summaries_report
     from enrichment_assets.workers import default_workers, start_workers
 
     lake = Lake(_data_dir())
@@ -81,10 +70,27 @@ def _run_pipeline(paths: list[Path], *, title: str, summaries: bool = True) -> N
         files = expand_inputs(paths)
     except InputError as error:
         raise CommandError(str(error)) from error
-    # The worker processes start (and import) while this one lands the files.
+    # While Dagster loads here, the worker processes start and the files are landed
+    # (hashing and copying leave this process's GIL free).
     start_workers(default_workers())
+    with ThreadPoolExecutor(1, thread_name_prefix="landing") as landing:
+        registered = landing.submit(register_files, lake, files)
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        import enrichment_assets.definitions  # noqa: F401  (the runs need it)
+        from enrichment_assets.instance import dagster_instance
+        from enrichment_assets.queries import layer_counts
+        from enrichment_assets.runner import (
+            add_partitions,
+            materialize_partitions,
+            materialize_summary_days,
+            summary_days_of,
+        )
+        from enrichment_assets.summaries_report import summaries_report
+
+        partitions = registered.result()
     with dagster_instance() as instance:
-        partitions = land_files(lake, instance, files)
+        add_partitions(instance, partitions)
         unique = list(dict.fromkeys(partitions))
         with Progress(
             TextColumn("[progress.description]{task.description}"),

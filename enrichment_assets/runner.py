@@ -16,50 +16,20 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from enrichment_assets.ingest import sniff_unreadable
+from enrichment_assets.inputs import register_files
 from enrichment_assets.lake import Lake
 from enrichment_assets.partitions import batch_partitions, summary_days
-
-# Files that are never input: still being written, or hidden.
-SKIPPED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
-
-
-class InputError(Exception):
-    """An input that cannot be read at all; the message is one line for people."""
-
-
-def is_candidate(path: Path) -> bool:
-    return not path.name.startswith(".") and not path.name.endswith(SKIPPED_SUFFIXES)
-
-
-def expand_inputs(paths: Iterable[Path]) -> list[Path]:
-    """The files named, or every file under the folders named, in a stable order.
-
-    Raises InputError for a path that does not exist or a file that is not JSON text.
-    """
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_candidate(p)))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError(f"{path}: no such file or folder")
-    for file in files:
-        reason = sniff_unreadable(file)
-        if reason is not None:
-            raise InputError(f"{file}: cannot be read: {reason}")
-    if not files:
-        raise InputError("no input files found in " + ", ".join(str(p) for p in paths))
-    return files
 
 
 def land_files(lake: Lake, instance: DagsterInstance, files: list[Path]) -> list[str]:
     """Register each file as its own batch partition; returns the partition keys."""
-    keys = []
-    for file in files:
-        manifest = lake.register_batch([file])
-        keys.append(manifest.batch)
+    keys = register_files(lake, files)
+    add_partitions(instance, keys)
+    return keys
+
+
+def add_partitions(instance: DagsterInstance, keys: list[str]) -> None:
+    """Add the batch partitions the instance does not know yet."""
     new = [
         k
         for k in dict.fromkeys(keys)
@@ -67,7 +37,6 @@ def land_files(lake: Lake, instance: DagsterInstance, files: list[Path]) -> list
     ]
     if new:
         instance.add_dynamic_partitions(batch_partitions.name, new)
-    return keys
 
 
 # The run's events go to the instance (and the UI); the terminal shows only problems.

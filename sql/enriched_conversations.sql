@@ -1,25 +1,15 @@
--- enriched_conversations: a chunk of validated conversations joined with
--- reference metadata, per-conversation stats and AI annotations.
+-- enriched_conversations: what the enriched layer adds to a chunk of validated
+-- conversations: reference metadata, per-conversation stats and AI annotations,
+-- one row per record_index, in record order. The caller joins these columns onto
+-- the chunk's own (messages and all), so the wide message lists never go through
+-- this query's joins and sort.
 -- Inputs (registered by the asset): conversations (validated layer rows),
 -- annotations (one row per conversation_id, the Enricher contract),
 -- personas, emotional_arcs, training_topics, templates (reference data).
 -- A reference id the reference data does not know leaves its part of
 -- `metadata` NULL (counted by a WARN check), it never rejects the row.
 SELECT
-    c.partition,
     c.record_index,
-    c.source_file,
-    c.position,
-    c.content_hash,
-    c.conversation_id,
-    c.user_id,
-    c.template_id,
-    c.persona_id,
-    c.emotional_arc_id,
-    c.training_topic_id,
-    c.tier,
-    c.created_at,
-    c.messages,
     {
         'persona': CASE WHEN p.persona_id IS NOT NULL THEN {
             'persona_id': p.persona_id, 'name': p.name,

@@ -89,15 +89,20 @@ def _numeric_stats(annotator: Enricher) -> dict[str, float]:
 def enrich_chunk(
     con: duckdb.DuckDBPyConnection, chunk: pl.DataFrame, annotations: pl.DataFrame
 ) -> pl.DataFrame:
-    """Join a chunk with its annotations, reference data and stats (in SQL)."""
+    """The chunk with its reference metadata, stats and annotations (computed in SQL)."""
     con.register("conversations", chunk.to_arrow())
     con.register("annotations", annotations.to_arrow())
     try:
-        table = con.sql(load_sql("enriched_conversations")).to_arrow_table()
-        return pl.from_arrow(table)  # type: ignore[return-value]
+        added = con.sql(load_sql("enriched_conversations")).to_arrow_table()
     finally:
         con.unregister("conversations")
         con.unregister("annotations")
+    return chunk.join(
+        pl.from_arrow(added),  # type: ignore[arg-type]
+        on="record_index",
+        how="left",
+        maintain_order="left",
+    )
 
 
 @asset(

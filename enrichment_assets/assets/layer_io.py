@@ -7,6 +7,7 @@ reader never sees half a partition and a crash leaves the previous one intact.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,10 +19,17 @@ from enrichment_assets.lake import atomic_path
 
 
 class LayerWriter:
-    """Appends chunks (Arrow tables or Polars frames) to one Parquet file."""
+    """Appends chunks (Arrow tables or Polars frames) to one Parquet file.
+
+    Each chunk is encoded and compressed in a background thread while the caller
+    prepares the next one (Arrow releases the GIL); one write is in flight at a time,
+    and its error, if any, is raised by the next `write` or by `close`.
+    """
 
     def __init__(self, path: Path, schema: pa.Schema, row_group_rows: int | None = None) -> None:
         self._writer = pq.ParquetWriter(path, schema, compression="zstd")
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="layer-writer")
+        self._pending: Future[None] | None = None
         self.schema = schema
         # Each write is a row group, or several of at most this many rows: the next layer
         # hands one row group to each of its tasks.
@@ -31,11 +39,23 @@ class LayerWriter:
     def write(self, chunk: pa.Table | pl.DataFrame) -> None:
         table = chunk.to_arrow() if isinstance(chunk, pl.DataFrame) else chunk
         table = table.select(self.schema.names).cast(self.schema)
-        self._writer.write_table(table, row_group_size=self.row_group_rows)
+        self._wait()
+        self._pending = self._thread.submit(
+            self._writer.write_table, table, row_group_size=self.row_group_rows
+        )
         self.rows += table.num_rows
 
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
     def close(self) -> None:
-        self._writer.close()
+        try:
+            self._wait()
+        finally:
+            self._thread.shutdown()
+            self._writer.close()
 
 
 @contextmanager
@@ -52,10 +72,17 @@ def write_layer(
 
 
 def read_chunks(path: Path, chunk_rows: int) -> Iterator[pl.DataFrame]:
-    """Stream a layer file as Polars frames of at most `chunk_rows` rows."""
-    parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=chunk_rows):
-        yield pl.from_arrow(pa.Table.from_batches([batch]))  # type: ignore[misc]
+    """Stream a layer file as Polars frames of at most `chunk_rows` rows.
+
+    The next chunk is read (decompressed, decoded) in a background thread while the
+    caller works on this one.
+    """
+    batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as thread:
+        upcoming = thread.submit(next, batches, None)
+        while (batch := upcoming.result()) is not None:
+            upcoming = thread.submit(next, batches, None)
+            yield pl.from_arrow(pa.Table.from_batches([batch]))  # type: ignore[misc]
 
 
 def row_count(path: Path) -> int:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import orjson
 
+from enrichment_assets.inputs import is_candidate
 from enrichment_assets.lake import Lake, Manifest
-from enrichment_assets.runner import is_candidate
 
 CURSOR_VERSION = 1
 
@@ -85,7 +85,7 @@ def scan_landing(
     """Candidate files under `landing_dir` (recursively), split into ready and settling.
 
     Skipped outright: dotfiles, files under dot-folders, temporary suffixes
-    (`runner.SKIPPED_SUFFIXES`: .tmp, .part, ...), and files the cursor handled.
+    (`inputs.SKIPPED_SUFFIXES`: .tmp, .part, ...), and files the cursor handled.
     """
     ready: list[LandedFile] = []
     settling: list[LandedFile] = []

@@ -28,7 +28,7 @@ class LakeResource(ConfigurableResource):
         description="Conversations processed per chunk: bounds memory whatever the input size.",
     )
     enrich_chunk_rows: int = Field(
-        default=20_000,
+        default=10_000,
         description=(
             "Conversations per enricher call: set-based enrichers (heuristic) run faster on "
             "larger chunks; memory stays bounded by this, not by the partition."

@@ -14,6 +14,7 @@ process, exactly as the pool would run it.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import gc
 import importlib
 import multiprocessing
@@ -62,6 +63,27 @@ def _preload() -> None:
         importlib.import_module(name)
 
 
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_malloc_trim = _libc_malloc_trim()
+
+
+def _run_task(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    """One task in a worker; then the memory it freed goes back to the system, so
+    that an idle worker does not sit on the peak of its last task."""
+    try:
+        return fn(*args)
+    finally:
+        pa.default_memory_pool().release_unused()
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
     """One pool per size and process, started on first use (spawned: a fork of a process
     running Polars, DuckDB or Dagster threads could inherit a held lock)."""
@@ -106,7 +128,7 @@ def map_ordered(
     pending: deque[Future[T]] = deque()
     try:
         for task in tasks:
-            pending.append(pool.submit(fn, *task))
+            pending.append(pool.submit(_run_task, fn, task))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:

@@ -1,16 +1,13 @@
 -- heuristic_annotations: one annotation row per input conversation (conv_ord), from
--- heuristic_input, heuristic_messages, heuristic_tokens, label_keywords(label, keyword)
--- and labels(label, label_rank).
+-- heuristic_input, heuristic_messages, heuristic_topic_word_counts,
+-- heuristic_lexicon_hits, label_keywords(label, keyword) and labels(label, label_rank).
 --
 -- Determinism: sums are over integers (sentiment scores in thousandths) and the only
 -- floating-point steps are divisions of exact totals, so the order of parallel
 -- aggregation can not change a result; every ranking has an explicit tie-break.
 WITH
 topic_word_counts AS (
-    SELECT conv_ord, token, count(*) AS n
-    FROM heuristic_tokens
-    WHERE is_topic_word
-    GROUP BY conv_ord, token
+    SELECT conv_ord, token, n FROM heuristic_topic_word_counts
 ),
 
 -- lexical variety: distinct topic words / topic words (stopwords repeat by nature).
@@ -38,7 +35,7 @@ topics AS (
 -- sentiment: the mean lexicon score of the matched tokens; per message too, for the spread.
 message_sentiment AS (
     SELECT conv_ord, msg_idx, sum(score_milli) AS score_milli, count(*) AS matched
-    FROM heuristic_tokens
+    FROM heuristic_lexicon_hits
     WHERE score_milli IS NOT NULL
     GROUP BY conv_ord, msg_idx
 ),
@@ -55,7 +52,7 @@ conversation_sentiment AS (
 -- label: the label with the most keyword hits; ties go to the earlier label in LABELS.
 label_hits AS (
     SELECT t.conv_ord, k.label, l.label_rank, count(*) AS hits
-    FROM heuristic_tokens AS t
+    FROM heuristic_lexicon_hits AS t
     JOIN label_keywords AS k ON k.keyword = t.token
     JOIN labels AS l ON l.label = k.label
     WHERE t.is_keyword

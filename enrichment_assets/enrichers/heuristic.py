@@ -28,8 +28,8 @@ MIN_LEXICON_WORD_CHARS = 3
 # A token is a maximal run of Unicode letters (of the lower-cased text) with at least
 # MIN_LEXICON_WORD_CHARS letters; digits, punctuation, emoji and apostrophes split
 # ("don't" -> "don", "t", and "t" is too short). Extracted in Polars, which does it in
-# about half the time of DuckDB's regexp_extract_all; sql/heuristic_tokens.sql joins the
-# tokens (`heuristic_message_tokens`) with the lexicon.
+# about half the time of DuckDB's regexp_extract_all; sql/heuristic_lexicon_hits.sql and
+# sql/heuristic_topic_word_counts.sql take the tokens (`heuristic_message_tokens`) from there.
 TOKEN_PATTERN = rf"\p{{L}}{{{MIN_LEXICON_WORD_CHARS},}}"
 
 LEXICON_DIR = Path(__file__).resolve().parents[1] / "seeds" / "lexicon"
@@ -40,7 +40,8 @@ SQL_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("heuristic_messages", ()),
     ("heuristic_lexicon", ()),
     ("heuristic_first_sentence", ()),
-    ("heuristic_tokens", ("topic_min_chars",)),
+    ("heuristic_lexicon_hits", ()),
+    ("heuristic_topic_word_counts", ("topic_min_chars",)),
     (
         "heuristic_annotations",
         (
@@ -186,7 +187,7 @@ class HeuristicEnricher:
             )
             *setup, (query, query_parameters) = SQL_STEPS
             for step, step_parameters in setup:
-                if step == "heuristic_tokens":
+                if step == "heuristic_lexicon_hits":
                     con.register("heuristic_message_tokens", message_tokens(con))
                 con.execute(load_sql(step), {name: parameters[name] for name in step_parameters})
             annotations = con.sql(

@@ -24,7 +24,7 @@ import tempfile
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -223,3 +223,26 @@ def shared_call(
 ) -> pa.Table | SharedTable:
     """`fn(*args)`, its table left in `scratch` (a task for `map_ordered`; see `loaded`)."""
     return share(fn(*args), scratch)
+
+
+def map_ordered_threads(
+    fn: Callable[[T], Any], items: Iterable[T], threads: int
+) -> Iterator[tuple[T, Any]]:
+    """(item, fn(item)) for each item, in order, `threads` at a time in this process.
+
+    For work that releases the GIL (DuckDB, Polars); at most `threads` items in flight.
+    """
+    if threads <= 1:
+        for item in items:
+            yield item, fn(item)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="chunk") as pool:
+        pending: deque[tuple[T, Future[Any]]] = deque()
+        for item in items:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= threads:
+                done, result = pending.popleft()
+                yield done, result.result()
+        while pending:
+            done, result = pending.popleft()
+            yield done, result.result()

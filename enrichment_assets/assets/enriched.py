@@ -22,13 +22,14 @@ from enrichment_assets.assets.layer_io import empty_frame, read_chunks, row_coun
 from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
-from enrichment_assets.enrichers.base import Enricher, conform_annotations
+from enrichment_assets.enrichers.base import Enricher, concurrent_chunks, conform_annotations
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.reference import load_reference
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.sql_files import load_sql
 from enrichment_assets.status import apply_changes
+from enrichment_assets.workers import map_ordered_threads
 
 
 class EnrichmentScope(Config):
@@ -185,8 +186,13 @@ def enriched_conversations(
         empty = empty_frame(source)
         schema = enrich_chunk(con, empty, annotate_chunk(empty, annotator)).to_arrow().schema
         with write_layer(target, schema, row_group_rows=lake.chunk_rows) as out:
-            for chunk in read_chunks(source, lake.enrich_chunk_rows):
-                enriched = enrich_chunk(con, chunk, annotate_chunk(chunk, annotator, keep))
+            annotated = map_ordered_threads(
+                lambda chunk: annotate_chunk(chunk, annotator, keep),
+                read_chunks(source, lake.enrich_chunk_rows),
+                concurrent_chunks(annotator),
+            )
+            for chunk, annotations in annotated:
+                enriched = enrich_chunk(con, chunk, annotations)
                 llm_totals.update(_numeric_stats(annotator))
                 out.write(enriched)
                 unknown_refs += int((enriched["unknown_reference_ids"] > 0).sum())

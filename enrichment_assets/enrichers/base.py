@@ -85,6 +85,16 @@ class Enricher(Protocol):
         ...
 
 
+def concurrent_chunks(enricher: Enricher) -> int:
+    """How many chunks the enricher may annotate at once, in threads (default 1).
+
+    An enricher opts in with a `concurrent_chunks` attribute when `annotate` keeps no
+    state between calls and releases the GIL for its work (the heuristic: DuckDB and
+    Polars), so that one chunk's serial steps overlap another's parallel ones.
+    """
+    return max(1, int(getattr(enricher, "concurrent_chunks", 1)))
+
+
 def empty_annotations() -> pl.DataFrame:
     """A zero-row frame with the annotation schema."""
     return pl.DataFrame(schema=ANNOTATION_SCHEMA)

@@ -153,6 +153,9 @@ class HeuristicEnricher:
     rules: HeuristicRules = field(default_factory=HeuristicRules)
     lexicons: Lexicons = field(default_factory=Lexicons.load)
     name: str = field(default="heuristic", init=False)
+    # Each `annotate` has its own DuckDB connection and no other state: two chunks at once
+    # keep both cores busy through each one's single-threaded steps.
+    concurrent_chunks: int = field(default=2, init=False)
     # `heuristic-v1+<digest>`, the digest covering the SQL, the lexicons and the rules.
     prompt_version: str = field(init=False)
 

@@ -118,9 +118,11 @@ def map_ordered(
 
     `fn` must be importable (a module-level function of a module that does not import
     Dagster, so workers start fast) and its arguments and result picklable. At most
-    twice `workers` tasks are in flight. A task's exception is raised here.
+    twice `workers` tasks are in flight. A task's exception is raised here. A single
+    task (a small batch) runs here: starting processes would cost more than it saves.
     """
-    if workers <= 1:
+    tasks = list(tasks)
+    if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield fn(*task)
         return

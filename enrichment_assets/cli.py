@@ -130,7 +130,7 @@ def _run_pipeline(paths: list[Path], *, title: str, summaries: bool = True) -> N
             else first.error
         )
         raise CommandError(
-            f"{len(failed)} of {len(outcomes)} partition(s) blocked; "
+            f"{len(failed)} of {len(outcomes)} partition(s) did not complete; "
             f"first: {first.partition}: {reason} (run {first.run_id})"
         )
 

@@ -37,14 +37,16 @@ EXPORTS = {
 def write_exports(lake: Lake, batch: str) -> dict[str, str]:
     """Write the partition's export files (one per kind), each atomically.
 
-    The kinds are written side by side, each by its own DuckDB connection: JSON
-    writing is mostly one thread per file.
+    The kinds are written side by side, each by its own single-threaded DuckDB
+    connection: a file in record order is written by one thread anyway, and more
+    threads only read ahead of it, buffering rows (1.5 GB at 300,000 conversations
+    against 230 MB with one thread, in the same time).
     """
 
     def export(kind: str) -> str:
         layer, statement = EXPORTS[kind]
         target = lake.export_path(kind, batch)
-        with duckdb.connect() as con, atomic_path(target) as tmp:
+        with duckdb.connect(config={"threads": 1}) as con, atomic_path(target) as tmp:
             con.execute(load_sql("macros"))
             con.execute(load_sql(statement), [str(lake.layer_path(layer, batch)), str(tmp)])
         return str(target.resolve())

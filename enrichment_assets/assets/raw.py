@@ -10,7 +10,7 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from enrichment_assets.assets.layer_io import write_layer
-from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
+from enrichment_assets.assets.metadata import PREVIEW_ROWS, ProgressLog, path_value, preview
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
 from enrichment_assets.ingest import (
     RAW_RECORD_SCHEMA,
@@ -73,8 +73,7 @@ def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Mat
     target = store.layer_path("raw", batch)
     parse_errors = 0
     formats: Counter[str] = Counter()
-    first_chunk: pl.DataFrame | None = None
-    index_columns = []
+    first_rows: pl.DataFrame | None = None
     workers = lake.worker_count
     with scratch_dir(workers) as scratch, write_layer(target, RAW_SCHEMA) as writer:
         for entry in manifest.files:
@@ -91,15 +90,13 @@ def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Mat
                 parse_errors += frame["parse_error"].is_not_null().sum()
                 formats.update(frame["source_format"].to_list())
                 writer.write(frame)
-                index_columns.append(frame.select("record_index", "conversation_id"))
-                if first_chunk is None:
-                    first_chunk = frame
+                if first_rows is None:
+                    # Copied: a frame of worker results maps its whole scratch file.
+                    first_rows = pl.DataFrame(frame.head(PREVIEW_ROWS).to_dicts())
                 progress(f"{entry.source_path}: {writer.rows} records so far")
-    records = (
-        pl.concat(index_columns)
-        if index_columns
-        else pl.DataFrame(schema={"record_index": pl.Int64, "conversation_id": pl.String})
-    )
+    # Read back from the layer file: holding the chunks' columns instead would keep every
+    # worker result mapped (their buffers are views of the scratch files).
+    records = pl.read_parquet(target, columns=["record_index", "conversation_id"])
     register_records(store, batch, records, ingested_at)
     return MaterializeResult(
         metadata={
@@ -110,7 +107,7 @@ def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Mat
             "formats": MetadataValue.json(dict(sorted(formats.items()))),
             "path": path_value(target),
             "preview": preview(
-                first_chunk if first_chunk is not None else pl.DataFrame(),
+                first_rows if first_rows is not None else pl.DataFrame(),
                 [
                     "record_index",
                     "source_file",

@@ -18,9 +18,12 @@ import ctypes
 import gc
 import importlib
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.util
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -58,9 +61,22 @@ TASK_MODULES = (
 )
 
 
-def _preload() -> None:
+def _start_worker() -> None:
+    """A worker's first steps: end with its parent, then import the task modules."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        # A parent killed outright (SIGKILL, out of memory) runs no shutdown; without
+        # this the workers would wait for tasks forever.
+        threading.Thread(
+            target=_exit_with_parent, args=(parent.sentinel,), name="parent-watch", daemon=True
+        ).start()
     for name in TASK_MODULES:
         importlib.import_module(name)
+
+
+def _exit_with_parent(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 def _libc_malloc_trim() -> Callable[[int], int] | None:
@@ -90,9 +106,13 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     pool = _pools.get(workers)
     if pool is None:
         pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_preload
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
         )
         _pools[workers] = pool
+        # This process may itself be a multiprocessing child (Dagster runs each step in
+        # one). Such a child joins its child processes as it ends, before any atexit
+        # handler: the pool must be shut down first, or the step never exits.
+        multiprocessing.util.Finalize(pool, pool.shutdown, exitpriority=100)
     return pool
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
+import queue
+import time
 from pathlib import Path
 
 import polars as pl
@@ -101,3 +105,53 @@ def test_worker_processes_write_exactly_what_one_process_writes(
             volatile = ["ingested_at"] if layer == "raw" else []
             assert one.drop(volatile).equals(two.drop(volatile)), (partition, layer)
         assert pl.read_parquet(alone.layer_path("raw", partition)).height == 750
+
+
+def _use_the_pool_in_a_child() -> None:
+    assert list(map_ordered(pow, [(2, 2), (3, 2)], workers=2)) == [4, 9]
+
+
+def test_a_step_process_that_used_the_pool_ends() -> None:
+    """Dagster runs each step in a multiprocessing child: its pool must not keep it alive."""
+    child = multiprocessing.get_context("spawn").Process(target=_use_the_pool_in_a_child)
+    child.start()
+    child.join(timeout=60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the child was still waiting for its worker processes after 60 s"
+    assert child.exitcode == 0
+
+
+def _start_the_pool_and_wait(pids: multiprocessing.Queue) -> None:
+    for pid in set(map_ordered(os.getpid, [() for _ in range(6)], workers=2)):
+        pids.put(pid)
+    time.sleep(600)
+
+
+def _ended(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # a zombie has ended; only its exit status is left
+
+
+def test_workers_end_when_their_parent_is_killed() -> None:
+    """A step process killed outright (SIGKILL, out of memory) leaves no worker behind."""
+    context = multiprocessing.get_context("spawn")
+    pids: multiprocessing.Queue = context.Queue()
+    child = context.Process(target=_start_the_pool_and_wait, args=(pids,))
+    child.start()
+    workers = {pids.get(timeout=60)}
+    deadline = time.monotonic() + 10
+    while len(workers) < 2 and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            workers.add(pids.get(timeout=1))
+    assert workers and child.pid not in workers
+    child.kill()
+    child.join()
+    deadline = time.monotonic() + 30
+    while not all(_ended(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(_ended(pid) for pid in workers), workers

@@ -6,16 +6,20 @@ reader never sees half a partition and a crash leaves the previous one intact.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from enrichment_assets.lake import atomic_path
+from enrichment_assets.workers import map_ordered, scratch_dir
+
+T = TypeVar("T")
 
 
 class LayerWriter:
@@ -92,3 +96,15 @@ def row_count(path: Path) -> int:
 def empty_frame(path: Path) -> pl.DataFrame:
     """A layer file's columns with no rows, read from its footer alone."""
     return pl.from_arrow(pq.read_schema(path).empty_table())  # type: ignore[return-value]
+
+
+def map_row_groups(
+    task: Callable[[str, int, str | None], T], path: Path, workers: int
+) -> Iterator[T]:
+    """`task(path, row_group, scratch)` for each row group of a layer file, in order,
+    over `workers` processes (the caller maps the tables a task left in `scratch` with
+    `workers.loaded`)."""
+    with scratch_dir(workers) as scratch:
+        row_groups = pq.ParquetFile(path).num_row_groups
+        tasks = [(str(path), row_group, scratch) for row_group in range(row_groups)]
+        yield from map_ordered(task, tasks, workers)

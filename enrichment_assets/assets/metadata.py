@@ -42,7 +42,7 @@ class ProgressLog:
     step reports its progress at a steady pace rather than once per chunk.
     """
 
-    def __init__(self, log: logging.Logger | Any, every_seconds: float = 5.0) -> None:
+    def __init__(self, log: logging.Logger, every_seconds: float = 5.0) -> None:
         self._log = log
         self._every = every_seconds
         self._last = time.monotonic()

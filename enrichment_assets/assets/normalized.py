@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 
 import duckdb
 import polars as pl
-import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -16,7 +15,12 @@ from dagster import (
 )
 
 from enrichment_assets.assets.enriched import enriched_conversations
-from enrichment_assets.assets.layer_io import empty_frame, row_count, write_layer
+from enrichment_assets.assets.layer_io import (
+    empty_frame,
+    map_row_groups,
+    row_count,
+    write_layer,
+)
 from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
 from enrichment_assets.lake import Lake, atomic_path
@@ -25,7 +29,7 @@ from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.sql_files import load_sql
 from enrichment_assets.status import apply_changes
-from enrichment_assets.workers import loaded, map_ordered, scratch_dir
+from enrichment_assets.workers import loaded
 
 EXPORTS = {
     "enriched": ("normalized", "export_enriched"),
@@ -90,12 +94,9 @@ def normalized_conversations(
     changes: list[pl.DataFrame] = []
     first: pl.DataFrame | None = None
     failed = 0
-    workers = lake.worker_count
-    row_groups = pq.ParquetFile(source).num_row_groups
     schema = normalize(empty_frame(source)).to_arrow().schema
-    with scratch_dir(workers) as scratch, write_layer(target, schema) as out:
-        tasks = [(str(source), i, scratch) for i in range(row_groups)]
-        for part in map_ordered(normalize_row_group, tasks, workers):
+    with write_layer(target, schema) as out:
+        for part in map_row_groups(normalize_row_group, source, lake.worker_count):
             table = loaded(part.table)
             out.write(table)
             failed += part.failed

@@ -4,7 +4,6 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import polars as pl
-import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -15,7 +14,7 @@ from dagster import (
     asset,
 )
 
-from enrichment_assets.assets.layer_io import row_count, write_layer
+from enrichment_assets.assets.layer_io import map_row_groups, row_count, write_layer
 from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.assets.raw import raw_conversations
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
@@ -23,7 +22,7 @@ from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.status import apply_changes
 from enrichment_assets.validation import QUARANTINE_SCHEMA, VALIDATED_SCHEMA, validate_row_group
-from enrichment_assets.workers import loaded, map_ordered, scratch_dir
+from enrichment_assets.workers import loaded
 
 
 @asset(
@@ -65,15 +64,11 @@ def validated_conversations(
     raw_rows = 0
     preview_valid: pl.DataFrame | None = None
     preview_rejected: list[dict] = []
-    workers = lake.worker_count
-    row_groups = pq.ParquetFile(raw_path).num_row_groups
     with (
-        scratch_dir(workers) as scratch,
         write_layer(target, VALIDATED_SCHEMA) as valid_out,
         write_layer(quarantine_target, QUARANTINE_SCHEMA) as rejected_out,
     ):
-        tasks = [(str(raw_path), i, scratch) for i in range(row_groups)]
-        for part in map_ordered(validate_row_group, tasks, workers):
+        for part in map_row_groups(validate_row_group, raw_path, lake.worker_count):
             valid_table = loaded(part.valid)
             valid_out.write(valid_table)
             rejected_out.write(part.rejected)

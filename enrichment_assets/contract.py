@@ -54,6 +54,11 @@ STATUSES: tuple[str, ...] = (
     "completed",
     "validation_failed",
     "normalization_failed",
+    # Set aside by the identity index (`identity.py`), never pending work: an exact repeat,
+    # another conversation under an id already used in its batch, an older version.
+    "duplicate",
+    "id_conflict",
+    "superseded",
 )
 
 # Role names seen in the wild, mapped onto the canonical set (case-insensitive).

@@ -37,7 +37,7 @@ def data_docs_index(lake: Lake) -> Path:
 def report_payload(health: dict[str, Any], counts: dict[str, int], lake: Lake) -> dict[str, Any]:
     """The `enrich report --json` object: counts per layer, metrics, levels, report paths."""
     return {
-        **{layer: counts.get(layer, 0) for layer in LAYER_ORDER},
+        **{layer: counts.get(layer, 0) for layer in (*LAYER_ORDER, "duplicates", "superseded")},
         **health,
         "data_docs": str(data_docs_index(lake).resolve()),
     }

@@ -13,17 +13,23 @@ import duckdb
 import orjson
 
 from enrichment_assets.app_db import find_status
+from enrichment_assets.identity import IdentityIndex
 from enrichment_assets.lake import Lake
 from enrichment_assets.sql_files import load_sql
 
-# Counted per layer: (layer file, optional filter).
+# Counted per layer: (layer file, optional filter). `quarantined` holds every record set
+# aside at validation: contract failures and the identity's duplicates, id conflicts and
+# superseded versions, which are also counted on their own from the statuses (a version
+# superseded after it was exported leaves the exports, not the layers).
 LAYER_COUNTS = {
     "raw": ("raw", None),
     "validated": ("validated", None),
     "quarantined": ("quarantine", None),
     "enriched": ("enriched", None),
     "normalized": ("normalized", None),
-    "completed": ("normalized", "status = 'completed'"),
+    "completed": ("status", "status = 'completed'"),
+    "duplicates": ("status", "status IN ('duplicate', 'id_conflict')"),
+    "superseded": ("status", "status = 'superseded'"),
 }
 
 
@@ -75,9 +81,11 @@ def conversation_status(
         if app_db_url is not None:
             status = find_status(app_db_url, conversation_id)
         else:
+            # Its current record first: one not set aside by the identity index.
             found = con.execute(
                 "SELECT * FROM read_parquet(?) WHERE conversation_id = ? "
-                "ORDER BY updated_at DESC LIMIT 1",
+                "ORDER BY status::VARCHAR IN ('duplicate', 'id_conflict', 'superseded'), "
+                "updated_at DESC LIMIT 1",
                 [pattern, conversation_id],
             ).fetchone()
             columns = [d[0] for d in con.description]
@@ -90,6 +98,7 @@ def conversation_status(
             con, lake.layer_path("quarantine", partition), record_index, "validation_errors"
         )
         enriched_doc = _enriched_document(lake, partition, conversation_id)
+        set_aside = _set_aside_rows(con, pattern, conversation_id) if _has_files(pattern) else []
     finally:
         con.close()
     return {
@@ -103,9 +112,28 @@ def conversation_status(
         "raw_stored_at": _iso(status["raw_stored_at"]),
         "enriched_at": _iso(status["enriched_at"]),
         "validation_errors": orjson.loads(report) if report else [],
+        # Every landed occurrence of the id: which content, when, and which is current.
+        "versions": IdentityIndex(lake).versions(conversation_id),
+        # Its records set aside as duplicates, id conflicts or superseded versions, and why.
+        "set_aside": set_aside,
         "raw": _parse_or_text(raw),
         "enriched": enriched_doc,
     }
+
+
+def _set_aside_rows(
+    con: duckdb.DuckDBPyConnection, pattern: str, conversation_id: str
+) -> list[dict[str, Any]]:
+    rows = con.execute(
+        "SELECT partition, record_index, status::VARCHAR, last_error FROM read_parquet(?) "
+        "WHERE conversation_id = ? AND status::VARCHAR IN ('duplicate', 'id_conflict', "
+        "'superseded') ORDER BY partition, record_index",
+        [pattern, conversation_id],
+    ).fetchall()
+    return [
+        {"partition": p, "record_index": i, "status": status, "reason": reason}
+        for p, i, status, reason in rows
+    ]
 
 
 def _one(con: duckdb.DuckDBPyConnection, path: Any, record_index: int, column: str) -> Any:

@@ -5,6 +5,7 @@ Runs in a worker process (see `workers`), so this module must not import Dagster
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -42,6 +43,9 @@ LINEAGE_FIELDS = [
 VALIDATED_SCHEMA = pa.schema(
     [
         *LINEAGE_FIELDS,
+        # sha256 of the record in its canonical shape: what "the same conversation" means
+        # for the identity index (`identity.py`), whatever the file's layout or whitespace.
+        pa.field("record_hash", pa.string()),
         pa.field("conversation_id", pa.string()),
         pa.field("user_id", pa.string()),
         pa.field("template_id", pa.string()),
@@ -61,6 +65,12 @@ QUARANTINE_SCHEMA = pa.schema(
         # The machine-readable report: a JSON list of {rule, path, value}.
         pa.field("validation_errors", pa.string()),
         pa.field("rules", pa.list_(pa.string())),
+        # For a record set aside as a duplicate, an id conflict or a superseded version:
+        # the record that was kept instead (NULL for a validation failure).
+        pa.field("kept_partition", pa.string()),
+        pa.field("kept_record_index", pa.int64()),
+        pa.field("kept_source_file", pa.string()),
+        pa.field("kept_position", pa.int64()),
     ]
 )
 # The canonical fields stored as text (ids and tier): the contract's, in its order.
@@ -69,7 +79,9 @@ _SCALAR_FIELDS = tuple(
 )
 
 
-def conversations_table(lineage: pl.DataFrame, conversations: list[Conversation]) -> pa.Table:
+def conversations_table(
+    lineage: pl.DataFrame, conversations: list[Conversation], record_hashes: list[str]
+) -> pa.Table:
     """Arrow rows of validated conversations; messages built flat, then offset.
 
     Roles are mapped onto the canonical set column-wise; timestamps become UTC
@@ -103,6 +115,7 @@ def conversations_table(lineage: pl.DataFrame, conversations: list[Conversation]
         ),
     )
     columns = {name: lineage[name].to_arrow() for name in lineage.columns}
+    columns["record_hash"] = pa.array(record_hashes, pa.string())
     columns["conversation_id"] = pa.array([str(c["conversation_id"]) for c in conversations])
     for name in _SCALAR_FIELDS:
         columns[name] = pa.array([c.get(name) for c in conversations], pa.string())
@@ -145,12 +158,19 @@ def _validate_row_group(raw_path: str, row_group: int, scratch: str | None) -> V
         raw.read_row_group(row_group, columns=_RAW_COLUMNS)
     )
     parsed = chunk.filter(pl.col("record_json").is_not_null())
-    results = validate_records([s.encode() for s in parsed["record_json"].to_list()])
+    record_jsons = [s.encode() for s in parsed["record_json"].to_list()]
+    results = validate_records(record_jsons)
     valid_mask = pl.Series([is_valid(r) for r in results], dtype=pl.Boolean)
     valid_rows = parsed.filter(valid_mask)
     valid_models = [r for r in results if not isinstance(r, Rejection)]
+    hashes = [
+        hashlib.sha256(data).hexdigest()
+        for data, result in zip(record_jsons, results, strict=True)
+        if not isinstance(result, Rejection)
+    ]
+    del record_jsons
     lineage = valid_rows.select([f.name for f in LINEAGE_FIELDS])
-    valid_table = conversations_table(lineage, valid_models)
+    valid_table = conversations_table(lineage, valid_models, hashes)
     reports = [
         orjson.dumps([issue.model_dump(mode="json") for issue in r.issues]).decode()
         for r in results
@@ -189,6 +209,10 @@ def _validate_row_group(raw_path: str, row_group: int, scratch: str | None) -> V
             return_dtype=pl.List(pl.String),
         )
         .alias("rules"),
+        pl.lit(None, pl.String).alias("kept_partition"),
+        pl.lit(None, pl.Int64).alias("kept_record_index"),
+        pl.lit(None, pl.String).alias("kept_source_file"),
+        pl.lit(None, pl.Int64).alias("kept_position"),
     ).select(QUARANTINE_SCHEMA.names)
 
     changes = pl.concat(

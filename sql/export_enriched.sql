@@ -36,4 +36,6 @@ COPY (
         status
     FROM read_parquet($1)
     WHERE status = 'completed'
-) TO $2 (FORMAT json)
+        -- Records that a newer version of their conversation replaced (identity.py).
+        AND record_index NOT IN (SELECT record_index FROM excluded_records)
+) TO $2 (FORMAT json, USE_TMP_FILE false)

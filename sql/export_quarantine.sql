@@ -9,6 +9,13 @@ COPY (
         source_file,
         position,
         raw_text,
-        json(validation_errors) AS validation_errors
+        json(validation_errors) AS validation_errors,
+        -- A duplicate, id conflict or superseded version: the record that was kept instead.
+        CASE WHEN kept_partition IS NOT NULL THEN {
+            'partition': kept_partition,
+            'record_index': kept_record_index,
+            'source_file': kept_source_file,
+            'position': kept_position
+        } END AS kept
     FROM read_parquet($1)
-) TO $2 (FORMAT json)
+) TO $2 (FORMAT json, USE_TMP_FILE false)

@@ -1,6 +1,8 @@
 -- pipeline_health: one row of health metrics over every partition's status file.
 -- Parameters: $status_files (list of lake/status/*.parquet).
 -- Pending = a conversation on its way (not yet completed nor failed): the backlog.
+-- Records set aside by the identity index (duplicate, id_conflict, superseded) are neither
+-- pending nor failed, and not counted as validated conversations.
 WITH statuses AS (
     SELECT * FROM read_parquet($status_files, union_by_name = true)
 ),
@@ -26,7 +28,15 @@ SELECT
       AS backlog,
     (SELECT count(*) FROM statuses
       WHERE status IN ('validation_failed', 'normalization_failed')) AS failed,
-    (SELECT count(*) FROM statuses WHERE status <> 'validation_failed') AS validated,
+    (SELECT count(*) FROM statuses
+      WHERE status IN ('duplicate', 'id_conflict', 'superseded')) AS set_aside,
+    -- What each partition's exports must hold (see exports.verify_exports).
+    (SELECT coalesce(map_from_entries(list({'k': partition, 'v': n})), MAP {})
+       FROM (SELECT partition, count(*) FILTER (status = 'completed') AS n
+             FROM statuses GROUP BY ALL)) AS completed_per_partition,
+    (SELECT count(*) FROM statuses
+      WHERE status NOT IN ('validation_failed', 'duplicate', 'id_conflict', 'superseded'))
+      AS validated,
     (SELECT quantile_cont(seconds_to_enriched, 0.5) FROM processed) AS seconds_to_enriched_p50,
     (SELECT quantile_cont(seconds_to_enriched, 0.95) FROM processed) AS seconds_to_enriched_p95,
     -- Throughput while the pipeline was working: enriched per hour of activity

@@ -1,9 +1,15 @@
 -- pipeline_health_annotations: quality score, confidence distribution and
--- completeness over every partition's normalized file.
--- Parameters: $normalized_files (list of lake/normalized/*.parquet).
+-- completeness over every partition's normalized file, for the current version of each
+-- conversation (a version superseded since is left out: its status file says so).
+-- Parameters: $normalized_files (list of lake/normalized/*.parquet), $status_files.
 -- Complete = completed with every AI field present and no enrichment error: a
 -- conversation that completed with NULL annotations is not complete.
-WITH conversations AS (
+WITH current_records AS (
+    SELECT partition, record_index
+    FROM read_parquet($status_files, union_by_name = true)
+    WHERE status::VARCHAR NOT IN ('duplicate', 'id_conflict', 'superseded')
+),
+conversations AS (
     SELECT
         status,
         enrichment.quality_score AS quality_score,
@@ -14,6 +20,7 @@ WITH conversations AS (
           AND enrichment.confidence IS NOT NULL
           AND enrichment.quality_score IS NOT NULL AS annotated
     FROM read_parquet($normalized_files, union_by_name = true)
+    SEMI JOIN current_records USING (partition, record_index)
 ),
 buckets AS (
     -- Ten buckets of width 0.1; a confidence of exactly 1.0 falls in the last.

@@ -59,6 +59,8 @@ def test_every_record_lands_in_exactly_one_place(
         "enriched": 5,
         "normalized": 5,
         "completed": 5,
+        "duplicates": 0,
+        "superseded": 0,
     }
 
 

@@ -18,7 +18,13 @@ from dagster import (
 from pydantic import Field
 
 from enrichment_assets.app_db import app_db_url
-from enrichment_assets.assets.layer_io import empty_frame, read_chunks, row_count, write_layer
+from enrichment_assets.assets.layer_io import (
+    empty_frame,
+    partition_writer,
+    read_chunks,
+    row_count,
+    write_layer,
+)
 from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
@@ -147,6 +153,16 @@ def enriched_conversations(
     Run config `conversation_ids` re-enriches only those conversations (the rest
     keep their previous annotations); `force` bypasses the enrichment cache.
     """
+    with partition_writer(lake.lake, context.partition_key, context.run_id, context.log.info):
+        return _enriched_conversations(context, config, lake, enricher)
+
+
+def _enriched_conversations(
+    context: AssetExecutionContext,
+    config: EnrichmentScope,
+    lake: LakeResource,
+    enricher: LLMResource,
+) -> MaterializeResult:
     store = lake.lake
     prewarm_gate(store)
     progress = ProgressLog(context.log)

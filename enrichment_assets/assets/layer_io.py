@@ -6,6 +6,8 @@ reader never sees half a partition and a crash leaves the previous one intact.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -16,7 +18,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from enrichment_assets.lake import atomic_path
+from enrichment_assets.lake import Lake, atomic_path
+from enrichment_assets.locks import file_lock, partition_lock_name
 from enrichment_assets.workers import map_ordered, scratch_dir
 
 T = TypeVar("T")
@@ -60,6 +63,35 @@ class LayerWriter:
         finally:
             self._thread.shutdown()
             self._writer.close()
+
+
+@contextmanager
+def staging_path(target: Path) -> Iterator[Path]:
+    """A hidden temporary path beside `target` (never matching `*.parquet`), removed at exit.
+
+    For a file built in steps before it replaces `target` (`os.replace`) or is read back.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".staging.tmp", dir=target.parent)
+    os.close(fd)
+    path = Path(name)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def partition_writer(
+    lake: Lake, partition: str, run_id: str | None, log: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold the partition's lock while a step writes its layers, statuses and exports.
+
+    A second writer of the same partition (another command, the daemon, the UI) waits, and
+    `log` says whom it waits for (see `locks`).
+    """
+    with file_lock(lake.data_dir, partition_lock_name(partition), owner=run_id, on_wait=log):
+        yield
 
 
 @contextmanager

@@ -3,7 +3,6 @@
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-import duckdb
 import polars as pl
 from dagster import (
     AssetCheckResult,
@@ -11,6 +10,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     MaterializeResult,
+    MetadataValue,
     asset,
 )
 
@@ -18,45 +18,19 @@ from enrichment_assets.assets.enriched import enriched_conversations
 from enrichment_assets.assets.layer_io import (
     empty_frame,
     map_row_groups,
+    partition_writer,
     row_count,
     write_layer,
 )
 from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
-from enrichment_assets.lake import Lake, atomic_path
+from enrichment_assets.exports import CONVERSATION_KINDS, retire_superseded, write_exports
+from enrichment_assets.identity import IdentityIndex
 from enrichment_assets.normalization import normalize, normalize_row_group
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
-from enrichment_assets.sql_files import load_sql
 from enrichment_assets.status import apply_changes
 from enrichment_assets.workers import loaded
-
-EXPORTS = {
-    "enriched": ("normalized", "export_enriched"),
-    "training": ("normalized", "export_training"),
-    "quarantine": ("quarantine", "export_quarantine"),
-}
-
-
-def write_exports(lake: Lake, batch: str) -> dict[str, str]:
-    """Write the partition's export files (one per kind), each atomically.
-
-    The kinds are written side by side, each by its own single-threaded DuckDB
-    connection: a file in record order is written by one thread anyway, and more
-    threads only read ahead of it, buffering rows (1.5 GB at 300,000 conversations
-    against 230 MB with one thread, in the same time).
-    """
-
-    def export(kind: str) -> str:
-        layer, statement = EXPORTS[kind]
-        target = lake.export_path(kind, batch)
-        with duckdb.connect(config={"threads": 1}) as con, atomic_path(target) as tmp:
-            con.execute(load_sql("macros"))
-            con.execute(load_sql(statement), [str(lake.layer_path(layer, batch)), str(tmp)])
-        return str(target.resolve())
-
-    with ThreadPoolExecutor(len(EXPORTS), thread_name_prefix="export") as pool:
-        return dict(zip(EXPORTS, pool.map(export, EXPORTS), strict=True))
 
 
 @asset(
@@ -71,6 +45,15 @@ def write_exports(lake: Lake, batch: str) -> dict[str, str]:
             blocking=True,
             description="enriched rows = normalized rows, for this partition.",
         ),
+        AssetCheckSpec(
+            "exports_hold_completed",
+            asset="normalized_conversations",
+            blocking=True,
+            description=(
+                "Every completed conversation of this partition has exactly one line in the "
+                "enriched and in the training export, written durably before it is completed."
+            ),
+        ),
         *gate_specs("normalized_conversations"),
     ],
 )
@@ -83,7 +66,10 @@ def normalized_conversations(
     the column flags it, Unicode NFC, control characters removed, whitespace
     normalized, roles canonical, timestamps UTC ISO-8601, stable key order.
     Writes `export/enriched/<partition>.jsonl`, `export/training/<partition>.jsonl`
-    (OpenAI chat format) and `export/quarantine/<partition>.jsonl`.
+    (OpenAI chat format) and `export/quarantine/<partition>.jsonl`, durably, and only
+    then marks the conversations `completed`. The exports hold the current version of
+    each conversation: when this partition's versions replace conversations another
+    partition exported, those leave that partition's exports first (`superseded`).
     """
     store = lake.lake
     prewarm_gate(store)
@@ -94,33 +80,56 @@ def normalized_conversations(
     changes: list[pl.DataFrame] = []
     first: pl.DataFrame | None = None
     failed = 0
-    schema = normalize(empty_frame(source)).to_arrow().schema
-    with write_layer(target, schema) as out:
-        for part in map_row_groups(normalize_row_group, source, lake.worker_count):
-            table = loaded(part.table)
-            out.write(table)
-            failed += part.failed
-            changes.append(part.changes)
-            if first is None:
-                first = pl.from_arrow(table.slice(0, 5))  # type: ignore[assignment]
-            progress(f"normalized {out.rows} conversations")
-    now = datetime.now(UTC)
-    if changes:
-        apply_changes(store, batch, pl.concat(changes), now)
-    # The exports are written while the gate checks the layer (they do not wait for it).
-    with ThreadPoolExecutor(1, thread_name_prefix="exports") as pool:
-        exports_written = pool.submit(write_exports, store, batch)
-        gate_results = run_gate(store, "normalized_conversations", target, batch)
-        exports = exports_written.result()
+    with partition_writer(store, batch, context.run_id, context.log.info):
+        schema = normalize(empty_frame(source)).to_arrow().schema
+        with write_layer(target, schema) as out:
+            for part in map_row_groups(normalize_row_group, source, lake.worker_count):
+                table = loaded(part.table)
+                out.write(table)
+                failed += part.failed
+                changes.append(part.changes)
+                if first is None:
+                    first = pl.from_arrow(table.slice(0, 5))  # type: ignore[assignment]
+                progress(f"normalized {out.rows} conversations")
+
+        # Versions replaced by this partition's leave the other partitions' exports first,
+        # so that a conversation is never in two export files at once.
+        stale = IdentityIndex(store).stale_rows(batch)
+        retired = retire_superseded(
+            store, stale.elsewhere, batch, owner=context.run_id, log=context.log.info
+        )
+        # The exports are written while the gate checks the layer (they do not wait for it).
+        with ThreadPoolExecutor(1, thread_name_prefix="exports") as pool:
+            exports_written = pool.submit(write_exports, store, batch, stale.own)
+            gate_results = run_gate(store, "normalized_conversations", target, batch)
+            exports = exports_written.result()
+        # Only now, with their lines on disk, are the conversations completed.
+        status_changes = pl.concat(changes) if changes else pl.DataFrame()
+        if stale.own and status_changes.height:
+            status_changes = status_changes.with_columns(
+                pl.when(pl.col("record_index").is_in(stale.own))
+                .then(pl.lit("superseded"))
+                .otherwise(pl.col("status"))
+                .alias("status")
+            )
+        if status_changes.height:
+            apply_changes(store, batch, status_changes, datetime.now(UTC))
+        completed = (
+            int((status_changes["status"] == "completed").sum()) if status_changes.height else 0
+        )
 
     enriched_rows, normalized_rows = row_count(source), row_count(target)
+    lines = {kind: exports[kind].lines for kind in CONVERSATION_KINDS}
     return MaterializeResult(
         metadata={
+            "dagster/row_count": normalized_rows,
             "rows": normalized_rows,
-            "completed": normalized_rows - failed,
+            "completed": completed,
             "normalization_failed": failed,
+            "superseded_here": len(stale.own),
+            "superseded_elsewhere": MetadataValue.json(retired),
             "path": path_value(target),
-            **{f"export_{kind}": path for kind, path in exports.items()},
+            **{f"export_{kind}": str(f.path.resolve()) for kind, f in exports.items()},
             "preview": preview(
                 first if first is not None else pl.DataFrame(),
                 ["record_index", "conversation_id", "status", "messages"],
@@ -132,6 +141,12 @@ def normalized_conversations(
                 passed=enriched_rows == normalized_rows,
                 severity=AssetCheckSeverity.ERROR,
                 metadata={"enriched": enriched_rows, "normalized": normalized_rows},
+            ),
+            AssetCheckResult(
+                check_name="exports_hold_completed",
+                passed=all(n == completed for n in lines.values()),
+                severity=AssetCheckSeverity.ERROR,
+                metadata={"completed": completed, **{f"{k}_lines": n for k, n in lines.items()}},
             ),
             *gate_results,
         ],

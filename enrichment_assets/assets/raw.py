@@ -9,7 +9,7 @@ import polars as pl
 import pyarrow as pa
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from enrichment_assets.assets.layer_io import write_layer
+from enrichment_assets.assets.layer_io import partition_writer, write_layer
 from enrichment_assets.assets.metadata import PREVIEW_ROWS, ProgressLog, path_value, preview
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
 from enrichment_assets.ingest import (
@@ -64,6 +64,11 @@ def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Mat
     UTF-8 JSON Lines, the format of big files, is parsed by worker processes,
     one byte range each (`workers`).
     """
+    with partition_writer(lake.lake, context.partition_key, context.run_id, context.log.info):
+        return _raw_conversations(context, lake)
+
+
+def _raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     store = lake.lake
     prewarm_gate(store)
     progress = ProgressLog(context.log)

@@ -116,14 +116,30 @@ def summary_connection() -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _status_file(normalized_file: str) -> str:
+    """The status file of the partition a normalized file belongs to (same lake, same name)."""
+    path = Path(normalized_file)
+    return str(path.parent.parent / "status" / path.name)
+
+
 def register_normalized(con: duckdb.DuckDBPyConnection, files: str | list[str]) -> None:
     """Expose normalized Parquet (a glob or files) as `normalized_conversations` and
-    `summary_messages`; nothing is read until a query runs, and then only its columns."""
+    `summary_messages`; nothing is read until a query runs, and then only its columns.
+
+    Only the current version of each conversation counts: a record whose status is no
+    longer `completed` (superseded by a newer version since) is left out.
+    """
     matched = glob.glob(files) if isinstance(files, str) else [f for f in files if Path(f).exists()]
-    if matched:
-        con.read_parquet(files if isinstance(files, str) else matched, union_by_name=True).select(
-            ", ".join(_NORMALIZED_COLUMNS)
-        ).create_view("normalized_conversations")
+    statuses = [s for s in map(_status_file, matched) if Path(s).exists()]
+    if matched and statuses:
+        current = (
+            con.read_parquet(statuses, union_by_name=True)
+            .filter("status::VARCHAR = 'completed'")
+            .select("partition, record_index")
+        )
+        con.read_parquet(matched, union_by_name=True).join(
+            current, "partition, record_index", how="semi"
+        ).select(", ".join(_NORMALIZED_COLUMNS)).create_view("normalized_conversations")
     else:
         con.register("normalized_conversations", pl.DataFrame(schema=_NORMALIZED_COLUMNS))
     con.execute(load_sql("conversation_summaries_messages"))

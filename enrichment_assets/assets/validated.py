@@ -1,9 +1,15 @@
 """`validated_conversations`: the records that satisfy the contract; the rest quarantined."""
 
+import os
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
+import orjson
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -14,15 +20,123 @@ from dagster import (
     asset,
 )
 
-from enrichment_assets.assets.layer_io import map_row_groups, row_count, write_layer
+from enrichment_assets.assets.layer_io import (
+    map_row_groups,
+    partition_writer,
+    row_count,
+    staging_path,
+    write_layer,
+)
 from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.assets.raw import raw_conversations
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
+from enrichment_assets.identity import (
+    BATCH_COLUMNS,
+    DUPLICATE,
+    ID_CONFLICT,
+    SUPERSEDED,
+    IdentityIndex,
+    set_aside_reason,
+)
+from enrichment_assets.lake import Lake
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.status import apply_changes
 from enrichment_assets.validation import QUARANTINE_SCHEMA, VALIDATED_SCHEMA, validate_row_group
 from enrichment_assets.workers import loaded
+
+
+def _set_aside_quarantine(raw_path: Path, set_aside: pl.DataFrame) -> pa.Table:
+    """Quarantine rows (QUARANTINE_SCHEMA) for the records the identity index set aside."""
+    wanted = pa.array(set_aside["record_index"].to_list(), pa.int64())
+    raw = pq.read_table(
+        raw_path,
+        columns=[
+            "partition",
+            "record_index",
+            "source_file",
+            "position",
+            "content_hash",
+            "conversation_id",
+            "raw_text",
+        ],
+        filters=pc.field("record_index").isin(wanted),
+    )
+    rows = pl.from_arrow(raw).join(set_aside, on="record_index", how="inner")  # type: ignore[arg-type]
+    reports = [
+        orjson.dumps(
+            [
+                {
+                    "rule": row["outcome"],
+                    "path": "$.conversation_id",
+                    "value": row["conversation_id"],
+                    "kept": {
+                        "partition": row["kept_partition"],
+                        "record_index": row["kept_record_index"],
+                        "source_file": row["kept_source_file"],
+                        "position": row["kept_position"],
+                    },
+                }
+            ]
+        ).decode()
+        for row in rows.iter_rows(named=True)
+    ]
+    return (
+        rows.with_columns(
+            pl.Series("validation_errors", reports, pl.String),
+            pl.concat_list(pl.col("outcome")).alias("rules"),
+        )
+        .select(QUARANTINE_SCHEMA.names)
+        .to_arrow()
+        .cast(QUARANTINE_SCHEMA)
+    )
+
+
+def _finalize_layers(
+    lake: Lake,
+    batch: str,
+    staged_valid: Path,
+    staged_rejected: Path,
+    set_aside: pl.DataFrame,
+) -> None:
+    """Move the staged layers into place, without the records the identity index set aside
+    (which join the quarantine, in record order)."""
+    target = lake.layer_path("validated", batch)
+    quarantine_target = lake.layer_path("quarantine", batch)
+    if set_aside.height == 0:
+        os.replace(staged_valid, target)
+        os.replace(staged_rejected, quarantine_target)
+        return
+    dropped = pa.array(set_aside["record_index"].to_list(), pa.int64())
+    staged = pq.ParquetFile(staged_valid)
+    with write_layer(target, VALIDATED_SCHEMA) as out:
+        for row_group in range(staged.num_row_groups):
+            table = staged.read_row_group(row_group)
+            out.write(table.filter(pc.invert(pc.is_in(table["record_index"], dropped))))
+    quarantined = pa.concat_tables(
+        [
+            pq.read_table(staged_rejected).cast(QUARANTINE_SCHEMA),
+            _set_aside_quarantine(lake.layer_path("raw", batch), set_aside),
+        ]
+    ).sort_by("record_index")
+    with write_layer(quarantine_target, QUARANTINE_SCHEMA) as out:
+        out.write(quarantined)
+
+
+def _status_changes(changes: list[pl.DataFrame], set_aside: pl.DataFrame) -> pl.DataFrame:
+    """The validation's status changes, with the set-aside records' own status and reason."""
+    validation = pl.concat(changes) if changes else pl.DataFrame()
+    if set_aside.height == 0:
+        return validation
+    reasons = [set_aside_reason(row) for row in set_aside.iter_rows(named=True)]
+    aside = set_aside.select(
+        "record_index",
+        pl.col("outcome").alias("status"),
+        pl.Series("last_error", reasons, pl.String),
+    ).with_columns(pl.lit(datetime.now(UTC)).alias("last_attempt"))
+    return pl.concat(
+        [validation.join(aside, on="record_index", how="anti"), aside], how="diagonal_relaxed"
+    )
 
 
 @asset(
@@ -35,7 +149,7 @@ from enrichment_assets.workers import loaded
             "raw_rows_conserved",
             asset="validated_conversations",
             blocking=True,
-            description="raw rows = validated + quarantined, for this partition.",
+            description="raw rows = validated + quarantined (set-aside included), per partition.",
         ),
         *gate_specs("validated_conversations"),
     ],
@@ -43,7 +157,7 @@ from enrichment_assets.workers import loaded
 def validated_conversations(
     context: AssetExecutionContext, lake: LakeResource
 ) -> MaterializeResult:
-    """Records that satisfy the pydantic contract (`contract.Conversation`).
+    """Records that satisfy the pydantic contract (`contract.Conversation`), one per identity.
 
     UUID ids, at least one user and one assistant message, known roles (aliases
     such as `human`/`gpt` mapped onto system | user | assistant), non-empty
@@ -51,6 +165,12 @@ def validated_conversations(
     the raw layer is validated in one call, in worker processes (`workers`).
     Every other record goes to the quarantine table with a machine-readable
     report: a list of `{rule, path, value}`.
+
+    Then the identity index (`identity.py`) sets aside, into the quarantine with the
+    record that was kept: exact repeats (`duplicate`), other conversations under an id
+    used earlier in the batch (`id_conflict`), content already in the lake (`duplicate`)
+    and versions older than one landed since (`superseded`). So each conversation is
+    enriched and exported once, in its newest landed version.
     """
     store = lake.lake
     prewarm_gate(store)
@@ -59,39 +179,63 @@ def validated_conversations(
     raw_path = store.layer_path("raw", batch)
     target = store.layer_path("validated", batch)
     quarantine_target = store.layer_path("quarantine", batch)
+    landed_at = datetime.fromisoformat(store.load_manifest(batch).registered_at)
     rules: Counter[str] = Counter()
     changes: list[pl.DataFrame] = []
+    identities: list[pl.DataFrame] = []
     raw_rows = 0
     preview_valid: pl.DataFrame | None = None
     preview_rejected: list[dict] = []
     with (
-        write_layer(target, VALIDATED_SCHEMA) as valid_out,
-        write_layer(quarantine_target, QUARANTINE_SCHEMA) as rejected_out,
+        partition_writer(store, batch, context.run_id, context.log.info),
+        staging_path(target) as staged_valid,
+        staging_path(quarantine_target) as staged_rejected,
     ):
-        for part in map_row_groups(validate_row_group, raw_path, lake.worker_count):
-            valid_table = loaded(part.valid)
-            valid_out.write(valid_table)
-            rejected_out.write(part.rejected)
-            for rule_list in part.rejected["rules"].to_list():
-                rules.update(rule_list)
-            if len(preview_rejected) < 5:
-                preview_rejected.extend(part.rejected.head(5).to_dicts())
-            if preview_valid is None and valid_table.num_rows:
-                preview_valid = pl.from_arrow(valid_table.slice(0, 5))  # type: ignore[assignment]
-            changes.append(part.changes)
-            raw_rows += part.raw_rows
-            progress(f"validated {raw_rows} raw rows")
-    if changes:
-        apply_changes(store, batch, pl.concat(changes), datetime.now(UTC))
+        with (
+            write_layer(staged_valid, VALIDATED_SCHEMA) as valid_out,
+            write_layer(staged_rejected, QUARANTINE_SCHEMA) as rejected_out,
+        ):
+            for part in map_row_groups(validate_row_group, raw_path, lake.worker_count):
+                valid_table = loaded(part.valid)
+                valid_out.write(valid_table)
+                rejected_out.write(part.rejected)
+                identities.append(pl.from_arrow(valid_table.select(BATCH_COLUMNS)))  # type: ignore[arg-type]
+                for rule_list in part.rejected["rules"].to_list():
+                    rules.update(rule_list)
+                if len(preview_rejected) < 5:
+                    preview_rejected.extend(part.rejected.head(5).to_dicts())
+                if preview_valid is None and valid_table.num_rows:
+                    preview_valid = pl.from_arrow(valid_table.slice(0, 5))  # type: ignore[assignment]
+                changes.append(part.changes)
+                raw_rows += part.raw_rows
+                progress(f"validated {raw_rows} raw rows")
+        set_aside = IdentityIndex(store).resolve_and_register(
+            batch,
+            landed_at,
+            pl.concat(identities)
+            if identities
+            else pl.from_arrow(VALIDATED_SCHEMA.empty_table()).select(BATCH_COLUMNS),
+            owner=context.run_id,
+        )
+        _finalize_layers(store, batch, staged_valid, staged_rejected, set_aside)
+        status_changes = _status_changes(changes, set_aside)
+        if status_changes.height:
+            apply_changes(store, batch, status_changes, datetime.now(UTC))
 
-    # Counted again from the files on disk: the check proves what was written.
-    raw_rows = row_count(raw_path)
-    validated, quarantined = row_count(target), row_count(quarantine_target)
+        # Counted again from the files on disk: the check proves what was written.
+        raw_rows = row_count(raw_path)
+        validated, quarantined = row_count(target), row_count(quarantine_target)
+        outcomes = Counter(set_aside["outcome"].to_list())
+        gate_results = run_gate(store, "validated_conversations", target, batch)
     return MaterializeResult(
         metadata={
+            "dagster/row_count": validated,
             "rows": validated,
             "quarantined": quarantined,
             "raw_rows": raw_rows,
+            "duplicates": outcomes.get(DUPLICATE, 0),
+            "id_conflicts": outcomes.get(ID_CONFLICT, 0),
+            "superseded": outcomes.get(SUPERSEDED, 0),
             "quarantine_rules": MetadataValue.json(dict(rules.most_common())),
             "path": path_value(target),
             "quarantine_path": path_value(quarantine_target),
@@ -111,6 +255,6 @@ def validated_conversations(
                 severity=AssetCheckSeverity.ERROR,
                 metadata={"raw": raw_rows, "validated": validated, "quarantined": quarantined},
             ),
-            *run_gate(store, "validated_conversations", target, batch),
+            *gate_results,
         ],
     )

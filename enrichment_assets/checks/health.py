@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 
+from enrichment_assets.exports import verify_exports
 from enrichment_assets.lake import Lake
 from enrichment_assets.sql_files import load_sql
 
@@ -56,6 +57,13 @@ THRESHOLDS = (
     Threshold("quality_score", "mean quality score (0-100)", True, 80, 60),
     Threshold("backlog", "conversations not yet completed nor failed", False, None, 1000),
     Threshold("failure_rate", "validation or normalization failures, % of all", False, None, 20),
+    Threshold(
+        "export_mismatches",
+        "partitions whose export files do not hold exactly their completed conversations",
+        False,
+        None,
+        0,
+    ),
 )
 
 
@@ -97,14 +105,15 @@ def pipeline_health(lake: Lake) -> dict[str, Any]:
             _row(
                 con,
                 load_sql("pipeline_health_annotations"),
-                {"normalized_files": normalized_files},
+                {"normalized_files": normalized_files, "status_files": status_files},
             )
-            if normalized_files
+            if normalized_files and status_files
             else {}
         )
     finally:
         con.close()
     conversations = status.get("conversations", 0)
+    mismatches = verify_exports(lake, dict(status.get("completed_per_partition") or {}))
     quality = annotations.get("quality_score_mean")
     metrics = {
         "conversations": conversations,
@@ -112,7 +121,14 @@ def pipeline_health(lake: Lake) -> dict[str, Any]:
         "per_status": dict(status.get("per_status") or {}),
         "completeness_rate": _percent(annotations.get("complete", 0), status.get("validated", 0)),
         "backlog": status.get("backlog", 0),
-        "failure_rate": _percent(status.get("failed", 0), conversations),
+        # Of the records that are conversations of their own (set-aside repeats are not).
+        "failure_rate": _percent(
+            status.get("failed", 0), conversations - status.get("set_aside", 0)
+        ),
+        "export_mismatches": len(mismatches),
+        "export_mismatch_details": [
+            {"partition": m.partition, "detail": m.detail} for m in mismatches
+        ],
         "quality_score": round(quality, 2) if quality is not None else None,
         "confidence_histogram": annotations.get("confidence_histogram") or [],
         "confidence_missing": annotations.get("confidence_missing", 0),

@@ -1,0 +1,129 @@
+"""Advisory locks: one writer per partition, one identity registration at a time.
+
+Two writers must never interleave on one partition's layers, statuses or exports (two
+`enrich` commands, the daemon's run and a person's re-materialization from the UI). Each
+writer holds the partition's lock for as long as it writes. In the embedded default the
+lock is an advisory file lock (`flock`) under `<data dir>/lake/locks/`: the kernel
+releases it when its holder dies, even by `kill -9`, so a crash never leaves a stale lock.
+The file names the holder (pid, host, run, since), so a waiting writer can say who it
+waits for.
+
+Locks that are taken together are taken in one order (see `identity`): a partition's
+writer may take the locks of partitions landed before its own, never after, so two
+writers never wait for each other.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+# How long a writer waits for a lock before it gives up with a one-line error.
+DEFAULT_WAIT_S = 3600.0
+# How often a waiting writer says whom it waits for.
+_REPORT_EVERY_S = 30.0
+_POLL_S = 0.2
+
+
+_held = threading.local()
+
+
+class LockTimeout(Exception):
+    """A lock stayed held by another writer for longer than the caller would wait."""
+
+
+def locks_dir(data_dir: Path) -> Path:
+    return data_dir / "lake" / "locks"
+
+
+def _lock_file(data_dir: Path, name: str) -> Path:
+    # Hashed: partition keys are arbitrary strings, lock names must be safe file names.
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return locks_dir(data_dir) / f"{digest}.lock"
+
+
+def _holder(handle_path: Path) -> str:
+    """Who holds the lock, as its file says (one line)."""
+    try:
+        info = orjson.loads(handle_path.read_bytes() or b"{}")
+    except (OSError, orjson.JSONDecodeError):
+        return "another process"
+    if not isinstance(info, dict) or not info:
+        return "another process"
+    run = f" run {info['run_id']}" if info.get("run_id") else ""
+    return f"pid {info.get('pid')} on {info.get('host')}{run} (since {info.get('since')})"
+
+
+@contextmanager
+def file_lock(
+    data_dir: Path,
+    name: str,
+    *,
+    owner: str | None = None,
+    wait_s: float = DEFAULT_WAIT_S,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold the advisory lock `name` of this data folder; wait for it when it is taken.
+
+    `on_wait(message)` is told, now and then, whom this writer waits for. Raises
+    LockTimeout after `wait_s` seconds.
+    """
+    path = _lock_file(data_dir, name)
+    held: set[Path] = _held.__dict__.setdefault("paths", set())
+    if path in held:  # this thread holds it already (a step calling a helper that locks too)
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        next_report = 0.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise LockTimeout(
+                        f"{name}: still locked by {_holder(path)} after {wait_s:.0f} s"
+                    ) from None
+                if on_wait is not None and now >= next_report:
+                    on_wait(f"waiting for {name}, held by {_holder(path)}")
+                    next_report = now + _REPORT_EVERY_S
+                time.sleep(_POLL_S)
+        info = {
+            "name": name,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "run_id": owner,
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, orjson.dumps(info), 0)
+        held.add(path)
+        try:
+            yield
+        finally:
+            held.discard(path)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def partition_lock_name(partition: str) -> str:
+    return f"partition {partition}"
+
+
+IDENTITY_LOCK = "identity index"

@@ -30,7 +30,8 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from enrichment_assets.identity import IdentityIndex
+from enrichment_assets.app_db import app_db_url
+from enrichment_assets.identity import identity_index
 from enrichment_assets.lake import Lake, atomic_path, write_bytes_atomic
 from enrichment_assets.locks import file_lock, partition_lock_name
 from enrichment_assets.sql_files import load_sql
@@ -137,7 +138,7 @@ def retire_superseded(
     record that is no longer current. A crash in between leaves a record in at most one
     export (the new version is written after this returns). Returns {partition: retired}.
     """
-    index = IdentityIndex(lake)
+    index = identity_index(lake, app_db_url())
     retired: dict[str, int] = {}
     for partition in sorted(replaced):
         with file_lock(lake.data_dir, partition_lock_name(partition), owner=owner, on_wait=log):

@@ -84,11 +84,17 @@ def set_aside_reason(row: dict[str, Any]) -> str:
 
 
 class IdentityIndex:
-    """The identity index of a lake (see the module docstring)."""
+    """The identity index of a lake, kept in the lake (see the module docstring).
+
+    `PostgresIdentityIndex` keeps the same rows in the application database; the
+    decisions (`resolve_and_register`, `stale_rows`, `versions`) are the same SQL in DuckDB
+    over whichever rows the backend returns.
+    """
 
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
 
+    # -- storage: the lake's files (overridden by the PostgreSQL backend) -------------------
     @property
     def folder(self) -> Path:
         return self.lake.data_dir / "lake" / "identity"
@@ -96,31 +102,40 @@ class IdentityIndex:
     def path(self, partition: str) -> Path:
         return self.folder / f"{partition}.parquet"
 
-    def _files(self, exclude: str | None = None) -> list[str]:
-        files = sorted(glob.glob(str(self.folder / "*.parquet")))
-        if exclude is not None:
-            files = [f for f in files if Path(f).name != f"{exclude}.parquet"]
-        return files
-
     @contextmanager
     def registering(self, owner: str | None = None) -> Iterator[None]:
         """The identity lock: resolve and register one partition at a time."""
         with file_lock(self.lake.data_dir, IDENTITY_LOCK, owner=owner):
             yield
 
-    def rows_for_ids(
-        self, con: duckdb.DuckDBPyConnection, ids_relation: str, exclude: str | None = None
-    ) -> pa.Table:
-        """Index rows of every partition (but `exclude`) for the ids in `ids_relation`."""
-        files = self._files(exclude)
-        if not files:
+    def rows_for(self, ids: pa.Array, exclude: str | None = None) -> pa.Table:
+        """Index rows of every partition (but `exclude`) for these conversation ids."""
+        files = sorted(glob.glob(str(self.folder / "*.parquet")))
+        if exclude is not None:
+            files = [f for f in files if Path(f).name != f"{exclude}.parquet"]
+        if not files or len(ids) == 0:
             return IDENTITY_SCHEMA.empty_table()
-        return con.sql(
-            "SELECT * FROM read_parquet($files) "
-            f"WHERE conversation_id IN (SELECT conversation_id FROM {ids_relation})",
-            params={"files": files},
-        ).to_arrow_table()
+        with _connection() as con:
+            con.register("wanted_ids", pa.table({"conversation_id": ids}))
+            return con.sql(
+                "SELECT * FROM read_parquet($files) "
+                "WHERE conversation_id IN (SELECT conversation_id FROM wanted_ids)",
+                params={"files": files},
+            ).to_arrow_table()
 
+    def partition_ids(self, partition: str) -> pa.Array | None:
+        """The ids a partition registered, or None when it registered none yet."""
+        path = self.path(partition)
+        if not path.exists():
+            return None
+        return pq.read_table(path, columns=["conversation_id"])["conversation_id"].combine_chunks()
+
+    def replace(self, partition: str, rows: pa.Table) -> None:
+        """Make `rows` the partition's entries (called under `registering`)."""
+        with atomic_path(self.path(partition)) as tmp:
+            pq.write_table(rows, tmp, compression="zstd")
+
+    # -- decisions, the same for every backend ---------------------------------------------
     def resolve_and_register(
         self,
         partition: str,
@@ -133,42 +148,42 @@ class IdentityIndex:
 
         `batch` holds BATCH_COLUMNS for every valid record of `partition`. Returns the
         set-aside records (RESOLUTION_SCHEMA); the others are processed. Under the lock,
-        the partition's first occurrences replace its file in the index.
+        the partition's first occurrences replace its entries in the index.
         """
-        batch = batch.select(BATCH_COLUMNS)
-        with self.registering(owner), _connection() as con:
-            con.register("batch_rows", batch.to_arrow())
-            others = self.rows_for_ids(con, "batch_rows", exclude=partition)
-            firsts = (
-                batch.unique("conversation_id", keep="first", maintain_order=True)
-                .with_columns(
-                    pl.lit(partition).alias("partition"),
-                    pl.lit(landed_at).cast(pl.Datetime("us", "UTC")).alias("landed_at"),
-                )
-                .select(IDENTITY_SCHEMA.names)
+        batch = batch.select(BATCH_COLUMNS).sort("record_index")
+        mine = (
+            batch.unique("conversation_id", keep="first", maintain_order=True)
+            .with_columns(
+                pl.lit(partition).alias("partition"),
+                pl.lit(landed_at).cast(pl.Datetime("us", "UTC")).alias("landed_at"),
             )
-            mine = firsts.to_arrow().cast(IDENTITY_SCHEMA)
-            con.register("identity_rows", pa.concat_tables([mine, others.cast(IDENTITY_SCHEMA)]))
-            con.execute(load_sql("identity_versions"))
-            resolved = con.sql(load_sql("identity_resolve"), params={"partition": partition}).pl()
-            with atomic_path(self.path(partition)) as tmp:
-                pq.write_table(mine, tmp, compression="zstd")
+            .select(IDENTITY_SCHEMA.names)
+            .to_arrow()
+            .cast(IDENTITY_SCHEMA)
+        )
+        with self.registering(owner):
+            others = self.rows_for(mine["conversation_id"].combine_chunks(), exclude=partition)
+            with _connection() as con:
+                con.register("batch_rows", batch.to_arrow())
+                con.register(
+                    "identity_rows", pa.concat_tables([mine, others.cast(IDENTITY_SCHEMA)])
+                )
+                con.execute(load_sql("identity_versions"))
+                resolved = con.sql(
+                    load_sql("identity_resolve"), params={"partition": partition}
+                ).pl()
+            self.replace(partition, mine)
         if resolved.height == 0:
             return pl.DataFrame(schema=RESOLUTION_SCHEMA)
         return resolved.cast(RESOLUTION_SCHEMA)  # type: ignore[arg-type]
 
     def stale_rows(self, partition: str) -> StaleRows:
         """Which records are not current among the ids of `partition` (see StaleRows)."""
-        own_path = self.path(partition)
-        if not own_path.exists():
+        ids = self.partition_ids(partition)
+        if ids is None:
             return StaleRows(own=[], elsewhere={})
         with _connection() as con:
-            con.execute(
-                "CREATE TEMP TABLE partition_ids AS "
-                "SELECT DISTINCT conversation_id FROM read_parquet(?)",
-                [str(own_path)],
-            )
-            con.register("identity_rows", self.rows_for_ids(con, "partition_ids"))
+            con.register("identity_rows", self.rows_for(ids).cast(IDENTITY_SCHEMA))
             con.execute(load_sql("identity_versions"))
             rows = con.execute(load_sql("identity_stale_rows"), {"partition": partition}).fetchall()
         own: list[int] = []
@@ -183,12 +198,11 @@ class IdentityIndex:
     def versions(self, conversation_id: str) -> list[dict[str, Any]]:
         """Every occurrence of an id across the lake, oldest landed first, with the current
         version and the first occurrence of each content marked."""
-        files = self._files()
-        if not files:
+        found = self.rows_for(pa.array([conversation_id], pa.string()))
+        if found.num_rows == 0:
             return []
         with _connection() as con:
-            con.register("wanted_ids", pa.table({"conversation_id": pa.array([conversation_id])}))
-            con.register("identity_rows", self.rows_for_ids(con, "wanted_ids"))
+            con.register("identity_rows", found.cast(IDENTITY_SCHEMA))
             con.execute(load_sql("identity_versions"))
             rows = con.execute(
                 "SELECT r.partition, r.record_index, r.record_hash, r.landed_at, "
@@ -223,6 +237,78 @@ class IdentityIndex:
                 first,
             ) in rows
         ]
+
+
+class PostgresIdentityIndex(IdentityIndex):
+    """The same index in the application database (`conversation_versions`), shared by
+    workers on any number of machines; registration under a PostgreSQL advisory lock."""
+
+    def __init__(self, lake: Lake, url: str) -> None:
+        super().__init__(lake)
+        self.url = url
+
+    @contextmanager
+    def registering(self, owner: str | None = None) -> Iterator[None]:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [IDENTITY_LOCK])
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [IDENTITY_LOCK])
+
+    def rows_for(self, ids: pa.Array, exclude: str | None = None) -> pa.Table:
+        import psycopg
+
+        if len(ids) == 0:
+            return IDENTITY_SCHEMA.empty_table()
+        with psycopg.connect(self.url) as conn:
+            conn.execute("CREATE TEMP TABLE wanted_ids (conversation_id text) ON COMMIT DROP")
+            with conn.cursor().copy("COPY wanted_ids (conversation_id) FROM STDIN") as copy:
+                for value in ids.to_pylist():
+                    copy.write_row((value,))
+            rows = conn.execute(
+                "SELECT v.partition, v.record_index, v.conversation_id, v.record_hash, "
+                "v.landed_at, v.source_file, v.position FROM conversation_versions v "
+                "WHERE v.conversation_id IN (SELECT conversation_id FROM wanted_ids) "
+                "AND v.partition IS DISTINCT FROM %s",
+                [exclude],
+            ).fetchall()
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in IDENTITY_SCHEMA]
+        return pa.table(
+            {
+                f.name: pa.array(list(c), f.type)
+                for f, c in zip(IDENTITY_SCHEMA, columns, strict=True)
+            }
+        )
+
+    def partition_ids(self, partition: str) -> pa.Array | None:
+        import psycopg
+
+        with psycopg.connect(self.url) as conn:
+            rows = conn.execute(
+                "SELECT conversation_id FROM conversation_versions WHERE partition = %s",
+                [partition],
+            ).fetchall()
+        return pa.array([r[0] for r in rows], pa.string()) if rows else None
+
+    def replace(self, partition: str, rows: pa.Table) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url) as conn, conn.transaction():
+            conn.execute("DELETE FROM conversation_versions WHERE partition = %s", [partition])
+            with conn.cursor().copy(
+                "COPY conversation_versions (partition, record_index, conversation_id, "
+                "record_hash, landed_at, source_file, position) FROM STDIN"
+            ) as copy:
+                for row in rows.select(IDENTITY_SCHEMA.names).to_pylist():
+                    copy.write_row(tuple(row.values()))
+
+
+def identity_index(lake: Lake, app_db_url: str | None = None) -> IdentityIndex:
+    """The index of this deployment: the application database's when one is configured."""
+    return PostgresIdentityIndex(lake, app_db_url) if app_db_url else IdentityIndex(lake)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import duckdb
 import orjson
 
 from enrichment_assets.app_db import find_status
-from enrichment_assets.identity import IdentityIndex
+from enrichment_assets.identity import identity_index
 from enrichment_assets.lake import Lake
 from enrichment_assets.sql_files import load_sql
 
@@ -113,7 +113,7 @@ def conversation_status(
         "enriched_at": _iso(status["enriched_at"]),
         "validation_errors": orjson.loads(report) if report else [],
         # Every landed occurrence of the id: which content, when, and which is current.
-        "versions": IdentityIndex(lake).versions(conversation_id),
+        "versions": identity_index(lake, app_db_url).versions(conversation_id),
         # Its records set aside as duplicates, id conflicts or superseded versions, and why.
         "set_aside": set_aside,
         "raw": _parse_or_text(raw),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import polars as pl
+import psycopg
 from dagster import DagsterInstance, materialize
 
 from enrichment_assets.definitions import LAYER_ASSETS
@@ -23,6 +24,7 @@ from enrichment_assets.runner import land_files, materialize_partitions
 from enrichment_assets.status import read_status
 from tests.factories import conversation, message, read_jsonl, write_jsonl
 from tests.llm_server import LoopbackLLMServer
+from tests.postgres import requires_postgres
 
 
 def run(lake: Lake, instance: DagsterInstance, files: list[Path]) -> list[str]:
@@ -309,3 +311,32 @@ def test_the_report_counts_duplicates_and_never_as_pending_work(
     assert health["metrics"]["per_status"]["duplicate"] == 2
     assert health["levels"]["export_mismatches"] == "ok"
     assert orjson.loads(orjson.dumps(health))["overall"] == "ok"
+
+
+@requires_postgres
+def test_in_production_the_index_lives_in_the_application_database(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path, app_db: str
+) -> None:
+    records = [conversation() for _ in range(5)]
+    (old,) = run(lake, instance, [write_jsonl(tmp_path / "x.jsonl", [*records, records[3]])])
+    edited = [dict(r) for r in records]
+    edited[4]["messages"] = [message("user", "Fixed question"), message("assistant", "Fixed.")]
+    (new,) = run(lake, instance, [write_jsonl(tmp_path / "x2.jsonl", edited)])
+
+    assert not (lake.data_dir / "lake" / "identity").exists()
+    with psycopg.connect(app_db) as conn:
+        versions = conn.execute(
+            "SELECT partition, count(*) FROM conversation_versions GROUP BY partition"
+        ).fetchall()
+        statuses = dict(
+            conn.execute(
+                "SELECT status, count(*) FROM conversation_status GROUP BY status"
+            ).fetchall()
+        )
+    assert dict(versions) == {old: 5, new: 5}
+    assert statuses == {"completed": 5, "duplicate": 5, "superseded": 1}
+    assert set(exported_ids(lake).values()) == {1} and len(exported_ids(lake)) == 5
+    assert exported_texts(lake)[records[4]["conversation_id"]] == "Fixed question"
+    shown = conversation_status(lake, records[4]["conversation_id"], app_db)
+    assert shown is not None and shown["partition"] == new
+    assert [v["current"] for v in shown["versions"]] == [False, True]

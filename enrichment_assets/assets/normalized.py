@@ -14,6 +14,7 @@ from dagster import (
     asset,
 )
 
+from enrichment_assets.app_db import app_db_url
 from enrichment_assets.assets.enriched import enriched_conversations
 from enrichment_assets.assets.layer_io import (
     empty_frame,
@@ -25,7 +26,7 @@ from enrichment_assets.assets.layer_io import (
 from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
 from enrichment_assets.exports import CONVERSATION_KINDS, retire_superseded, write_exports
-from enrichment_assets.identity import IdentityIndex
+from enrichment_assets.identity import identity_index
 from enrichment_assets.normalization import normalize, normalize_row_group
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
@@ -94,7 +95,7 @@ def normalized_conversations(
 
         # Versions replaced by this partition's leave the other partitions' exports first,
         # so that a conversation is never in two export files at once.
-        stale = IdentityIndex(store).stale_rows(batch)
+        stale = identity_index(store, app_db_url()).stale_rows(batch)
         retired = retire_superseded(
             store, stale.elsewhere, batch, owner=context.run_id, log=context.log.info
         )

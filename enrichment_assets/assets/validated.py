@@ -20,6 +20,7 @@ from dagster import (
     asset,
 )
 
+from enrichment_assets.app_db import app_db_url
 from enrichment_assets.assets.layer_io import (
     map_row_groups,
     partition_writer,
@@ -35,7 +36,7 @@ from enrichment_assets.identity import (
     DUPLICATE,
     ID_CONFLICT,
     SUPERSEDED,
-    IdentityIndex,
+    identity_index,
     set_aside_reason,
 )
 from enrichment_assets.lake import Lake
@@ -209,7 +210,7 @@ def validated_conversations(
                 changes.append(part.changes)
                 raw_rows += part.raw_rows
                 progress(f"validated {raw_rows} raw rows")
-        set_aside = IdentityIndex(store).resolve_and_register(
+        set_aside = identity_index(store, app_db_url()).resolve_and_register(
             batch,
             landed_at,
             pl.concat(identities)

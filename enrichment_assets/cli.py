@@ -10,17 +10,25 @@ that `enrich --help` stays fast.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+    from enrichment_assets.lake import Lake
+    from enrichment_assets.runner import CommandState, PartitionOutcome
 
 app = typer.Typer(
     name="enrich",
@@ -60,12 +68,54 @@ def _counts_table(counts: dict[str, dict[str, int]], title: str) -> Table:
     return table
 
 
-def _run_pipeline(paths: list[Path], *, title: str, summaries: bool = True) -> None:
+# At most this many problem lines are printed; the rest are counted.
+MAX_PROBLEM_LINES = 20
+
+
+def _problem_lines(problems: list[str]) -> list[str]:
+    shown = problems[:MAX_PROBLEM_LINES]
+    if len(problems) > MAX_PROBLEM_LINES:
+        shown.append(f"and {len(problems) - MAX_PROBLEM_LINES} more")
+    return shown
+
+
+def _partition_problem(outcome: PartitionOutcome) -> str:
+    reason = (
+        f"gate failed ({', '.join(outcome.failed_checks)})"
+        if outcome.failed_checks
+        else outcome.error
+    )
+    return f"{outcome.partition}: did not complete: {reason} (run {outcome.run_id})"
+
+
+def _describe_interrupt(state: CommandState) -> str:
+    """What an interrupt leaves undone, in one line."""
+    undone = ([f"{state.running} (was running)"] if state.running else []) + state.pending
+    if not undone:
+        return "every partition had completed; nothing was published afterwards"
+    named = ", ".join(undone[:5]) + (f" and {len(undone) - 5} more" if len(undone) > 5 else "")
+    return (
+        f"{len(undone)} partition(s) did not complete: {named}; nothing was published "
+        "from them. Run the same command again to finish."
+    )
+
+
+def _run_pipeline(
+    paths: list[Path], *, title: str, summaries: bool = True, verbose: bool = False
+) -> None:
+    import uuid
+
+    from enrichment_assets.debris import clean_leftovers
     from enrichment_assets.inputs import InputError, expand_inputs, register_files
     from enrichment_assets.lake import Lake
+    from enrichment_assets.run_log import open_command_log
     from enrichment_assets.workers import default_workers, start_workers
 
     lake = Lake(_data_dir())
+    log_path = open_command_log(lake.data_dir, verbose=verbose)
+    # Leftovers of commands that died (temporary files, scratch folders) go first.
+    for leftover in clean_leftovers(lake.data_dir):
+        logging.getLogger("enrich").info("removed the leftover %s of a run that died", leftover)
     try:
         files = expand_inputs(paths)
     except InputError as error:
@@ -75,43 +125,127 @@ def _run_pipeline(paths: list[Path], *, title: str, summaries: bool = True) -> N
     start_workers(default_workers())
     with ThreadPoolExecutor(1, thread_name_prefix="landing") as landing:
         registered = landing.submit(register_files, lake, files)
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
         import enrichment_assets.definitions  # noqa: F401  (the runs need it)
         from enrichment_assets.instance import dagster_instance
-        from enrichment_assets.queries import layer_counts
+        from enrichment_assets.interrupts import run_interruptibly
+        from enrichment_assets.locks import claim
         from enrichment_assets.runner import (
+            COMMAND_TAG,
+            QUIET_RUN_CONFIG,
+            VERBOSE_RUN_CONFIG,
+            CommandState,
             add_partitions,
-            materialize_partitions,
-            materialize_summary_days,
-            summary_days_of,
         )
-        from enrichment_assets.summaries_report import summaries_report
 
         partitions = registered.result()
+    state = CommandState(
+        log_path=log_path,
+        run_config=VERBOSE_RUN_CONFIG if verbose else QUIET_RUN_CONFIG,
+        tags={COMMAND_TAG: uuid.uuid4().hex},
+    )
     with dagster_instance() as instance:
+        _recover_dead_runs(instance)
         add_partitions(instance, partitions)
         unique = list(dict.fromkeys(partitions))
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} partitions"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=not err.is_terminal,
-        ) as progress:
-            task = progress.add_task("materializing", total=len(unique))
-            outcomes = materialize_partitions(
-                instance, unique, on_done=lambda _: progress.advance(task)
+        with claim(lake.data_dir, unique, owner=state.tags[COMMAND_TAG]):
+            outcomes, days = run_interruptibly(
+                lambda: _materialize(instance, lake, unique, summaries, state),
+                lambda signum: _on_interrupt(instance, lake, state, signum),
             )
-            # Then the summary days the batches' messages fall on (today's waits for midnight).
-            days = summary_days_of(lake, unique) if summaries else []
-            day_task = progress.add_task("summarizing days", total=len(days))
-            outcomes += materialize_summary_days(
-                instance, days, on_done=lambda _: progress.advance(day_task)
+    _print_results(lake, unique, days, title)
+    problems = [_partition_problem(o) for o in outcomes if not o.success]
+    for line in _problem_lines(problems):
+        err.print(Text(f"enrich: {line}"), soft_wrap=True)
+    err.print(Text(f"log: {log_path.resolve()}"), soft_wrap=True)
+    if problems:
+        raise CommandError(f"{len(problems)} of {len(outcomes)} run(s) did not complete")
+
+
+def _recover_dead_runs(instance: DagsterInstance) -> None:
+    from enrichment_assets.run_liveness import recover_dead_runs
+
+    for dead in recover_dead_runs(instance):
+        err.print(
+            Text(
+                f"enrich: run {dead.run_id} of partition {dead.partition} had died "
+                f"({dead.reason}): marked failed, it runs again"
+            ),
+            soft_wrap=True,
+        )
+
+
+def _materialize(
+    instance: DagsterInstance,
+    lake: Lake,
+    partitions: list[str],
+    summaries: bool,
+    state: CommandState,
+) -> tuple[list[PartitionOutcome], list[str]]:
+    """The partitions' runs, then the summary days their messages fall on."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from enrichment_assets.runner import (
+        materialize_partitions,
+        materialize_summary_days,
+        summary_days_of,
+    )
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=not err.is_terminal,
+    ) as progress:
+        task = progress.add_task("materializing partitions", total=len(partitions))
+        outcomes = materialize_partitions(
+            instance, partitions, on_done=lambda _: progress.advance(task), state=state
+        )
+        # Then the summary days the batches' messages fall on (today's waits for midnight).
+        days = summary_days_of(lake, partitions) if summaries else []
+        day_task = progress.add_task("summarizing days", total=len(days))
+        outcomes += materialize_summary_days(
+            instance, days, on_done=lambda _: progress.advance(day_task), state=state
+        )
+    return outcomes, days
+
+
+def _on_interrupt(instance: DagsterInstance, lake: Lake, state: CommandState, signum: int) -> str:
+    """Record the end of the command's run in flight (failed: it is retried), remove this
+    process's temporary files, and say what did not complete."""
+    import signal
+
+    from dagster import DagsterRunStatus, RunsFilter
+
+    from enrichment_assets.debris import remove_own_leftovers
+    from enrichment_assets.runner import COMMAND_TAG
+
+    name = signal.Signals(signum).name
+    try:
+        runs = instance.get_runs(
+            filters=RunsFilter(
+                tags={COMMAND_TAG: state.tags[COMMAND_TAG]},
+                statuses=[
+                    DagsterRunStatus.NOT_STARTED,
+                    DagsterRunStatus.STARTING,
+                    DagsterRunStatus.STARTED,
+                ],
             )
+        )
+        for run in runs:
+            instance.report_run_failed(run, f"interrupted by {name}: the command was stopped")
+    finally:
+        remove_own_leftovers(lake.data_dir)
+    return _describe_interrupt(state)
+
+
+def _print_results(lake: Lake, partitions: list[str], days: list[str], title: str) -> None:
+    from enrichment_assets.queries import layer_counts
+    from enrichment_assets.summaries_report import summaries_report
+
     counts = layer_counts(lake)
-    shown = {p: counts[p] for p in unique if p in counts}
+    shown = {p: counts[p] for p in partitions if p in counts}
     total = {layer: sum(row[layer] for row in shown.values()) for layer in counts["total"]}
     out.print(_counts_table({**shown, "total": total}, title))
     summarized = [row for row in summaries_report(lake)["per_day"] if row["day"] in days]
@@ -119,20 +253,8 @@ def _run_pipeline(paths: list[Path], *, title: str, summaries: bool = True) -> N
         f"summaries: {sum(row['summaries'] for row in summarized)} over {len(days)} day(s)"
         + (f" {days[0]}..{days[-1]}" if days else "")
     )
-    out.print(f"exports: {(lake.data_dir / 'export').resolve()}")
-    out.print(f"lake:    {(lake.data_dir / 'lake').resolve()}")
-    failed = [o for o in outcomes if not o.success]
-    if failed:
-        first = failed[0]
-        reason = (
-            f"gate failed ({', '.join(first.failed_checks)})"
-            if first.failed_checks
-            else first.error
-        )
-        raise CommandError(
-            f"{len(failed)} of {len(outcomes)} partition(s) did not complete; "
-            f"first: {first.partition}: {reason} (run {first.run_id})"
-        )
+    out.print(Text(f"exports: {(lake.data_dir / 'export').resolve()}"))
+    out.print(Text(f"lake:    {(lake.data_dir / 'lake').resolve()}"))
 
 
 @app.command()
@@ -145,16 +267,25 @@ def run(
             help="Also materialize the daily summaries of the days the batches cover.",
         ),
     ] = True,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Stream the runs' event log to the terminal."),
+    ] = False,
 ) -> None:
     """Land files as batch partitions and materialize every asset for them.
 
     Each file becomes one partition (its bytes frozen in the landing store); the
     runs are recorded in the Dagster instance, so they show in `dagster dev`.
-    Exits 0 when every partition ran, even if records were quarantined.
+    Exits 0 when every partition completed, even if records were quarantined; else 1,
+    after everything else has run, with one line per problem. The runs' full event log
+    goes to a file under <data dir>/logs/ (its path is printed) and to the Dagster UI.
+    SIGINT or SIGTERM stops it within seconds (exit 130 or 143), saying what did not
+    complete; nothing is published from partial data, and the next run finishes it.
+    Arguments after `--` are always paths, even when they start with a dash.
 
     Example: enrich run ./conversations/2024-06-01.jsonl ./more/
     """
-    _run_pipeline(paths, title="rows per layer", summaries=summaries)
+    _run_pipeline(paths, title="rows per layer", summaries=summaries, verbose=verbose)
 
 
 @app.command()
@@ -163,6 +294,10 @@ def demo(
         int, typer.Option("--conversations", "-n", help="How many to generate.")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed of the generator.")] = 7,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Stream the runs' event log to the terminal."),
+    ] = False,
 ) -> None:
     """Generate realistic sample conversations (with ~3 % defects) and run every asset.
 
@@ -183,7 +318,7 @@ def demo(
         formats=("jsonl", "json_array", "openai_jsonl", "sharegpt_json"),
     )
     out.print(f"generated {conversations} conversations in {len(files)} files under {samples}")
-    _run_pipeline(files, title="demo: rows per layer")
+    _run_pipeline(files, title="demo: rows per layer", verbose=verbose)
 
 
 @app.command()
@@ -403,13 +538,17 @@ def report(
         report_payload,
         write_health_files,
     )
+    from enrichment_assets.instance import dagster_instance
     from enrichment_assets.lake import Lake
     from enrichment_assets.queries import layer_counts
+    from enrichment_assets.run_liveness import active_partitions
     from enrichment_assets.summaries_report import summaries_line, summaries_report
 
     lake = Lake(_data_dir())
     counts = layer_counts(lake)
-    health = pipeline_health(lake)
+    # Unfinished records count as pending only where a live run works on them.
+    with dagster_instance() as instance:
+        health = pipeline_health(lake, active_partitions(instance, lake))
     if as_html:
         _, page = write_health_files(lake, health, counts["total"])
         docs = data_docs_index(lake)

@@ -31,6 +31,7 @@ import polars as pl
 import pyarrow as pa
 
 from enrichment_assets.app_db import app_db_url
+from enrichment_assets.faults import fault_point
 from enrichment_assets.identity import identity_index
 from enrichment_assets.lake import Lake, atomic_path, write_bytes_atomic
 from enrichment_assets.locks import file_lock, partition_lock_name
@@ -81,6 +82,8 @@ def _write_one(lake: Lake, partition: str, kind: str, excluded: pa.Table) -> Exp
         _fsync(tmp)
         size = tmp.stat().st_size
     _fsync(target.parent)
+    if kind == "enriched":
+        fault_point("exports")
     return ExportFile(kind, target, int(lines), size)
 
 

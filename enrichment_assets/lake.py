@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+
+from enrichment_assets.faults import fault_point
 
 LAYERS = ("raw", "validated", "quarantine", "enriched", "normalized", "status")
 EXPORT_KINDS = ("enriched", "training", "quarantine")
@@ -44,13 +47,27 @@ def default_landing_dir(data_dir: Path | None = None) -> Path:
     return Path(explicit) if explicit else (data_dir or default_data_dir()) / "landing"
 
 
+# Temporary files are hidden beside their target and named after a hash of its name (never
+# the name itself, which may be long or hostile), the host and the pid of their writer:
+# `debris.clean_leftovers` removes those whose writer is gone.
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def hidden_temp(target: Path, suffix: str = ".tmp") -> Path:
+    """Create an empty hidden file beside `target` for its writer; never matches `*.<ext>`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tag = hashlib.sha256(target.name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{tag}.{HOST_TAG}-{os.getpid()}-", suffix=suffix, dir=target.parent
+    )
+    os.close(fd)
+    return Path(tmp)
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = hidden_temp(target)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -188,6 +205,7 @@ class Lake:
                     source_path=str(path), name=name, size=stored.stat().st_size, sha256=digest
                 )
             )
+        fault_point("landing")
         manifest = Manifest(
             batch=batch,
             registered_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -127,3 +127,60 @@ def partition_lock_name(partition: str) -> str:
 
 
 IDENTITY_LOCK = "identity index"
+
+
+# -- claims: the partitions a running command is about to run ---------------------------------
+
+
+def claims_dir(data_dir: Path) -> Path:
+    return data_dir / "lake" / "claims"
+
+
+@contextmanager
+def claim(data_dir: Path, partitions: list[str], owner: str | None = None) -> Iterator[None]:
+    """Say, for as long as the block runs, that this process will run these partitions.
+
+    `enrich run` registers its partitions, then runs them one after the other; until it
+    gets to one, nobody else should start it. The claim is a file listing them, locked by
+    this process: when the process dies the kernel drops the lock, and the claim is void
+    (`claimed_partitions` then removes it).
+    """
+    folder = claims_dir(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
+    # Locked under a name readers ignore, then renamed: a reader never sees it unlocked.
+    staging, path = folder / f".{name}.claiming", folder / f"{name}.json"
+    fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, orjson.dumps({"owner": owner, "pid": os.getpid(), "partitions": partitions}))
+        os.replace(staging, path)
+        yield
+    finally:
+        staging.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def claimed_partitions(data_dir: Path) -> set[str]:
+    """The partitions that live commands have claimed; void claims are removed."""
+    claimed: set[str] = set()
+    folder = claims_dir(data_dir)
+    if not folder.exists():
+        return claimed
+    for path in folder.glob("*.json"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:  # its owner holds it: the claim stands
+                with suppress(OSError, orjson.JSONDecodeError, AttributeError):
+                    claimed.update(orjson.loads(path.read_bytes()).get("partitions", []))
+                continue
+            path.unlink(missing_ok=True)  # nobody holds it: its command is gone
+        finally:
+            os.close(fd)
+    return claimed

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field
 
 from enrichment_assets.app_db import APP_DB_URL_ENV
 from enrichment_assets.lake import Lake, default_data_dir
+from enrichment_assets.run_liveness import heartbeat
 from enrichment_assets.workers import default_workers
 
 
@@ -42,6 +45,17 @@ class LakeResource(ConfigurableResource):
             "repair); 0 = ENRICH_WORKERS, or one per CPU; 1 = all in the run's process."
         ),
     )
+
+    @contextmanager
+    def yield_for_execution(self, context: InitResourceContext) -> Iterator[LakeResource]:
+        """While a run uses the lake, it says it is alive (`run_liveness.heartbeat`), so that
+        a run whose process dies is found and retried."""
+        run = context.dagster_run
+        if context.instance is None or run is None:
+            yield self
+            return
+        with heartbeat(context.instance, run.run_id):
+            yield self
 
     @property
     def worker_count(self) -> int:

@@ -19,6 +19,7 @@ from dagster import DagsterInstance
 from enrichment_assets.inputs import register_files
 from enrichment_assets.lake import Lake
 from enrichment_assets.partitions import batch_partitions, summary_days
+from enrichment_assets.run_log import append_run_events
 
 
 def land_files(lake: Lake, instance: DagsterInstance, files: list[Path]) -> list[str]:
@@ -39,8 +40,25 @@ def add_partitions(instance: DagsterInstance, keys: list[str]) -> None:
         instance.add_dynamic_partitions(batch_partitions.name, new)
 
 
-# The run's events go to the instance (and the UI); the terminal shows only problems.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The run's events go to the instance (and the UI) and to the command's log file; the
+# terminal shows one line per problem (`--verbose` streams the events instead).
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+VERBOSE_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# Every run of one `enrich` command carries its id, so that an interrupted command can
+# find (and mark failed) the run it was in.
+COMMAND_TAG = "enrich/command"
+
+
+@dataclass
+class CommandState:
+    """Where a command is: what an interrupt would leave undone."""
+
+    pending: list[str] = field(default_factory=list)
+    running: str | None = None
+    done: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+    run_config: dict = field(default_factory=lambda: dict(QUIET_RUN_CONFIG))
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,12 +76,28 @@ def materialize_partitions(
     *,
     tags: dict[str, str] | None = None,
     on_done: Callable[[PartitionOutcome], None] | None = None,
+    state: CommandState | None = None,
 ) -> list[PartitionOutcome]:
-    """Run the whole pipeline for each partition, one in-process run each."""
+    """Run the whole pipeline for each partition, one in-process run each.
+
+    `state` (when given) follows the progress, for a command that may be interrupted,
+    and carries the run config and the log file.
+    """
+    state = state or CommandState()
+    keys = list(dict.fromkeys(partitions))
+    state.pending = [k for k in keys if k not in state.done]
     outcomes = []
     with _long_lived_objects_frozen():
-        for key in dict.fromkeys(partitions):
-            outcome = _execute(instance, key, tags=tags or {}, run_config=QUIET_RUN_CONFIG)
+        for key in keys:
+            state.running = key
+            state.pending.remove(key)
+            outcome = _execute(
+                instance, key, tags={**state.tags, **(tags or {})}, run_config=state.run_config
+            )
+            state.running = None
+            state.done.append(key)
+            if state.log_path is not None:
+                append_run_events(instance, outcome.run_id, state.log_path)
             outcomes.append(outcome)
             if on_done is not None:
                 on_done(outcome)
@@ -155,15 +189,25 @@ def materialize_summary_days(
     *,
     tags: dict[str, str] | None = None,
     on_done: Callable[[PartitionOutcome], None] | None = None,
+    state: CommandState | None = None,
 ) -> list[PartitionOutcome]:
     """Run `conversation_summaries_job` for each day, one in-process run each."""
     from enrichment_assets.summaries_automation import SUMMARIES_JOB
 
+    state = state or CommandState()
     outcomes = []
     for day in dict.fromkeys(days):
+        state.running = f"summaries of {day}"
         outcome = _execute(
-            instance, day, tags=tags or {}, run_config=QUIET_RUN_CONFIG, job_name=SUMMARIES_JOB
+            instance,
+            day,
+            tags={**state.tags, **(tags or {})},
+            run_config=state.run_config,
+            job_name=SUMMARIES_JOB,
         )
+        state.running = None
+        if state.log_path is not None:
+            append_run_events(instance, outcome.run_id, state.log_path)
         outcomes.append(outcome)
         if on_done is not None:
             on_done(outcome)

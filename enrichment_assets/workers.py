@@ -22,6 +22,7 @@ import multiprocessing.connection
 import multiprocessing.util
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import uuid
@@ -37,6 +38,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from enrichment_assets.env import env_int
+from enrichment_assets.lake import HOST_TAG
 
 WORKERS_ENV = "ENRICH_WORKERS"
 # Shared memory when the machine has room there; otherwise the system's temp folder.
@@ -62,7 +64,12 @@ TASK_MODULES = (
 
 
 def _start_worker() -> None:
-    """A worker's first steps: end with its parent, then import the task modules."""
+    """A worker's first steps: end with its parent, then import the task modules.
+
+    A worker ignores SIGINT: Ctrl-C reaches the whole process group, and it is the run's
+    process that decides how to stop (a worker ends when its parent does).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is not None:
         # A parent killed outright (SIGKILL, out of memory) runs no shutdown; without
@@ -202,7 +209,8 @@ def scratch_dir(workers: int) -> Iterator[str | None]:
     if workers <= 1:
         yield None
         return
-    path = Path(tempfile.mkdtemp(prefix="enrich-", dir=scratch_root()))
+    # Named after this process, so that `debris.clean_leftovers` can tell a dead run's.
+    path = Path(tempfile.mkdtemp(prefix=f"enrich-{HOST_TAG}-{os.getpid()}-", dir=scratch_root()))
     try:
         yield str(path)
     finally:

@@ -30,6 +30,12 @@ SELECT
       WHERE status IN ('validation_failed', 'normalization_failed')) AS failed,
     (SELECT count(*) FROM statuses
       WHERE status IN ('duplicate', 'id_conflict', 'superseded')) AS set_aside,
+    -- Records on their way (not yet in a final status), per partition: stranded unless a
+    -- run is working on them (checks/health.py asks the Dagster instance).
+    (SELECT coalesce(map_from_entries(list({'k': partition, 'v': n})), MAP {})
+       FROM (SELECT partition, count(*) AS n FROM statuses
+             WHERE status IN ('not_started', 'validated', 'enrichment_in_progress', 'enriched')
+             GROUP BY ALL)) AS unfinished_per_partition,
     -- What each partition's exports must hold (see exports.verify_exports).
     (SELECT coalesce(map_from_entries(list({'k': partition, 'v': n})), MAP {})
        FROM (SELECT partition, count(*) FILTER (status = 'completed') AS n

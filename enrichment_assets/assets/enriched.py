@@ -30,6 +30,7 @@ from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
 from enrichment_assets.enrichers.base import Enricher, concurrent_chunks, conform_annotations
 from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.faults import fault_point
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.reference import load_reference
 from enrichment_assets.resources import LakeResource
@@ -211,6 +212,7 @@ def _enriched_conversations(
                 enriched = enrich_chunk(con, chunk, annotations)
                 llm_totals.update(_numeric_stats(annotator))
                 out.write(enriched)
+                fault_point("enriched")
                 unknown_refs += int((enriched["unknown_reference_ids"] > 0).sum())
                 chunk_errors = enriched["enrichment"].struct.field("error")
                 errors += int(chunk_errors.is_not_null().sum())

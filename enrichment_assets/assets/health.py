@@ -16,6 +16,7 @@ from enrichment_assets.checks.health import CRITICAL, OK, THRESHOLDS, pipeline_h
 from enrichment_assets.health_report import write_health_files
 from enrichment_assets.queries import layer_counts
 from enrichment_assets.resources import LakeResource
+from enrichment_assets.run_liveness import active_partitions
 
 HEALTH_ASSET = "pipeline_health"
 
@@ -46,7 +47,7 @@ def pipeline_health_asset(context: AssetExecutionContext, lake: LakeResource) ->
     `reports/pipeline_health.json` and the charts page `reports/pipeline_health.html`.
     """
     store = lake.lake
-    health = pipeline_health(store)
+    health = pipeline_health(store, active_partitions(context.instance, store))
     counts = layer_counts(store)["total"]
     json_path, html_path = write_health_files(store, health, counts)
     metrics = health["metrics"]

@@ -6,8 +6,6 @@ reader never sees half a partition and a crash leaves the previous one intact.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from enrichment_assets.lake import Lake, atomic_path
+from enrichment_assets.lake import Lake, atomic_path, hidden_temp
 from enrichment_assets.locks import file_lock, partition_lock_name
 from enrichment_assets.workers import map_ordered, scratch_dir
 
@@ -71,10 +69,7 @@ def staging_path(target: Path) -> Iterator[Path]:
 
     For a file built in steps before it replaces `target` (`os.replace`) or is read back.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".staging.tmp", dir=target.parent)
-    os.close(fd)
-    path = Path(name)
+    path = hidden_temp(target, ".staging.tmp")
     try:
         yield path
     finally:

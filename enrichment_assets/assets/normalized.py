@@ -26,6 +26,7 @@ from enrichment_assets.assets.layer_io import (
 from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
 from enrichment_assets.exports import CONVERSATION_KINDS, retire_superseded, write_exports
+from enrichment_assets.faults import fault_point
 from enrichment_assets.identity import identity_index
 from enrichment_assets.normalization import normalize, normalize_row_group
 from enrichment_assets.partitions import batch_partitions
@@ -93,6 +94,7 @@ def normalized_conversations(
                     first = pl.from_arrow(table.slice(0, 5))  # type: ignore[assignment]
                 progress(f"normalized {out.rows} conversations")
 
+        fault_point("normalized")
         # Versions replaced by this partition's leave the other partitions' exports first,
         # so that a conversation is never in two export files at once.
         stale = identity_index(store, app_db_url()).stale_rows(batch)

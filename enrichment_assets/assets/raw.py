@@ -12,6 +12,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from enrichment_assets.assets.layer_io import partition_writer, write_layer
 from enrichment_assets.assets.metadata import PREVIEW_ROWS, ProgressLog, path_value, preview
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
+from enrichment_assets.faults import fault_point
 from enrichment_assets.ingest import (
     RAW_RECORD_SCHEMA,
     json_lines_ranges,
@@ -101,6 +102,7 @@ def _raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Ma
                 progress(f"{entry.source_path}: {writer.rows} records so far")
     # Read back from the layer file: holding the chunks' columns instead would keep every
     # worker result mapped (their buffers are views of the scratch files).
+    fault_point("raw")
     records = pl.read_parquet(target, columns=["record_index", "conversation_id"])
     register_records(store, batch, records, ingested_at)
     return MaterializeResult(

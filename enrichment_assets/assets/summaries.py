@@ -13,7 +13,6 @@ gate passes.
 
 import glob
 import os
-import tempfile
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -40,7 +39,8 @@ from enrichment_assets.checks.gx_suites import GateReport, gate_specs, validate_
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.env import env_int
-from enrichment_assets.lake import Lake, atomic_path
+from enrichment_assets.faults import fault_point
+from enrichment_assets.lake import Lake, atomic_path, hidden_temp
 from enrichment_assets.partitions import summary_days
 from enrichment_assets.resources import AppDatabaseResource, LakeResource
 from enrichment_assets.sql_files import load_sql
@@ -216,10 +216,7 @@ def replace_summaries(lake: Lake, day: str, summaries: pl.DataFrame) -> GateRepo
     as they were. An empty day is a valid, empty file.
     """
     target = summaries_path(lake, day)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    staged = Path(name)
+    staged = hidden_temp(target)
     try:
         summaries.write_parquet(staged, compression="zstd")
         gate = validate_layer(lake, ASSET_NAME, staged, day)
@@ -300,6 +297,7 @@ def conversation_summaries(
     )
 
     gate = replace_summaries(store, day, summaries)
+    fault_point("summaries")
     target = summaries_path(store, day)
     metadata: dict[str, object] = {
         "rows": summaries.height,

@@ -31,6 +31,7 @@ from enrichment_assets.assets.layer_io import (
 from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.assets.raw import raw_conversations
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
+from enrichment_assets.faults import fault_point
 from enrichment_assets.identity import (
     BATCH_COLUMNS,
     DUPLICATE,
@@ -218,6 +219,7 @@ def validated_conversations(
             else pl.from_arrow(VALIDATED_SCHEMA.empty_table()).select(BATCH_COLUMNS),
             owner=context.run_id,
         )
+        fault_point("validated")
         _finalize_layers(store, batch, staged_valid, staged_rejected, set_aside)
         status_changes = _status_changes(changes, set_aside)
         if status_changes.height:

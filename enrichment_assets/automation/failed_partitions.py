@@ -39,6 +39,7 @@ from dagster._core.storage.dagster_run import FINISHED_STATUSES, RunRecord, TagB
 from enrichment_assets.automation.new_raw_files import PIPELINE_JOB, TRIGGER_TAG
 from enrichment_assets.automation.retry_state import (
     GATE_FAILED,
+    NEVER_RAN,
     NULL_AI_FIELDS,
     RUN_FAILED,
     PartitionRetry,
@@ -52,8 +53,10 @@ from enrichment_assets.automation.settings import (
     retry_interval_seconds,
 )
 from enrichment_assets.lake import Lake
+from enrichment_assets.locks import claimed_partitions
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
+from enrichment_assets.run_liveness import recover_dead_runs
 
 PARTITION_TAG = "dagster/partition"
 RETRY_TRIGGER = "failed_partitions"
@@ -142,16 +145,64 @@ def tries_of(record: RunRecord) -> int:
         return 0
 
 
-def _parse_cursor(raw: str | None) -> float | None:
+def _parse_cursor(raw: str | None) -> dict:
+    """{"updated_after": newest finished run seen, "confirmed": partitions known to have run
+    (a prefix of the instance's partition list)}; {} when absent or unreadable."""
     if not raw:
-        return None
+        return {}
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return None
+        return {}
     if not isinstance(data, dict) or data.get("v") != CURSOR_VERSION:
-        return None
-    return data.get("updated_after")
+        return {}
+    return data
+
+
+def never_ran_requests(
+    instance: DagsterInstance,
+    lake: Lake,
+    confirmed: int,
+    settings: RetrySettings,
+    *,
+    now: datetime,
+    log: logging.Logger,
+) -> tuple[list[RunRequest], int]:
+    """Runs for partitions that were registered but never ran (a command that died before
+    it got to them), and the new count of partitions known to have run.
+
+    Looks at a window of partitions past those already confirmed; a partition claimed by a
+    live command (`locks.claim`) or registered less than `never_ran_grace_s` ago is left
+    to its command.
+    """
+    keys = instance.get_dynamic_partitions(batch_partitions.name)
+    window = keys[confirmed : confirmed + settings.never_ran_window]
+    if not window:
+        return [], confirmed
+    latest = latest_runs(instance, window)
+    advance = 0
+    for key in window:
+        if key not in latest:
+            break
+        advance += 1
+    claimed = claimed_partitions(lake.data_dir)
+    requests = []
+    for key in window:
+        if key in latest or key in claimed or not lake.manifest_path(key).exists():
+            continue
+        registered = datetime.fromisoformat(lake.load_manifest(key).registered_at)
+        if (now - registered).total_seconds() < settings.never_ran_grace_s:
+            continue
+        log.info(f"partition {key}: registered at {registered.isoformat()} and never ran")
+        requests.append(
+            RunRequest(
+                partition_key=key,
+                run_key=f"first-run:{key}",
+                run_config=requested_run_config(),
+                tags={TRIGGER_TAG: RETRY_TRIGGER, REASON_TAG: NEVER_RAN, ATTEMPT_TAG: "0"},
+            )
+        )
+    return requests, confirmed + advance
 
 
 def latest_runs(instance: DagsterInstance, partitions: list[str]) -> dict[str, RunRecord]:
@@ -225,7 +276,13 @@ def failed_partitions_tick(
     """One evaluation of `failed_partitions` at time `now` (injectable for tests)."""
     instance = context.instance
     log = context.log
-    updated_after = _parse_cursor(context.cursor)
+    state = _parse_cursor(context.cursor)
+    updated_after: float | None = state.get("updated_after")
+    # Runs whose process died stay STARTED: end them first, they are then retried below.
+    for dead in recover_dead_runs(instance, now=now.timestamp()):
+        log.warning(
+            f"run {dead.run_id} of partition {dead.partition} died ({dead.reason}): marked failed"
+        )
     entries = read_retries(lake)
     changed = False
 
@@ -297,9 +354,15 @@ def failed_partitions_tick(
         # The retry run itself counts the attempt in the status table (status.register_records).
         requests.append(retry_request(entry, settings, log))
 
+    first_runs, confirmed = never_ran_requests(
+        instance, lake, int(state.get("confirmed", 0)), settings, now=now, log=log
+    )
+    requests.extend(first_runs[: max(settings.max_requests_per_tick - len(requests), 0)])
     if changed:
         write_retries(lake, entries)
-    cursor = orjson.dumps({"v": CURSOR_VERSION, "updated_after": updated_after}).decode()
+    cursor = orjson.dumps(
+        {"v": CURSOR_VERSION, "updated_after": updated_after, "confirmed": confirmed}
+    ).decode()
     if not requests:
         waiting = [e for e in entries.values() if not e.flagged]
         flagged = len(entries) - len(waiting)

@@ -21,7 +21,8 @@ STATE_VERSION = 1
 RUN_FAILED = "run_failed"
 GATE_FAILED = "gate_failed"
 NULL_AI_FIELDS = "null_ai_fields"
-REASONS = (RUN_FAILED, GATE_FAILED, NULL_AI_FIELDS)
+NEVER_RAN = "never_ran"  # registered, then its command died before it got to it
+REASONS = (RUN_FAILED, GATE_FAILED, NULL_AI_FIELDS, NEVER_RAN)
 
 
 @dataclass

@@ -76,6 +76,10 @@ class RetrySettings:
     backoff_seconds: tuple[int, ...] = DEFAULT_BACKOFF_SECONDS
     max_runs_per_tick: int = 200
     max_requests_per_tick: int = 10
+    # A partition registered this long ago with no run and no live command claiming it
+    # is run by the sensor; this many partitions past the confirmed ones are looked at.
+    never_ran_grace_s: int = 60
+    never_ran_window: int = 1000
 
     @property
     def max_tries(self) -> int:
@@ -89,6 +93,7 @@ class RetrySettings:
             max_requests_per_tick=env_int(
                 "ENRICH_RETRY_MAX_REQUESTS_PER_TICK", cls.max_requests_per_tick, 1
             ),
+            never_ran_grace_s=env_int("ENRICH_NEVER_RAN_GRACE_S", cls.never_ran_grace_s, 0),
         )
 
 

@@ -58,6 +58,13 @@ THRESHOLDS = (
     Threshold("backlog", "conversations not yet completed nor failed", False, None, 1000),
     Threshold("failure_rate", "validation or normalization failures, % of all", False, None, 20),
     Threshold(
+        "stranded_partitions",
+        "registered partitions with records not yet final and no live run working on them",
+        False,
+        None,
+        0,
+    ),
+    Threshold(
         "export_mismatches",
         "partitions whose export files do not hold exactly their completed conversations",
         False,
@@ -91,8 +98,33 @@ def _flagged_partitions(lake: Lake) -> list[dict[str, Any]]:
     ]
 
 
-def pipeline_health(lake: Lake) -> dict[str, Any]:
-    """Every health metric, each threshold's level, and the partitions needing a person."""
+def stranded_partitions(
+    lake: Lake, unfinished: dict[str, int], active: set[str]
+) -> list[dict[str, Any]]:
+    """Registered partitions that hold unfinished records, or never produced any, while no
+    run or command works on them: a run died or never started (`run_liveness`)."""
+    stranded = []
+    for partition in lake.registered_batches():
+        if partition in active:
+            continue
+        if not lake.layer_path("status", partition).exists():
+            stranded.append({"partition": partition, "detail": "registered, never ran"})
+        elif unfinished.get(partition):
+            stranded.append(
+                {
+                    "partition": partition,
+                    "detail": f"{unfinished[partition]} record(s) not in a final status",
+                }
+            )
+    return stranded
+
+
+def pipeline_health(lake: Lake, active: set[str] | None = None) -> dict[str, Any]:
+    """Every health metric, each threshold's level, and the partitions needing a person.
+
+    `active`: the partitions a live run or command is working on (`run_liveness`); their
+    unfinished records are pending work, anyone else's are stranded.
+    """
     status_files, normalized_files = _files(lake, "status"), _files(lake, "normalized")
     con = duckdb.connect()
     try:
@@ -114,6 +146,9 @@ def pipeline_health(lake: Lake) -> dict[str, Any]:
         con.close()
     conversations = status.get("conversations", 0)
     mismatches = verify_exports(lake, dict(status.get("completed_per_partition") or {}))
+    stranded = stranded_partitions(
+        lake, dict(status.get("unfinished_per_partition") or {}), active or set()
+    )
     quality = annotations.get("quality_score_mean")
     metrics = {
         "conversations": conversations,
@@ -125,6 +160,8 @@ def pipeline_health(lake: Lake) -> dict[str, Any]:
         "failure_rate": _percent(
             status.get("failed", 0), conversations - status.get("set_aside", 0)
         ),
+        "stranded_partitions": len(stranded),
+        "stranded_partition_details": stranded,
         "export_mismatches": len(mismatches),
         "export_mismatch_details": [
             {"partition": m.partition, "detail": m.detail} for m in mismatches

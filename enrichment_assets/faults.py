@@ -1,0 +1,39 @@
+"""Test-only fault points: where the crash suite kills a run or fills the disk.
+
+`ENRICH_TEST_CRASH_AT=<point>` makes the process kill itself (SIGKILL, as an out-of-memory
+killer or `kill -9` would) when it reaches that point; `ENRICH_TEST_ENOSPC_AT=<point>` makes
+it fail there as a full disk does. Unset (always, outside tests) they cost one dictionary
+lookup. The points: `landing` (bytes copied, manifest not written), `raw`, `validated`,
+`enriched` (mid-enrichment: the first chunk annotated), `normalized` (layer written, exports
+not), `exports` (one export file written), `summaries` (a day's Parquet written).
+`ENRICH_TEST_PAUSE_AT=<point>` waits there instead, after appending the point's name to the
+file `ENRICH_TEST_PAUSE_FILE`, so that a test can send a signal at a known moment.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+CRASH_ENV = "ENRICH_TEST_CRASH_AT"
+ENOSPC_ENV = "ENRICH_TEST_ENOSPC_AT"
+# Pause at a point (for a test to send a signal there): touch this file, then wait.
+PAUSE_ENV = "ENRICH_TEST_PAUSE_AT"
+PAUSE_FILE_ENV = "ENRICH_TEST_PAUSE_FILE"
+PAUSE_S = 120.0
+
+
+def fault_point(name: str) -> None:
+    """Crash or fail here if a test asked for it (see the module docstring)."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(ENOSPC_ENV) == name:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"<{name}>")
+    if os.environ.get(PAUSE_ENV) == name:
+        marker = os.environ.get(PAUSE_FILE_ENV)
+        if marker:
+            with open(marker, "a") as handle:
+                handle.write(f"{name}\n")
+        time.sleep(PAUSE_S)

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -91,28 +91,37 @@ def _partition_problem(outcome: PartitionOutcome) -> str:
 def _describe_interrupt(state: CommandState) -> str:
     """What an interrupt leaves undone, in one line."""
     undone = ([f"{state.running} (was running)"] if state.running else []) + state.pending
+    log = f" (log: {state.log_path.resolve()})" if state.log_path else ""
     if not undone:
-        return "every partition had completed; nothing was published afterwards"
+        return f"every partition had completed; nothing was published afterwards{log}"
     named = ", ".join(undone[:5]) + (f" and {len(undone) - 5} more" if len(undone) > 5 else "")
     return (
         f"{len(undone)} partition(s) did not complete: {named}; nothing was published "
-        "from them. Run the same command again to finish."
+        f"from them. Run the same command again to finish{log}."
     )
 
 
 def _run_pipeline(
     paths: list[Path], *, title: str, summaries: bool = True, verbose: bool = False
 ) -> None:
+    from enrichment_assets.lake import Lake
+    from enrichment_assets.run_log import open_command_log, others_write_to
+
+    lake = Lake(_data_dir())
+    log_path = open_command_log(lake.data_dir, verbose=verbose)
+    with nullcontext() if verbose else others_write_to(log_path):
+        _run_logged(paths, lake, log_path, title=title, summaries=summaries, verbose=verbose)
+
+
+def _run_logged(
+    paths: list[Path], lake: Lake, log_path: Path, *, title: str, summaries: bool, verbose: bool
+) -> None:
     import uuid
 
     from enrichment_assets.debris import clean_leftovers
     from enrichment_assets.inputs import InputError, expand_inputs, register_files
-    from enrichment_assets.lake import Lake
-    from enrichment_assets.run_log import open_command_log
     from enrichment_assets.workers import default_workers, start_workers
 
-    lake = Lake(_data_dir())
-    log_path = open_command_log(lake.data_dir, verbose=verbose)
     # Leftovers of commands that died (temporary files, scratch folders) go first.
     for leftover in clean_leftovers(lake.data_dir):
         logging.getLogger("enrich").info("removed the leftover %s of a run that died", leftover)

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from enrichment_assets.lake import HOST_TAG
+from enrichment_assets.locks import claimed_partitions
 
 _TEMP_FILE = re.compile(r"^\.[0-9a-f]{16}\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-.*\.tmp$")
 _SCRATCH_DIR = re.compile(r"^enrich-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-")
@@ -75,6 +76,7 @@ def clean_leftovers(data_dir: Path, scratch_roots: Iterable[Path] | None = None)
         if stale:
             path.unlink(missing_ok=True)
             removed.append(path)
+    claimed_partitions(data_dir)  # drops the claims of commands that are gone
     roots = (
         scratch_roots if scratch_roots is not None else (SHARED_MEMORY, Path(tempfile.gettempdir()))
     )

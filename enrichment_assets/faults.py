@@ -6,8 +6,9 @@ it fail there as a full disk does. Unset (always, outside tests) they cost one d
 lookup. The points: `landing` (bytes copied, manifest not written), `raw`, `validated`,
 `enriched` (mid-enrichment: the first chunk annotated), `normalized` (layer written, exports
 not), `exports` (one export file written), `summaries` (a day's Parquet written).
-`ENRICH_TEST_PAUSE_AT=<point>` waits there instead, after appending the point's name to the
-file `ENRICH_TEST_PAUSE_FILE`, so that a test can send a signal at a known moment.
+`ENRICH_TEST_PAUSE_AT=<point>` waits there instead, after writing the point's name and the pid
+to the file `ENRICH_TEST_PAUSE_FILE`, so that a test can send a signal at a known moment (once:
+when the file exists already, the point is passed).
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ def fault_point(name: str) -> None:
     if os.environ.get(ENOSPC_ENV) == name:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"<{name}>")
     if os.environ.get(PAUSE_ENV) == name:
+        # Once: the run that retries the interrupted one goes through.
         marker = os.environ.get(PAUSE_FILE_ENV)
+        if marker and os.path.exists(marker):
+            return
         if marker:
             with open(marker, "a") as handle:
-                handle.write(f"{name}\n")
+                handle.write(f"{name} {os.getpid()}\n")
         time.sleep(PAUSE_S)

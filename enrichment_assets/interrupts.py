@@ -16,7 +16,10 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from typing import TypeVar
+
+from enrichment_assets.run_log import terminal_fd
 
 T = TypeVar("T")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -65,10 +68,10 @@ def _stop(signum: int, on_interrupt: Callable[[int], str]) -> None:
     helper.join(BOOKKEEPING_S)
     name = signal.Signals(signum).name
     message = line[0] if line else "interrupted before it could say what did not complete"
-    try:
-        sys.stderr.write(f"enrich: interrupted by {name}: {message}\n")
-        sys.stderr.flush()
+    text = f"enrich: interrupted by {name}: {message}\n".encode(errors="backslashreplace")
+    # Straight to the terminal's own descriptor: `sys.stderr` may be captured by a step.
+    with suppress(OSError):
         sys.stdout.flush()
-    except OSError:
-        pass
+    with suppress(OSError):
+        os.write(terminal_fd(), text)
     os._exit(128 + signum)

@@ -11,7 +11,10 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +22,14 @@ from dagster import DagsterInstance
 
 # Log files older than this many are removed when a command starts (the newest are kept).
 KEEP_LOG_FILES = 200
+# While `others_write_to` runs: a descriptor of the terminal that nothing else touches
+# (Dagster points `sys.stderr`'s descriptor at a log tailer during each step).
+_terminal_fd: int | None = None
+
+
+def terminal_fd() -> int:
+    """Where a last message must go to reach the person who started the command."""
+    return _terminal_fd if _terminal_fd is not None else 2
 
 
 def logs_dir(data_dir: Path) -> Path:
@@ -39,6 +50,8 @@ def open_command_log(data_dir: Path, *, verbose: bool = False) -> Path:
     if verbose:
         handlers.append(logging.StreamHandler())
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+    # A log file that cannot be written (a full disk) must not print tracebacks instead.
+    logging.raiseExceptions = False
     # Schema bookkeeping of the instance's SQLite storage: noise for an operator.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.captureWarnings(True)
@@ -67,3 +80,41 @@ def append_run_events(instance: DagsterInstance, run_id: str, path: Path) -> Non
             handle.write("\n".join(lines) + "\n")
     except OSError:  # a full disk must not turn a logged failure into a traceback
         logging.getLogger(__name__).debug("could not write the run log", exc_info=True)
+
+
+@contextmanager
+def others_write_to(path: Path) -> Iterator[None]:
+    """While the block runs, whatever writes to file descriptor 2 (child processes such as
+    Dagster's log tailers, multiprocessing's resource tracker, C libraries) writes to the log
+    file; this process's own `sys.stderr` (the one-line messages, the progress bar) still
+    reaches the terminal. A Ctrl-C that reaches the whole process group then leaves the
+    children's last words in the log, not on the screen.
+
+    Nothing to do when `sys.stderr` is not file descriptor 2 (a test capturing it).
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd != 2:
+        yield
+        return
+    global _terminal_fd
+    sys.stderr.flush()
+    original = sys.stderr
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1, errors="backslashreplace")
+    log = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stderr = terminal
+    _terminal_fd = saved
+    try:
+        yield
+    finally:
+        _terminal_fd = None
+        terminal.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr = original
+        terminal.close()

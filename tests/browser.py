@@ -3,9 +3,8 @@
 `chromium` is a session fixture: a Playwright `Browser` on the machine's Chromium
 (the Debian package, /usr/bin/chromium; `playwright install` cannot download a
 build here, and `.ci/run` installs the package). Tests that use it skip, saying
-why, where Playwright or Chromium is missing. Import it into a test module:
-
-    from tests.browser import chromium  # noqa: F401  (fixture)
+why, where Playwright or Chromium is missing. `tests/conftest.py` makes both
+fixtures available to every test module.
 
 `open_offline` opens a page that reaches nothing but files: any other request is
 aborted (or answered by the test with a stand-in), so no test talks to the network.

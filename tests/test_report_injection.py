@@ -22,10 +22,10 @@ from dagster import DagsterInstance
 
 from enrichment_assets.automation.retry_state import GATE_FAILED, PartitionRetry, write_retries
 from enrichment_assets.checks.gx_context import docs_run_name
-from enrichment_assets.checks.gx_suites import markdown_literal, validate_layer
+from enrichment_assets.checks.gx_suites import validate_layer
 from enrichment_assets.lake import Lake
 from enrichment_assets.runner import land_files, materialize_partitions
-from tests.browser import OpenedPage, chromium, open_offline  # noqa: F401  (fixtures)
+from tests.browser import OpenedPage
 from tests.cli import enrich
 from tests.factories import conversation, write_jsonl
 
@@ -106,7 +106,7 @@ def test_the_payloads_run_when_inserted_raw(open_offline, tmp_path: Path) -> Non
     """The control: without escaping, every payload runs in the context it is made for."""
     page = tmp_path / "control.html"
     cells = "".join(
-        f'<div>{p}</div><div title="{p}"></div><script>var s = \'{p}\';</script>'
+        f"<div>{p}</div><div title=\"{p}\"></div><script>var s = '{p}';</script>"
         for p in PAYLOADS.values()
     )
     page.write_text(f"<!doctype html><html><body>{cells}</body></html>")
@@ -140,10 +140,8 @@ def hostile_lake(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_raw_gate_lists_the_payload_ids_as_unexpected(hostile_lake) -> None:
-    lake, instance, partition = hostile_lake
-    report = validate_layer(
-        lake, "raw_conversations", lake.layer_path("raw", partition), partition
-    )
+    lake, _, partition = hostile_lake
+    report = validate_layer(lake, "raw_conversations", lake.layer_path("raw", partition), partition)
     drift = next(r for r in report.check_results if r.check_name == "gx_drift")
     assert not drift.passed
     failures = drift.metadata["failures"].value

@@ -326,13 +326,21 @@ def export(
     status_filter: Annotated[
         str | None, typer.Option("--status", "-s", help="Only conversations in this status.")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace an existing --out file (json: write into a non-empty folder)."
+        ),
+    ] = False,
 ) -> None:
     """Write the lake's documents in the format you need, atomically.
 
     enriched and training hold completed conversations, quarantine the rejected
     records with their validation report, raw every landed record (any status).
     openai and sharegpt are chat formats (enriched, training); json writes one
-    file per conversation into the --out folder.
+    file per conversation into the --out folder. --out is a new path, or with
+    --force an existing regular file (its permissions kept); never a device, FIFO,
+    socket or link.
 
     Example: enrich export --what training --format sharegpt --out train.jsonl
 
@@ -351,6 +359,7 @@ def export(
             out=out_path,
             partition=partition,
             status=status_filter,
+            force=force,
             on_partition=lambda done, total: progress.update(task, completed=done, total=total),
         )
     out.print(

@@ -70,15 +70,13 @@ class OpenedPage:
 def open_offline(chromium: Browser) -> Iterator:
     """`open_offline(path, stand_ins={url_part: javascript})` -> `OpenedPage`.
 
-    Each page gets its own browser context (no shared storage); all are closed after
-    the test. A request for a URL containing a `stand_ins` key is answered with that
-    script; any other request that is not a file is aborted.
+    The test's pages share one browser context, closed after the test. A request for
+    a URL containing a `stand_ins` key is answered with that script; any other
+    request that is not a file is aborted.
     """
-    contexts = []
+    context = chromium.new_context()
 
     def open_page(path: Path, stand_ins: dict[str, str] | None = None) -> OpenedPage:
-        context = chromium.new_context()
-        contexts.append(context)
         page = context.new_page()
         opened = OpenedPage(page)
 
@@ -94,12 +92,13 @@ def open_offline(chromium: Browser) -> Iterator:
             opened.blocked_requests.append(url)
             route.abort()
 
-        context.route("**/*", route)
+        page.route("**/*", route)
         page.on("dialog", lambda dialog: (opened.dialogs.append(dialog.message), dialog.dismiss()))
         page.on("pageerror", lambda error: opened.script_errors.append(str(error)))
         page.goto(path.resolve().as_uri(), wait_until="load", timeout=PAGE_TIMEOUT_MS)
         return opened
 
-    yield open_page
-    for context in contexts:
+    try:
+        yield open_page
+    finally:
         context.close()

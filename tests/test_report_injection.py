@@ -18,7 +18,6 @@ from pathlib import Path
 
 import mistune
 import pytest
-from dagster import DagsterInstance
 
 from enrichment_assets.automation.retry_state import GATE_FAILED, PartitionRetry, write_retries
 from enrichment_assets.checks.gx_context import docs_run_name
@@ -93,9 +92,10 @@ TABLE_STAND_IN = """
 STAND_INS = {"jquery": TABLE_STAND_IN}
 
 
-def marks(opened: OpenedPage) -> list[str]:
+def marks(*opened: OpenedPage) -> list[str]:
+    """The marks of every page, once their events had time to fire (all pages at once)."""
     time.sleep(SETTLE_S)
-    return opened.page.evaluate(MARKS_JS)
+    return [mark for one in opened for mark in one.page.evaluate(MARKS_JS)]
 
 
 def body_text(opened: OpenedPage) -> str:
@@ -160,16 +160,14 @@ def test_no_payload_runs_in_any_data_docs_page(hostile_lake, open_offline) -> No
     docs = lake.reports_dir / "data_docs"
     pages = sorted(docs.rglob("*.html"))
     assert len(pages) >= 10  # the index, 5 suites, 4 layers' validation results
-    for page in pages:
-        opened = open_offline(page, STAND_INS)
-        assert marks(opened) == [], page
-        assert opened.dialogs == [], page
+    opened = {page: open_offline(page, STAND_INS) for page in pages}
+    assert marks(*opened.values()) == []
+    assert {page: o.dialogs for page, o in opened.items() if o.dialogs} == {}
     raw_page = next(p for p in pages if "raw_conversations" in p.parts and "validations" in p.parts)
-    shown = body_text(open_offline(raw_page, STAND_INS))
+    shown = body_text(opened[raw_page])
     for payload in PAYLOADS.values():
         assert payload in shown  # the value itself, as text, escaped once
-    index = open_offline(docs / "index.html", STAND_INS)
-    assert partition in body_text(index)  # the stand-in rendered the index's rows
+    assert partition in body_text(opened[docs / "index.html"])  # the stand-in rendered its rows
 
 
 HOSTILE_PARTITION = f"{PAYLOADS['Breakout']}{PAYLOADS['Attribute']}/../..\\x"
@@ -191,25 +189,21 @@ def test_a_partition_key_with_markup_and_a_path_names_a_plain_run(
     assert report.docs_page.resolve().is_relative_to(docs / "validations")
     assert run_name in report.docs_page.parts
     opened = open_offline(report.docs_page, STAND_INS)
-    assert marks(opened) == [] and opened.dialogs == []
+    index = open_offline(docs / "index.html", STAND_INS)
+    assert marks(opened, index) == [] and opened.dialogs == index.dialogs == []
     # The contract gate names the key in its failed expectation: shown as text.
     assert PAYLOADS["Breakout"] in body_text(opened)
-    index = open_offline(docs / "index.html", STAND_INS)
-    assert marks(index) == [] and index.dialogs == []
     assert run_name in body_text(index)
 
 
-def test_a_partition_named_profiling_is_listed_with_the_validations(
-    lake: Lake, instance: DagsterInstance, tmp_path: Path
-) -> None:
+def test_a_partition_named_profiling_is_listed_with_the_validations(hostile_lake) -> None:
     """GX's default hides runs whose name includes "profiling"; a file may be so named."""
-    batch = write_jsonl(tmp_path / "profiling-export.jsonl", [conversation() for _ in range(3)])
-    (partition,) = land_files(lake, instance, [batch])
-    assert "profiling" in partition
-    (outcome,) = materialize_partitions(instance, [partition])
-    assert outcome.success, outcome
+    lake, _, partition = hostile_lake
+    named = "profiling-export-0123456789ab"  # what `profiling-export.jsonl` lands as
+    report = validate_layer(lake, "raw_conversations", lake.layer_path("raw", partition), named)
+    assert report.docs_page is not None and named in report.docs_page.parts
     index = (lake.reports_dir / "data_docs" / "index.html").read_text()
-    assert f"'run_name': '{partition}'" in index
+    assert f"'run_name': '{named}'" in index
     assert not (lake.reports_dir / "data_docs" / "profiling").exists()
 
 

@@ -31,7 +31,7 @@ STATUS_FIELDS = (
 
 
 def progress_bar(console: Console, unit: str) -> Progress:
-    """A bar for long commands, on stderr; it leaves no trace when not on a terminal."""
+    """A bar for long commands, on stderr; none when stderr is not a terminal."""
     # Descriptions can name what the operator asked for (`exporting <what>`): not markup.
     return Progress(
         TextColumn("{task.description}", style="progress.description", markup=False),
@@ -40,7 +40,8 @@ def progress_bar(console: Console, unit: str) -> Progress:
         TextColumn(visible(unit), markup=False),
         TimeElapsedColumn(),
         console=console,
-        transient=not console.is_terminal,
+        # Off a terminal a bar shows nothing, yet left a blank line before an error.
+        disable=not console.is_terminal,
     )
 
 

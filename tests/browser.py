@@ -1,10 +1,13 @@
 """Headless Chromium for tests that open the HTML the pipeline writes (Playwright).
 
-`chromium` is a session fixture: a Playwright `Browser` on the machine's Chromium
+`chromium` is a module fixture: a Playwright `Browser` on the machine's Chromium
 (the Debian package, /usr/bin/chromium; `playwright install` cannot download a
 build here, and `.ci/run` installs the package). Tests that use it skip, saying
 why, where Playwright or Chromium is missing. `tests/conftest.py` makes both
-fixtures available to every test module.
+fixtures available to every test module. It lives no longer than its module:
+while Playwright runs, its event loop is the thread's, and Dagster's in-process runs
+then skip their own loop's cleanup (a RuntimeWarning); so a module that runs the
+pipeline does that before its first browser test.
 
 `open_offline` opens a page that reaches nothing but files: any other request is
 aborted (or answered by the test with a stand-in), so no test talks to the network.
@@ -37,7 +40,7 @@ CHROMIUM_ARGS = [
 PAGE_TIMEOUT_MS = 60_000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     """The machine's headless Chromium, driven by Playwright; skips when either is missing."""
     try:

@@ -102,20 +102,6 @@ def body_text(opened: OpenedPage) -> str:
     return opened.page.inner_text("body")
 
 
-def test_the_payloads_run_when_inserted_raw(open_offline, tmp_path: Path) -> None:
-    """The control: without escaping, every payload runs in the context it is made for."""
-    page = tmp_path / "control.html"
-    cells = "".join(
-        f"<div>{p}</div><div title=\"{p}\"></div><script>var s = '{p}';</script>"
-        for p in PAYLOADS.values()
-    )
-    page.write_text(f"<!doctype html><html><body>{cells}</body></html>")
-    opened = open_offline(page)
-    expected = {f"pwned{name}" for name in PAYLOADS if name != "Alert"}
-    assert set(marks(opened)) == expected
-    assert opened.dialogs == ["1"]
-
-
 @pytest.fixture(scope="module")
 def hostile_lake(tmp_path_factory: pytest.TempPathFactory):
     """A lake whose one batch has 8 payload ids among 32 conversations, materialized."""
@@ -153,6 +139,20 @@ def test_raw_gate_lists_the_payload_ids_as_unexpected(hostile_lake) -> None:
     assert "<img" not in rendered and "<script" not in rendered and "<svg" not in rendered
     shown = html.unescape(rendered)
     assert sum(json.dumps(payload) in shown for payload in PAYLOADS.values()) == 5
+
+
+def test_the_payloads_run_when_inserted_raw(open_offline, tmp_path: Path) -> None:
+    """The control: without escaping, every payload runs in the context it is made for."""
+    page = tmp_path / "control.html"
+    cells = "".join(
+        f"<div>{p}</div><div title=\"{p}\"></div><script>var s = '{p}';</script>"
+        for p in PAYLOADS.values()
+    )
+    page.write_text(f"<!doctype html><html><body>{cells}</body></html>")
+    opened = open_offline(page)
+    expected = {f"pwned{name}" for name in PAYLOADS if name != "Alert"}
+    assert set(marks(opened)) == expected
+    assert opened.dialogs == ["1"]
 
 
 def test_no_payload_runs_in_any_data_docs_page(hostile_lake, open_offline) -> None:

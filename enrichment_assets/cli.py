@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -29,6 +28,8 @@ if TYPE_CHECKING:
 
     from enrichment_assets.lake import Lake
     from enrichment_assets.runner import CommandState, PartitionOutcome
+
+from enrichment_assets.operations.terminal import console, dumps_json, plain, visible
 
 app = typer.Typer(
     name="enrich",
@@ -40,9 +41,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Not a terminal (a pipe, CI): a wide console, so tables are never cut.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+# Not a terminal (a pipe, CI): a wide console, so tables are never cut. Neither console
+# reads markup: what they print can hold ids and text from the data.
+out = console(width=None if sys.stdout.isatty() else 160)
+err = console(stderr=True)
 
 
 class CommandError(Exception):
@@ -64,7 +66,7 @@ def _counts_table(counts: dict[str, dict[str, int]], title: str) -> Table:
         table.add_column(layer, justify="right")
     for partition, row in counts.items():
         style = "bold" if partition == "total" else None
-        table.add_row(partition, *(str(row[layer]) for layer in LAYER_COUNTS), style=style)
+        table.add_row(plain(partition), *(str(row[layer]) for layer in LAYER_COUNTS), style=style)
     return table
 
 
@@ -361,8 +363,6 @@ def status(
 
     Example: enrich status --status validation_failed --limit 20
     """
-    import orjson
-
     from enrichment_assets.app_db import app_db_url
     from enrichment_assets.lake import Lake
     from enrichment_assets.operations.views import conversation_view, listing_view
@@ -388,7 +388,7 @@ def status(
     if found is None:
         raise CommandError(f"unknown conversation id {conversation_id!r}")
     if as_json:
-        sys.stdout.write(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() + "\n")
+        _print_json(found)
         return
     out.print(conversation_view(found))
 
@@ -470,13 +470,21 @@ def export(
     status_filter: Annotated[
         str | None, typer.Option("--status", "-s", help="Only conversations in this status.")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace an existing --out file (json: write into a non-empty folder)."
+        ),
+    ] = False,
 ) -> None:
     """Write the lake's documents in the format you need, atomically.
 
     enriched and training hold completed conversations, quarantine the rejected
     records with their validation report, raw every landed record (any status).
     openai and sharegpt are chat formats (enriched, training); json writes one
-    file per conversation into the --out folder.
+    file per conversation into the --out folder. --out is a new path, or with
+    --force an existing regular file (its permissions kept); never a device, FIFO,
+    socket or link.
 
     Example: enrich export --what training --format sharegpt --out train.jsonl
 
@@ -495,11 +503,14 @@ def export(
             out=out_path,
             partition=partition,
             status=status_filter,
+            force=force,
             on_partition=lambda done, total: progress.update(task, completed=done, total=total),
         )
     out.print(
-        f"wrote {result.documents} {what} document(s) from {result.partitions} partition(s) "
-        f"as {fmt} to {result.out.resolve()}"
+        plain(
+            f"wrote {result.documents} {what} document(s) from {result.partitions} partition(s) "
+            f"as {fmt} to {result.out.resolve()}"
+        )
     )
 
 
@@ -517,9 +528,7 @@ def _operation_errors() -> Iterator[None]:
 
 
 def _print_json(payload: object) -> None:
-    import orjson
-
-    sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.write(dumps_json(payload))
 
 
 @app.command()
@@ -538,8 +547,6 @@ def report(
 
     Example: enrich report --json
     """
-    import orjson
-
     from enrichment_assets.checks.health import pipeline_health
     from enrichment_assets.health_report import (
         data_docs_index,
@@ -561,9 +568,9 @@ def report(
     if as_html:
         _, page = write_health_files(lake, health, counts["total"])
         docs = data_docs_index(lake)
-        out.print(f"health page: {page}", soft_wrap=True)
+        out.print(plain(f"health page: {page}"), soft_wrap=True)
         out.print(
-            f"data docs:   {docs.resolve()}" if docs.exists() else "data docs:   none yet",
+            plain(f"data docs:   {docs.resolve()}" if docs.exists() else "data docs:   none yet"),
             soft_wrap=True,
         )
         return
@@ -573,7 +580,7 @@ def report(
             "partitions": {k: v for k, v in counts.items() if k != "total"},
             "summaries": summaries_report(lake),
         }
-        sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+        _print_json(payload)
         return
     out.print(_counts_table(counts, "rows per layer"))
     out.print(health_tables(health))
@@ -630,6 +637,26 @@ def db_upgrade(
         out.print(f"seeded {table}: {rows} rows" if rows else f"kept {table}: already has rows")
 
 
+def _say_error(message: str) -> None:
+    """`message` as one line on stderr; this never raises.
+
+    Plain `write`, not Rich: the message can quote input (`[/nope]`, an ESC), and the
+    error path is the last place that may fail.
+    """
+    with suppress(Exception):
+        sys.stderr.write(visible(message.strip()) + "\n")
+        sys.stderr.flush()
+
+
+def _message(error: BaseException, *, first_line: bool = False) -> str:
+    """The error's text (its first line only when asked); never raises."""
+    try:
+        text = str(error).strip()
+    except Exception:  # a broken __str__ must not cost the exit code
+        return type(error).__name__
+    return (text.splitlines() or [""])[0] if first_line else text
+
+
 def main() -> None:
     """Entry point: one-line errors, no tracebacks (unless ENRICH_DEBUG=1)."""
     # typer bundles its own click; its exceptions are where usage errors come from.
@@ -648,31 +675,24 @@ def main() -> None:
         sys.exit(2)
     except UsageError as error:
         command = error.ctx.command_path if error.ctx else "enrich"
-        err.print(
-            f"enrich: usage error: {error.format_message()} (see '{command} --help')",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _say_error(f"enrich: usage error: {error.format_message()} (see '{command} --help')")
         sys.exit(2)
     except ClickException as error:
-        err.print(f"enrich: error: {error.format_message()}", highlight=False, soft_wrap=True)
+        _say_error(f"enrich: error: {error.format_message()}")
         sys.exit(error.exit_code)
     except Abort:
-        err.print("enrich: interrupted")
+        _say_error("enrich: interrupted")
         sys.exit(130)
     except CommandError as error:
-        err.print(f"enrich: error: {error}", highlight=False, soft_wrap=True)
+        _say_error(f"enrich: error: {_message(error)}")
         sys.exit(1)
     except KeyboardInterrupt:
-        err.print("enrich: interrupted")
+        _say_error("enrich: interrupted")
         sys.exit(130)
     except Exception as error:  # a bug or an environment problem: still one line
         if os.environ.get("ENRICH_DEBUG"):
             raise
-        first = (str(error).strip().splitlines() or [""])[0]
-        err.print(
-            f"enrich: error: {type(error).__name__}: {first}", highlight=False, soft_wrap=True
-        )
+        _say_error(f"enrich: error: {type(error).__name__}: {_message(error, first_line=True)}")
         sys.exit(1)
 
 

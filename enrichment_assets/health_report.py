@@ -14,8 +14,10 @@ from typing import Any
 import orjson
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from enrichment_assets.lake import Lake, write_bytes_atomic
+from enrichment_assets.operations.terminal import plain
 
 LEVEL_STYLE = {"ok": "green", "warning": "yellow", "critical": "bold red"}
 LEVEL_COLOR = {"ok": "#2e7d32", "warning": "#f9a825", "critical": "#c62828"}
@@ -64,7 +66,7 @@ def health_tables(health: dict[str, Any]) -> Group:
         thresholds.add_row(
             metric,
             _fmt(metrics[metric], units.get(metric, "")),
-            f"[{LEVEL_STYLE[level]}]{level}[/]",
+            Text(level, style=LEVEL_STYLE[level]),
             rules[metric],
         )
 
@@ -83,10 +85,13 @@ def health_tables(health: dict[str, Any]) -> Group:
     )
     other.add_row("confidence histogram", histogram or "n/a")
     other.add_row("confidence missing (NULL)", _fmt(metrics["confidence_missing"]))
-    other.add_row("blocked by a gate", ", ".join(metrics["gate_blocked_partitions"]) or "none")
+    # Partition keys can be anything a person typed in the Dagster UI: shown as plain text.
+    other.add_row(
+        "blocked by a gate", plain(", ".join(metrics["gate_blocked_partitions"]) or "none")
+    )
     other.add_row(
         "flagged for a person",
-        ", ".join(f["partition"] for f in metrics["flagged_partitions"]) or "none",
+        plain(", ".join(f["partition"] for f in metrics["flagged_partitions"]) or "none"),
     )
     return Group(thresholds, other)
 

@@ -14,7 +14,7 @@ import orjson
 
 from enrichment_assets.app_db import find_status
 from enrichment_assets.identity import identity_index
-from enrichment_assets.lake import Lake
+from enrichment_assets.lake import LAYERS, Lake
 from enrichment_assets.sql_files import load_sql
 
 # Counted per layer: (layer file, optional filter). `quarantined` holds every record set
@@ -35,6 +35,21 @@ LAYER_COUNTS = {
 
 def _has_files(pattern: str) -> bool:
     return bool(glob.glob(pattern))
+
+
+def known_partitions(lake: Lake) -> set[str]:
+    """Every batch partition the lake holds: registered in its landing store or with a layer file.
+
+    The names come from listing the lake's folders, so a name a caller gives (a
+    `--partition`, a status row from the application database) is looked up here
+    before it goes into a path: `../../x` is simply not found.
+    """
+    known = set(lake.registered_batches())
+    for layer in LAYERS:
+        folder = lake.data_dir / "lake" / layer
+        if folder.is_dir():
+            known.update(p.name.removesuffix(".parquet") for p in folder.glob("*.parquet"))
+    return known
 
 
 def layer_counts(lake: Lake) -> dict[str, dict[str, int]]:
@@ -93,11 +108,14 @@ def conversation_status(
         if status is None:
             return None
         partition, record_index = status["partition"], status["record_index"]
-        raw = _one(con, lake.layer_path("raw", partition), record_index, "raw_text")
-        report = _one(
-            con, lake.layer_path("quarantine", partition), record_index, "validation_errors"
-        )
-        enriched_doc = _enriched_document(lake, partition, conversation_id)
+        # A row of the application database may name any partition: read only the lake's.
+        raw = report = enriched_doc = None
+        if partition in known_partitions(lake):
+            raw = _one(con, lake.layer_path("raw", partition), record_index, "raw_text")
+            report = _one(
+                con, lake.layer_path("quarantine", partition), record_index, "validation_errors"
+            )
+            enriched_doc = _enriched_document(lake, partition, conversation_id)
         set_aside = _set_aside_rows(con, pattern, conversation_id) if _has_files(pattern) else []
     finally:
         con.close()

@@ -12,6 +12,7 @@ from dagster import DagsterInstance, instance_for_test
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 from enrichment_assets.lake import Lake
+from tests.browser import chromium, open_offline  # noqa: F401  (fixtures for every test module)
 from tests.llm_fixtures import llm_server  # noqa: F401  (fixture for every test module)
 from tests.postgres import app_db, new_database  # noqa: F401  (fixtures for every test module)
 

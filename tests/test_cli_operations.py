@@ -166,10 +166,12 @@ def test_status_listing_refuses_an_unknown_status_or_partition(
 ) -> None:
     usage = enrich(capsys, "status", "--status", "done")
     assert usage.code == 2 and "unknown status 'done'" in usage.stderr
+    # Not a partition of the lake: a usage error (issue 17: no name reaches a path unchecked).
     unknown = enrich(capsys, "status", "--partition", "no-such-batch")
-    assert unknown.code == 1
+    assert unknown.code == 2
     assert unknown.stderr.strip().splitlines() == [
-        "enrich: error: unknown partition 'no-such-batch': it has no status yet"
+        "enrich: usage error: Invalid value: --partition 'no-such-batch': no such partition "
+        "(see 'enrich status --help')"
     ]
     both = enrich(capsys, "status", UNKNOWN_ID, "--status", "completed")
     assert both.code == 2
@@ -325,9 +327,10 @@ def test_export_of_an_unknown_partition_or_onto_a_folder_fails_in_one_line(
     unknown = enrich(
         capsys, "export", "--what", "enriched", "--partition", "nope", "--out", str(tmp_path / "x")
     )
-    assert unknown.code == 1
+    assert unknown.code == 2
     assert unknown.stderr.strip().splitlines() == [
-        "enrich: error: unknown partition 'nope': no enriched data for it"
+        "enrich: usage error: Invalid value: --partition 'nope': no such partition "
+        "(see 'enrich export --help')"
     ]
     folder = enrich(capsys, "export", "--what", "enriched", "--out", str(tmp_path))
     assert folder.code == 1 and len(folder.stderr.strip().splitlines()) == 1

@@ -10,13 +10,21 @@ disk) except for two folders under `<data dir>/reports/`:
 
 The suites come from `expectations/<asset>.json` at the repository root; those
 files are the source of truth, loaded into the context each time it is built.
+
+The pages show data from the batches (unexpected values are ids and text from input),
+so they are rendered with our views (`data_docs_views`), which escape every value GX
+would insert raw. A partition key names a validation run and so a folder, a link and
+a script string of the index: it is used as is only when it is a plain name
+(`docs_run_name`), as every key this pipeline makes is.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -30,6 +38,8 @@ BATCH_DEFINITION = "partition"
 DOCS_SITE = "local_site"
 # The Data Docs index lists this many of the latest validation results.
 DOCS_INDEX_RESULTS = 200
+_VIEWS_MODULE = "enrichment_assets.checks.data_docs_views"
+_PLAIN_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
 
 def suite_path(asset_name: str) -> Path:
@@ -51,11 +61,25 @@ def data_docs_dir(reports_dir: Path) -> Path:
     return reports_dir / "data_docs"
 
 
+def docs_run_name(partition: str) -> str:
+    """The Data Docs run name of a partition: the key itself when it is a plain name.
+
+    Any other key (one typed in the Dagster UI can hold `/`, `..`, quotes or markup)
+    is its plain characters and a hash, never a path or HTML.
+    """
+    if _PLAIN_RUN_NAME.fullmatch(partition):
+        return partition
+    prefix = re.sub(r"[^A-Za-z0-9_-]+", "-", partition)[:40].strip("-")
+    digest = hashlib.sha256(partition.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{prefix}-{digest}" if prefix else f"partition-{digest}"
+
+
 def _project_config(reports_dir: Path) -> dict[str, Any]:
     def filesystem(folder: Path) -> dict[str, Any]:
         return {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(folder)}
 
     in_memory = {"class_name": "InMemoryStoreBackend"}
+    page_view = {"module_name": _VIEWS_MODULE, "class_name": "EscapedPageView"}
     return {
         "config_version": 4.0,
         "progress_bars": {"globally": False, "metric_calculations": False},
@@ -82,6 +106,14 @@ def _project_config(reports_dir: Path) -> dict[str, Any]:
                 "site_index_builder": {
                     "class_name": "DefaultSiteIndexBuilder",
                     "validation_results_limit": DOCS_INDEX_RESULTS,
+                    "view": {"module_name": _VIEWS_MODULE, "class_name": "EscapedIndexPageView"},
+                },
+                "site_section_builders": {
+                    "expectations": {"view": page_view},
+                    # GX's default filter hides runs whose name includes "profiling" (and
+                    # renders them as profiling pages): a partition is free to be so named.
+                    "validations": {"view": page_view, "run_name_filter": {"matches_regex": "."}},
+                    "profiling": "None",
                 },
             }
         },
@@ -114,14 +146,14 @@ class GateContext:
     def validate(
         self, asset_name: str, frame: Any, partition: str, parameters: dict[str, Any]
     ) -> Any:
-        """Run the asset's suite on `frame`; the result is stored (run name = partition)."""
+        """Run the asset's suite on `frame`; the result is stored (run name: the partition's)."""
         from great_expectations.core.run_identifier import RunIdentifier
 
         return self.definitions[asset_name].run(
             batch_parameters={"dataframe": frame},
             expectation_parameters=parameters,
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
-            run_id=RunIdentifier(run_name=partition),
+            run_id=RunIdentifier(run_name=docs_run_name(partition)),
         )
 
     def _stale_suite_pages(self) -> list[Any]:

@@ -15,6 +15,7 @@ them; re-materializing the fixed partition rewrites both.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ DRIFT_CHECK = "gx_drift"
 CHECK_OF_SEVERITY = {"critical": CONTRACT_CHECK, "warning": DRIFT_CHECK}
 MAX_UNEXPECTED_VALUES = 20
 _CONDITION_NAMES = re.compile(r"`([^`]+)`|([A-Za-z_][\w.]*)")
+# Every ASCII punctuation mark CommonMark lets a backslash make literal: no link, image,
+# HTML tag, emphasis or code span can start from a value.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +95,12 @@ class ExpectationOutcome:
         if self.unexpected_count is not None:
             return f"{where}{self.expectation} ({self.unexpected_count} unexpected)"
         return f"{where}{self.expectation} (observed {self.observed_value})"
+
+
+def markdown_literal(text: str) -> str:
+    """`text` as Markdown that renders as exactly this text, on one line."""
+    one_line = text.replace("\r", " ").replace("\n", " ")
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", one_line)
 
 
 def _json_safe(value: Any) -> Any:
@@ -154,8 +164,15 @@ def _check_result(
         "suite": f"expectations/{asset_name}.json",
     }
     if failed:
+        # The unexpected values are input (ids, text): literal text in the UI's Markdown.
         metadata["why"] = MetadataValue.md(
-            "\n".join(f"- {o.summary()}: {o.unexpected_values[:5]}" for o in failed)
+            "\n".join(
+                "- "
+                + markdown_literal(
+                    f"{o.summary()}: {json.dumps(o.unexpected_values[:5], ensure_ascii=False)}"
+                )
+                for o in failed
+            )
         )
     if docs_page is not None:
         metadata["data_docs"] = MetadataValue.path(str(docs_page))

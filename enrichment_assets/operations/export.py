@@ -10,13 +10,25 @@ Kinds (`--what`) and where they come from:
 Formats (`--format`): `jsonl` (one file, one document per line), `json` (a folder,
 one pretty-printed file per conversation), `openai` (`{"messages": [{role,
 content}]}` lines) and `sharegpt` (`{"conversations": [{from, value}]}` lines).
-Every file is written atomically.
+
+Where the files go is the operator's choice, so it is checked before anything is
+read (`check_target`): a new path, or an existing regular file (folder for `json`)
+that `--force` allows to be replaced; never a device, FIFO, socket or symbolic link,
+which a rename would replace with a regular file. Every file is written atomically,
+created with the user's umask; a replaced file keeps its permission bits. In `json`
+a conversation id names its file only when it is a plain file name; any other id is
+a readable prefix and a hash (`file_stem`), so ids never reach the filesystem as paths.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import secrets
+import stat
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,8 +36,9 @@ from typing import Any, BinaryIO
 import duckdb
 import orjson
 
-from enrichment_assets.lake import Lake, atomic_path
+from enrichment_assets.lake import Lake
 from enrichment_assets.operations import OperationError, OperationUsageError
+from enrichment_assets.queries import known_partitions
 
 KINDS = ("raw", "enriched", "training", "quarantine")
 FORMATS = ("jsonl", "json", "openai", "sharegpt")
@@ -46,6 +59,18 @@ KIND_STATUS = {
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
 # Rows fetched from DuckDB at a time when writing one file per raw record.
 FETCH_ROWS = 10_000
+# An id is its own file name only when it is this plain (every UUID is); the longest
+# name written is then under 255 bytes even with a partition and a counter added.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_PREFIX_CHARS = 40
+_NODE_KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
 
 _RAW_SELECT = """
 SELECT
@@ -101,29 +126,106 @@ def export(
     out: Path,
     partition: str | None = None,
     status: str | None = None,
+    force: bool = False,
     on_partition: Callable[[int, int], None] | None = None,
 ) -> ExportResult:
     """Write the `what` documents (of `partition`, in `status`) to `out` as `fmt`.
 
+    An existing `out` is replaced (or, for `json`, written into) only with `force`.
     `on_partition(done, total)` is told the progress, one partition at a time.
     """
     check_request(what, fmt, status)
-    if fmt == "json":
-        if out.exists() and not out.is_dir():
-            raise OperationError(
-                f"{out}: exists and is not a folder (json writes one per document)"
-            )
-    elif out.is_dir():
-        raise OperationError(f"{out}: is a folder; --format {fmt} writes one file")
+    check_target(out, folder=fmt == "json", force=force)
     sources = _sources(lake, what, partition)
     total = len(sources)
     progress = on_partition or (lambda done, total: None)
     progress(0, total)
-    if what == "raw":
-        documents = _export_raw(lake, sources, fmt, out, status, progress)
-    else:
-        documents = _export_documents(sources, what, fmt, out, progress)
+    try:
+        if what == "raw":
+            documents = _export_raw(lake, sources, fmt, out, status, force, progress)
+        else:
+            documents = _export_documents(sources, what, fmt, out, force, progress)
+    except OSError as error:  # a full disk, a read-only folder: one line, with the path
+        where = error.filename or out
+        raise OperationError(f"{where}: cannot be written: {error.strerror or error}") from error
     return ExportResult(what, fmt, out, documents, total)
+
+
+def _node_kind(mode: int) -> str | None:
+    """What a filesystem node is, when it is not something an export may replace."""
+    return next((kind for test, kind in _NODE_KINDS if test(mode)), None)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise OperationError(f"{path}: cannot be checked: {error.strerror}") from error
+
+
+def check_target(out: Path, *, folder: bool, force: bool) -> None:
+    """Refuse an `--out` that is not a new path or what `force` allows to replace.
+
+    `folder`: the json format's folder, which must be new, empty, or written into with
+    `force`; otherwise a file, which must be new, or a regular file and `force`.
+    """
+    found = _lstat(out)
+    if found is None:
+        return
+    kind = _node_kind(found.st_mode)
+    if kind is not None:
+        raise OperationError(f"{out}: is {kind}, not a regular file; give another --out")
+    if folder:
+        if not stat.S_ISDIR(found.st_mode):
+            raise OperationError(
+                f"{out}: exists and is not a folder (json writes one per document)"
+            )
+        if not force and any(out.iterdir()):
+            raise OperationError(
+                f"{out}: folder is not empty; --force writes into it (replacing files of the "
+                "same name)"
+            )
+        return
+    if stat.S_ISDIR(found.st_mode):
+        raise OperationError(f"{out}: is a folder; this format writes one file")
+    if not force:
+        raise OperationError(f"{out}: exists; --force replaces it")
+
+
+@contextmanager
+def _replacing(target: Path, *, force: bool) -> Iterator[tuple[Path, BinaryIO]]:
+    """Write `target` atomically: a temporary file beside it, renamed onto it at the end.
+
+    The temporary file is created with mode 0666, so the kernel applies the user's
+    umask (and a folder's default ACL) as for any new file; when `target` exists, its
+    permission bits (and owner, where allowed) carry over to the new file. The
+    temporary name is random, never derived from the target's (that can be 255 bytes).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".enrich-export-{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield tmp, handle
+            # Checked again right before the rename: the export can take minutes.
+            existing = _lstat(target)
+            if existing is not None:
+                kind = _node_kind(existing.st_mode) or (
+                    "a folder" if stat.S_ISDIR(existing.st_mode) else None
+                )
+                if kind is not None:
+                    raise OperationError(f"{target}: is {kind}, not a regular file; not replaced")
+                if not force:
+                    raise OperationError(f"{target}: exists; --force replaces it")
+                if (existing.st_uid, existing.st_gid) != (os.getuid(), os.getgid()):
+                    with suppress(PermissionError):
+                        os.fchown(handle.fileno(), existing.st_uid, existing.st_gid)
+                os.fchmod(handle.fileno(), stat.S_IMODE(existing.st_mode) & 0o777)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _sources(lake: Lake, what: str, partition: str | None) -> list[tuple[str, Path]]:
@@ -135,9 +237,11 @@ def _sources(lake: Lake, what: str, partition: str | None) -> list[tuple[str, Pa
         files = sorted((lake.data_dir / "export" / kind).glob("*.jsonl"))
     sources = [(f.stem, f) for f in files]
     if partition is not None:
+        if partition not in known_partitions(lake):
+            raise OperationUsageError(f"--partition {partition!r}: no such partition")
         sources = [(p, f) for p, f in sources if p == partition]
         if not sources:
-            raise OperationError(f"unknown partition {partition!r}: no {what} data for it")
+            raise OperationError(f"partition {partition!r}: no {what} data for it")
     return sources
 
 
@@ -147,13 +251,14 @@ def _export_raw(
     fmt: str,
     out: Path,
     status: str | None,
+    force: bool,
     progress: Callable[[int, int], None],
 ) -> int:
     con = duckdb.connect()
     documents = 0
     try:
         if fmt == "jsonl":
-            with atomic_path(out) as tmp, tmp.open("wb") as handle:
+            with _replacing(out, force=force) as (tmp, handle):
                 for done, (partition, path) in enumerate(sources, start=1):
                     part = tmp.with_name(f"{tmp.name}.{done}")
                     params = _raw_params(lake, partition, path, status)
@@ -173,7 +278,7 @@ def _export_raw(
                     record = dict(zip(columns, row, strict=True))
                     record["raw"] = orjson.loads(record["raw"])
                     stem = record["conversation_id"] or f"{partition}-{record['record_index']}"
-                    _write_json(out, _unique(stem, partition, names), record)
+                    _write_json(out, _unique(stem, partition, names), record, force)
                     documents += 1
             progress(done, len(sources))
         return documents
@@ -203,6 +308,7 @@ def _export_documents(
     what: str,
     fmt: str,
     out: Path,
+    force: bool,
     progress: Callable[[int, int], None],
 ) -> int:
     convert = _converter(what, fmt)
@@ -214,11 +320,11 @@ def _export_documents(
             for number, line in enumerate(_lines(path), start=1):
                 document = orjson.loads(line)
                 stem = document.get("conversation_id") or f"{partition}-{number}"
-                _write_json(out, _unique(stem, partition, names), convert(document))
+                _write_json(out, _unique(stem, partition, names), convert(document), force)
                 documents += 1
             progress(done, len(sources))
         return documents
-    with atomic_path(out) as tmp, tmp.open("wb") as handle:
+    with _replacing(out, force=force) as (_, handle):
         for done, (_, path) in enumerate(sources, start=1):
             for line in _lines(path):
                 if convert is _as_is:
@@ -264,14 +370,26 @@ def _converter(what: str, fmt: str) -> Callable[[dict[str, Any]], dict[str, Any]
     return _as_is
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+def file_stem(text: str) -> str:
+    """A file name (without extension) for an id or partition key, whatever it holds.
+
+    A plain name (letters, digits, `_.-`, not starting with a dot, at most 100
+    characters: every UUID) is kept as it is. Anything else (a path, markup,
+    control characters, 300 characters) becomes its plain characters, cut to 40,
+    and 16 hex digits of its sha256, so two different ids never share a name.
+    """
+    if _PLAIN_NAME.fullmatch(text):
+        return text
+    prefix = _UNSAFE.sub("_", text)[:_PREFIX_CHARS].strip("_")
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{prefix}-{digest}" if prefix else digest
 
 
 def _unique(stem: str, partition: str, taken: set[str]) -> str:
     """A file name for this document; a duplicated id is told apart by its partition."""
-    name = _UNSAFE.sub("_", stem).strip("._") or "document"
+    name = file_stem(stem)
     if name in taken:
-        name = f"{name}.{partition}"
+        name = f"{name}.{file_stem(partition)}"
     base, n = name, 2
     while name in taken:
         name, n = f"{base}.{n}", n + 1
@@ -279,6 +397,6 @@ def _unique(stem: str, partition: str, taken: set[str]) -> str:
     return name
 
 
-def _write_json(folder: Path, name: str, document: dict[str, Any]) -> None:
-    with atomic_path(folder / f"{name}.json") as tmp:
-        tmp.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+def _write_json(folder: Path, name: str, document: dict[str, Any], force: bool) -> None:
+    with _replacing(folder / f"{name}.json", force=force) as (_, handle):
+        handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")

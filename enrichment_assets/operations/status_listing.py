@@ -16,6 +16,7 @@ import duckdb
 from enrichment_assets.contract import STATUSES
 from enrichment_assets.lake import Lake
 from enrichment_assets.operations import OperationError, OperationUsageError
+from enrichment_assets.queries import known_partitions
 
 LISTED_COLUMNS = (
     "conversation_id",
@@ -68,8 +69,12 @@ def list_statuses(
     if limit < 0 or offset < 0:
         raise OperationUsageError("--limit and --offset must be zero or more")
     pattern = lake.layer_glob("status")
-    if partition is not None and not lake.layer_path("status", partition).exists():
-        raise OperationError(f"unknown partition {partition!r}: it has no status yet")
+    if partition is not None:
+        # Looked up among the lake's partitions before it names a file: no `../` reads.
+        if partition not in known_partitions(lake):
+            raise OperationUsageError(f"--partition {partition!r}: no such partition")
+        if not lake.layer_path("status", partition).exists():
+            raise OperationError(f"partition {partition!r}: it has no status yet")
     empty = StatusListing(partition, status, dict.fromkeys(STATUSES, 0), 0, limit, offset)
     if not glob.glob(pattern):
         return empty

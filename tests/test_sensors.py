@@ -62,7 +62,8 @@ def drop_file(lake: Lake, name: str, records: int = 1, *, age: float = SETTLED) 
 
 
 def sensor_context(instance: DagsterInstance, cursor: str | None = None) -> SensorEvaluationContext:
-    """The context the daemon gives a tick: this instance, the code location's resources."""
+    """The context the daemon gives a tick: this instance, the code location's resources
+    (open it with `with`, as the daemon does: the lake resource has a lifecycle)."""
     return build_sensor_context(
         instance=instance, cursor=cursor, definitions=defs, resources={"lake": LakeResource()}
     )
@@ -123,7 +124,8 @@ def test_one_new_file_registers_one_partition_and_requests_one_run(
 ) -> None:
     drop_file(lake, "chat-2024-06-01.jsonl", records=3)
 
-    result = new_raw_files(sensor_context(instance))
+    with sensor_context(instance) as context:
+        result = new_raw_files(context)
 
     assert isinstance(result, SensorResult)
     (request,) = result.run_requests
@@ -481,7 +483,8 @@ def test_healthy_runs_leave_nothing_to_retry(
     )
     assert run_once(instance, partition).success
 
-    result = failed_partitions(sensor_context(instance))
+    with sensor_context(instance) as context:
+        result = failed_partitions(context)
 
     assert result.run_requests == []
     assert result.skip_reason.skip_message == "every partition's latest run is healthy"

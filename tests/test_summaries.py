@@ -105,10 +105,10 @@ def summaries_of(lake: Lake, day: str = DAY) -> pl.DataFrame:
 
 
 def tick(instance: DagsterInstance, cursor: str | None) -> tuple[list[RunRequest], str | None]:
-    context = build_sensor_context(
+    with build_sensor_context(
         instance=instance, cursor=cursor, resources={"lake": LakeResource()}
-    )
-    result = stale_summaries(context)
+    ) as context:
+        result = stale_summaries(context)
     return list(result.run_requests or []), result.cursor
 
 

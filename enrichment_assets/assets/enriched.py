@@ -154,7 +154,7 @@ def enriched_conversations(
     Run config `conversation_ids` re-enriches only those conversations (the rest
     keep their previous annotations); `force` bypasses the enrichment cache.
     """
-    with partition_writer(lake.lake, context.partition_key, context.run_id, context.log.info):
+    with partition_writer(lake.lake, context.partition_key, context.run.run_id, context.log.info):
         return _enriched_conversations(context, config, lake, enricher)
 
 

@@ -82,7 +82,7 @@ def normalized_conversations(
     changes: list[pl.DataFrame] = []
     first: pl.DataFrame | None = None
     failed = 0
-    with partition_writer(store, batch, context.run_id, context.log.info):
+    with partition_writer(store, batch, context.run.run_id, context.log.info):
         schema = normalize(empty_frame(source)).to_arrow().schema
         with write_layer(target, schema) as out:
             for part in map_row_groups(normalize_row_group, source, lake.worker_count):
@@ -99,7 +99,7 @@ def normalized_conversations(
         # so that a conversation is never in two export files at once.
         stale = identity_index(store, app_db_url()).stale_rows(batch)
         retired = retire_superseded(
-            store, stale.elsewhere, batch, owner=context.run_id, log=context.log.info
+            store, stale.elsewhere, batch, owner=context.run.run_id, log=context.log.info
         )
         # The exports are written while the gate checks the layer (they do not wait for it).
         with ThreadPoolExecutor(1, thread_name_prefix="exports") as pool:

@@ -65,7 +65,7 @@ def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Mat
     UTF-8 JSON Lines, the format of big files, is parsed by worker processes,
     one byte range each (`workers`).
     """
-    with partition_writer(lake.lake, context.partition_key, context.run_id, context.log.info):
+    with partition_writer(lake.lake, context.partition_key, context.run.run_id, context.log.info):
         return _raw_conversations(context, lake)
 
 

@@ -189,7 +189,7 @@ def validated_conversations(
     preview_valid: pl.DataFrame | None = None
     preview_rejected: list[dict] = []
     with (
-        partition_writer(store, batch, context.run_id, context.log.info),
+        partition_writer(store, batch, context.run.run_id, context.log.info),
         staging_path(target) as staged_valid,
         staging_path(quarantine_target) as staged_rejected,
     ):
@@ -217,7 +217,7 @@ def validated_conversations(
             pl.concat(identities)
             if identities
             else pl.from_arrow(VALIDATED_SCHEMA.empty_table()).select(BATCH_COLUMNS),
-            owner=context.run_id,
+            owner=context.run.run_id,
         )
         fault_point("validated")
         _finalize_layers(store, batch, staged_valid, staged_rejected, set_aside)

@@ -32,9 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -212,21 +215,43 @@ class OpenAIEnricher:
                 )
         return outcomes
 
+    def _cached(self, key: str, outcome: AnnotationOutcome) -> CachedAnnotation | None:
+        if outcome.annotation is None:  # failures are never cached
+            return None
+        return CachedAnnotation(
+            key=key,
+            model=self.model,
+            prompt_version=PROMPT_VERSION,
+            annotation=outcome.annotation.model_dump(),
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+        )
+
     def _store(self, outcomes: dict[str, AnnotationOutcome]) -> None:
-        """Put the successful annotations of `outcomes` into the cache (failures never)."""
+        """Put the successful annotations of `outcomes` into the cache."""
         if self.cache is not None:
-            self.cache.put_many(
-                CachedAnnotation(
-                    key=key,
-                    model=self.model,
-                    prompt_version=PROMPT_VERSION,
-                    annotation=outcome.annotation.model_dump(),
-                    prompt_tokens=outcome.prompt_tokens,
-                    completion_tokens=outcome.completion_tokens,
-                )
-                for key, outcome in outcomes.items()
-                if outcome.annotation is not None
-            )
+            rows = (self._cached(key, outcome) for key, outcome in outcomes.items())
+            self.cache.put_many(row for row in rows if row is not None)
+
+    @contextmanager
+    def _store_as_they_arrive(self) -> Iterator[Callable[[str, AnnotationOutcome], None]]:
+        """`store(key, outcome)`: cache one answer now, so that a crash later in the chunk
+        cannot make the next run pay for it again. A cache that cannot be written costs
+        the cache only: the annotation still goes into this run's output."""
+        if self.cache is None:
+            yield lambda key, outcome: None
+            return
+        with self.cache.writer() as writer:
+
+            def store(key: str, outcome: AnnotationOutcome) -> None:
+                if (row := self._cached(key, outcome)) is None:
+                    return
+                try:
+                    writer.put(row)
+                except sqlite3.Error as exc:
+                    log.warning("enrichment cache not written (%s): %s", type(exc).__name__, exc)
+
+            yield store
 
     def _client(self) -> openai.AsyncOpenAI:
         return endpoint_client(
@@ -294,21 +319,22 @@ class OpenAIEnricher:
 
         # A fixed pool of workers pulling from one iterator: memory stays flat
         # however many conversations the chunk holds.
-        async def worker() -> None:
+        async def worker(store: Callable[[str, AnnotationOutcome], None]) -> None:
             for request in pending:
                 outcome = await self._annotate_one(client, request, limiter, slots, retries)
                 outcomes[request.key] = outcome
-                self._store({request.key: outcome})  # now: a crash later must not re-buy it
+                store(request.key, outcome)
                 if self.breaker.record(outcome.annotation is not None, outcome.error):
                     log.warning("%s", self.breaker.unavailable_error())
                     retries.changed()  # wake the conversations waiting to retry
                 progress.advance()
 
         workers = min(self.concurrency * _CONVERSATIONS_PER_SLOT, len(requests))
-        try:
-            await asyncio.gather(*(worker() for _ in range(workers)))
-        finally:
-            retries.finish()
+        with self._store_as_they_arrive() as store:
+            try:
+                await asyncio.gather(*(worker(store) for _ in range(workers)))
+            finally:
+                retries.finish()
         return outcomes
 
     async def _annotate_one(
@@ -374,7 +400,7 @@ class OpenAIEnricher:
                 self.stats.retry_budget_exhausted += 1
             outcome = AnnotationOutcome(error=str(exc))
         except Exception as exc:  # a bug of ours must cost this conversation only, too
-            log.debug("unexpected failure annotating %s", request.custom_id, exc_info=True)
+            self._log_unexpected(f"annotating {request.custom_id}", exc)
             outcome = AnnotationOutcome(error=f"unexpected {type(exc).__name__}: {exc}")
         finally:
             first_attempt_done()
@@ -384,6 +410,11 @@ class OpenAIEnricher:
 
     def _one_line(self, error: str) -> str:
         return one_line_error(error, self._scrub)
+
+    def _log_unexpected(self, doing: str, exc: BaseException) -> None:
+        """Log a failure nobody anticipated with its traceback (for us), scrubbed of the key."""
+        trace = "".join(traceback.format_exception(exc))
+        log.warning("unexpected failure %s: %s", doing, self._scrub(trace))
 
     async def _request_batch(
         self, client: openai.AsyncOpenAI, requests: list[_Request]
@@ -403,7 +434,7 @@ class OpenAIEnricher:
                 call=call,
             )
         except Exception as exc:  # one batch is one request: it fails its conversations only
-            log.debug("batch request failed", exc_info=True)
+            self._log_unexpected("in the batch request", exc)
             results = {
                 r.custom_id: batch_api.BatchItemResult(
                     error=f"batch request failed: {type(exc).__name__}: {exc}"

@@ -26,6 +26,7 @@ import hashlib
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -103,6 +104,7 @@ class Faults:
     ratelimit_reset_requests: str | None = None  # x-ratelimit-reset-requests with 429s
     first_attempts_429: int = 0  # the first N attempts of every conversation answer 429
     rate_500: float = 0.0
+    first_attempt_rate_500: float = 0.0  # 500 on a conversation's first attempt only
     rate_hang: float = 0.0  # sleeps `hang_s`, then drops the connection
     hang_s: float = 5.0
     rate_malformed: float = 0.0  # a 200 whose body is not JSON
@@ -128,7 +130,8 @@ class Counters:
     requests: Counter[str] = field(default_factory=Counter)  # "POST /v1/chat/completions" -> n
     attempts: Counter[str] = field(default_factory=Counter)  # conversation hash -> chat requests
     successes: Counter[str] = field(default_factory=Counter)  # conversation hash -> 200 answers
-    billed: Counter[str] = field(default_factory=Counter)  # conversation hash -> 200s sent whole
+    # conversation hash -> good answers sent whole: what no retry or rerun may buy again
+    billed: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)  # fault kind -> n
     response_formats: Counter[str] = field(default_factory=Counter)
     authorization: set[str] = field(default_factory=set)
@@ -138,7 +141,7 @@ class Counters:
         return self.requests["POST /v1/chat/completions"]
 
     def paid_twice(self) -> list[str]:
-        """Conversations that were sent more than one whole 200 answer (paid twice)."""
+        """Conversations that were sent more than one good answer (paid twice)."""
         return [key for key, n in self.billed.items() if n > 1]
 
 
@@ -324,7 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._misbehave(fault, body, key)
             return
         self._send(status, payload, headers)
-        if status == 200:
+        if status == 200 and fault is None:
             with state.lock:
                 state.counters.billed[key] += 1
 
@@ -448,6 +451,10 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["x-ratelimit-remaining-requests"] = "0"
                 headers["x-ratelimit-reset-requests"] = faults.ratelimit_reset_requests
             return 429, _error("rate limited", "requests"), headers, "429"
+        first_500 = faults.first_attempt_rate_500
+        if attempt == 1 and cut <= u < cut + first_500:
+            return 500, _error("internal error"), {}, "500"
+        cut += first_500
         for kind, rate in (
             ("500", faults.rate_500),
             ("hang", faults.rate_hang),
@@ -588,6 +595,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512
     state: _State
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up on a fault (a deadline, a body cap) is what the fault is for.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class LoopbackLLMServer:

@@ -418,7 +418,7 @@ def test_settings_read_the_environment_contract(tmp_path: Path) -> None:
         65536,
     )
     defaults = LLMSettings.from_env({})
-    assert (defaults.timeout_s, defaults.retry_budget_s, defaults.breaker_window) == (60, 10, 20)
+    assert (defaults.timeout_s, defaults.retry_budget_s, defaults.breaker_window) == (60, 5, 20)
     assert defaults.max_response_bytes == 1024 * 1024
     assert LLMSettings.from_env({}).enricher == "heuristic"
     with pytest.raises(ValueError, match="ENRICH_LLM_PRICES"):

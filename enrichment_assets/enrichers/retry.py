@@ -35,7 +35,7 @@ from enrichment_assets.enrichers.annotation import EnrichmentStats
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_RETRY_BUDGET_S = 10.0
+DEFAULT_RETRY_BUDGET_S = 5.0
 DEFAULT_BREAKER_WINDOW = 20
 
 

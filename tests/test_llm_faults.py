@@ -359,6 +359,27 @@ def test_breaker_stays_closed_when_failures_are_scattered(
     assert llm_server.counters.chat_requests == 200
 
 
+def test_conversations_that_keep_failing_at_the_end_do_not_trip_the_breaker(
+    llm_server: LoopbackLLMServer, tmp_path: Path
+) -> None:
+    # 25 of 40 always fail: once the 15 others are done, only those 25 are left, failing
+    # one after the other. That says nothing about the endpoint: the run goes on.
+    marked = {i: MARKER for i in range(15, 40)}
+    llm_server.configure(Faults(targeted={MARKER: "status_500"}))
+    enricher = enricher_for(
+        llm_server,
+        retry=RetryPolicy(max_attempts=6, base_delay_s=0.3, max_delay_s=0.3),
+        retry_budget_s=1.0,
+        breaker_window=10,
+    )
+    first = enricher.annotate(make_conversations(40, marked=marked))
+    assert first["error"].null_count() == 15
+    assert not enricher.breaker.is_open and enricher.stats.unavailable == 0
+
+    second = enricher.annotate(make_conversations(10, start=100))  # the next chunk
+    assert second["error"].null_count() == 10
+
+
 # -- 4. redirects and caps -----------------------------------------------------------------
 def test_a_redirect_to_another_origin_is_refused_before_anything_is_sent(
     llm_server: LoopbackLLMServer, tmp_path: Path

@@ -324,7 +324,8 @@ class OpenAIEnricher:
                 outcome = await self._annotate_one(client, request, limiter, slots, retries)
                 outcomes[request.key] = outcome
                 store(request.key, outcome)
-                if self.breaker.record(outcome.annotation is not None, outcome.error):
+                ok = outcome.annotation is not None
+                if (ok or not retries.in_tail) and self.breaker.record(ok, outcome.error):
                     log.warning("%s", self.breaker.unavailable_error())
                     retries.changed()  # wake the conversations waiting to retry
                 progress.advance()

@@ -170,6 +170,11 @@ class ChunkRetries:
         if self._pending_first == 0:
             self._start_tail()
 
+    @property
+    def in_tail(self) -> bool:
+        """Every conversation has had its first answer: only retries are left."""
+        return self._tail_started is not None
+
     def _start_tail(self) -> None:
         self._tail_started = time.monotonic()
         self.deadline = self._tail_started + self._budget.left_s
@@ -211,10 +216,15 @@ class CircuitBreaker:
     """Opens when the last `window` conversations of the run all failed, and stays open.
 
     An endpoint that answers nothing useful (down, 401, quota exhausted, a proxy's
-    error page) would otherwise take one doomed request (or six) per conversation:
-    100,000 of them for a big backfill. Once open, nothing more is sent in this run;
-    the rest are NULL with `endpoint unavailable` and the failed-partitions sensor
-    retries later. `window=0` turns it off.
+    error page, a model that never gives valid JSON) would otherwise take one doomed
+    request (or six) per conversation: 100,000 of them for a big backfill. Once open,
+    nothing more is sent in this run; the rest are NULL with `endpoint unavailable`
+    and the failed-partitions sensor retries later. `window=0` turns it off.
+
+    Failures count only while other conversations still wait for their first answer
+    (the enricher records them so): in a chunk's tail only the conversations that keep
+    failing are left, so failures there say nothing about the endpoint, and a few
+    dozen poison conversations must not stop the rest of the run.
     """
 
     def __init__(self, window: int) -> None:

@@ -298,6 +298,18 @@ def test_transient_faults_at_the_end_still_get_their_retries(
     assert_nothing_paid_twice(llm_server)
 
 
+def test_a_server_asking_to_wait_longer_than_a_run_waits_fails_the_conversation_now(
+    llm_server: LoopbackLLMServer, tmp_path: Path
+) -> None:
+    llm_server.configure(Faults(first_attempts_429=1, retry_after="600"))
+    started = time.monotonic()
+    annotations = enricher_for(llm_server).annotate(make_conversations(5))
+    assert time.monotonic() - started < BOUND_S
+    assert annotations["error"].null_count() == 0
+    assert all("asks to wait 600s, over the 60s a run waits" in e for e in annotations["error"])
+    assert llm_server.counters.chat_requests == 5
+
+
 # -- 3. circuit breaker ----------------------------------------------------------------------
 def test_breaker_stops_sending_when_every_request_fails(
     llm_server: LoopbackLLMServer, tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -111,12 +111,14 @@ class RetryPolicy:
     max_attempts: int = 6
     base_delay_s: float = 1.0
     max_delay_s: float = 60.0
-    max_server_wait_s: float = 600.0  # cap on Retry-After / reset hints
+    # A longer Retry-After / reset hint fails the conversation at once: waiting 10 min
+    # (six times) would hold the run; the failed-partitions sensor comes back later.
+    max_server_wait_s: float = 60.0
 
     def delay(self, attempt: int, server_hint: float | None) -> float:
         if server_hint is not None:
             # At least what the server asked, plus a little jitter so waiters don't stampede.
-            return min(server_hint, self.max_server_wait_s) + random.uniform(0, self.base_delay_s)
+            return server_hint + random.uniform(0, self.base_delay_s)
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
 
 
@@ -293,6 +295,11 @@ async def call_with_retries(
                 hint = (
                     server_retry_hint(response.status_code, response.headers) if response else None
                 )
+                if hint is not None and hint > policy.max_server_wait_s:
+                    raise RequestFailed(
+                        f"the server asks to wait {hint:.0f}s, over the "
+                        f"{policy.max_server_wait_s:.0f}s a run waits: {describe(exc)}"
+                    ) from exc
                 delay = policy.delay(attempt, hint)
                 log.debug(
                     "attempt %d failed (%s); retrying in %.2fs", attempt, type(exc).__name__, delay

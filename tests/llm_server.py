@@ -65,6 +65,7 @@ TARGETED_FAULTS: dict[str, str] = {
     "message_string": '200 {"choices": [{"message": "oops"}]}',
     "usage_list": '200, a good annotation with "usage": [1, 2]',
     "usage_negative": '200, a good annotation with "prompt_tokens": -5',
+    "usage_huge": '200, a good annotation with "prompt_tokens": 10**30',
     "body_list": "200 [1, 2]",
     "body_not_json": "200 whose body is cut JSON",
     "content_number": "200 whose message content is the number 42",
@@ -359,6 +360,7 @@ class _Handler(BaseHTTPRequestHandler):
             "message_string": {"choices": [{"message": "oops"}]},
             "usage_list": dict(good, usage=[1, 2]),
             "usage_negative": dict(good, usage={"prompt_tokens": -5, "completion_tokens": 1}),
+            "usage_huge": dict(good, usage={"prompt_tokens": 10**30, "completion_tokens": 1}),
             "body_list": [1, 2],
             "body_not_json": b'{"id": "chatcmpl-broken", "choices": [{"mess',
         }

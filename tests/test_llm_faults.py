@@ -95,6 +95,7 @@ def assert_rerun_asks_only_for_the_faulty_one(
         ("message_string", "malformed answer"),
         ("usage_list", "malformed answer"),
         ("usage_negative", "malformed answer"),
+        ("usage_huge", "malformed answer"),
         ("body_list", "malformed answer"),
         ("body_not_json", "not valid JSON"),
         ("content_number", "malformed answer"),

@@ -218,11 +218,15 @@ class _Choice(BaseModel):
     finish_reason: str | None = None
 
 
+# Far above any context window; past it a count is garbage (and would overflow Int64).
+_MAX_TOKENS = 1_000_000_000
+
+
 class _Usage(BaseModel):
     model_config = ConfigDict(strict=True)
 
-    prompt_tokens: NonNegativeInt | None = None
-    completion_tokens: NonNegativeInt | None = None
+    prompt_tokens: NonNegativeInt | None = Field(default=None, le=_MAX_TOKENS)
+    completion_tokens: NonNegativeInt | None = Field(default=None, le=_MAX_TOKENS)
 
 
 class ChatCompletionEnvelope(BaseModel):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
@@ -248,7 +247,7 @@ class OpenAIEnricher:
                     return
                 try:
                     writer.put(row)
-                except sqlite3.Error as exc:
+                except Exception as exc:  # the cache is a saving, never a reason to fail
                     log.warning("enrichment cache not written (%s): %s", type(exc).__name__, exc)
 
             yield store

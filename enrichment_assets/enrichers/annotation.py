@@ -178,6 +178,7 @@ class SecretScrubber:
         self._pattern = re.compile("|".join(map(re.escape, longest_first)))
 
     def __call__(self, text: str) -> str:
+        """`text` with every form of the secret replaced by `***`."""
         if self._pattern is None:
             return text
         return self._pattern.sub("***", text)
@@ -198,6 +199,7 @@ def one_line_error(text: str, api_key: SecretStr | SecretScrubber | None = None)
 
 
 def validate_annotation(data: Mapping[str, Any]) -> ConversationAnnotation | None:
+    """`data` as an annotation (a cache entry), or None when it no longer validates."""
     try:
         return ConversationAnnotation.model_validate(data)
     except ValidationError:

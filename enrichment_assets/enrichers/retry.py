@@ -168,6 +168,7 @@ class ChunkRetries:
             self._start_tail()
 
     def first_attempt_done(self) -> None:
+        """One more conversation has had its first answer (or failure)."""
         self._pending_first -= 1
         if self._pending_first == 0:
             self._start_tail()
@@ -199,6 +200,8 @@ class ChunkRetries:
             raise EndpointUnavailable(self._breaker.unavailable_error())
 
     async def wait_to_retry(self, delay: float, attempts: int, last_error: str) -> None:
+        """Sleep `delay` seconds before the next attempt; RetryBudgetSpent when the budget
+        ends before that, EndpointUnavailable when the breaker opens meanwhile."""
         wake_at = time.monotonic() + delay
         while True:
             self.check()
@@ -248,6 +251,7 @@ class CircuitBreaker:
         return True
 
     def unavailable_error(self) -> str:
+        """The error of every conversation not sent because the breaker is open."""
         return (
             f"endpoint unavailable: the last {self.window} conversations all failed, "
             f"so the rest of this run was not sent (last error: {self.last_error})"

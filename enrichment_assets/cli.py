@@ -124,7 +124,7 @@ def _run_pipeline(paths: list[Path], *, title: str, summaries: bool = True) -> N
     out.print(f"exports: {(lake.data_dir / 'export').resolve()}")
     out.print(f"lake:    {(lake.data_dir / 'lake').resolve()}")
     _fail_on_problems(
-        found.missing + report.problems,
+        report.problems + found.missing,
         [o for o in outcomes if not o.success],
         files=len(found.files) + len(found.missing),
         runs=len(outcomes),

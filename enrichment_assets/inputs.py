@@ -4,10 +4,11 @@ Kept free of Dagster, so that the command line can land its files while Dagster 
 
 Every file named, or found under a folder named, is landed as its own batch, by
 content (`Lake.register_batch`): bytes already landed are not landed again, and the
-command runs the partition that holds them. A file that cannot be read at all (not
-a regular file, unreadable, empty, binary, not JSON text) is landed too, as one row
-with its problem, so that it is counted and quarantined like any bad record; the
-files beside it go on. Only a path that does not exist lands nothing.
+command runs the partition that holds them. The files that cannot be read at all
+(not a regular file, unreadable, empty, binary, not JSON text) are landed too, in
+one batch, one row each with its problem, so that they are counted and quarantined
+like any bad record; the files beside them go on. Only a path that does not exist
+lands nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from enrichment_assets.ingest.files import (
     open_regular,
     problem_of_os_error,
 )
-from enrichment_assets.lake import FileChangedError, Lake, SourceFile, sha256_stream
+from enrichment_assets.lake import (
+    FileChangedError,
+    Lake,
+    Registration,
+    SourceFile,
+    sha256_stream,
+)
 
 # Files that are never input: still being written, or hidden.
 SKIPPED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
@@ -135,27 +142,37 @@ class LandingReport:
 
 
 def land_inputs(lake: Lake, files: list[Path]) -> LandingReport:
-    """Land each file as its own batch, by content; one line per note and problem."""
+    """Land each readable file as its own batch, by content, and the files that cannot
+    be read together as one more batch (one row each); one line per note and problem."""
     report = LandingReport()
+    problems: list[SourceFile] = []
     for path in files:
         source = inspect_file(path)
+        if source.rule is not None:
+            problems.append(source)
+            continue
         try:
             registration = lake.register_batch([source])
         except FileChangedError as error:
             reason = str(error).removeprefix(f"{source.display} ")
             rule = VANISHED_FILE if "vanished" in reason else UNREADABLE_FILE
-            source = replace(source, sha256=None, rule=rule, error=reason)
-            registration = lake.register_batch([source])
-        if registration.manifest is not None:
-            batch = registration.manifest.batch
-        else:
-            batch = registration.known[source.display]
+            problems.append(replace(source, sha256=None, rule=rule, error=reason))
+            continue
+        _tell(report, [source], registration)
+    if problems:
+        _tell(report, problems, lake.register_batch(problems))
+    return report
+
+
+def _tell(report: LandingReport, sources: list[SourceFile], registration: Registration) -> None:
+    for source in sources:
+        batch = registration.batch_of(source.display)
+        if source.display in registration.known:
             report.notes.append(f"{source.display}: already landed, in partition {batch}")
         if source.rule is not None:
             report.problems.append(f"{source.display}: {source.error} (partition {batch})")
         if batch not in report.partitions:
             report.partitions.append(batch)
-    return report
 
 
 def register_files(lake: Lake, files: list[Path]) -> list[str]:

@@ -187,6 +187,14 @@ class Registration:
     manifest: Manifest | None
     known: dict[str, str] = field(default_factory=dict)  # display -> batch
 
+    def batch_of(self, display: str) -> str:
+        """The batch that holds the file shown as `display`: an earlier one, or the new one."""
+        if display in self.known:
+            return self.known[display]
+        if self.manifest is None:
+            raise KeyError(display)
+        return self.manifest.batch
+
 
 class ContentIndex:
     """sha256 of landed bytes -> their batch, one small marker file per hash.

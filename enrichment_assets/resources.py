@@ -62,7 +62,7 @@ class LakeResource(ConfigurableResource):
     max_message_chars: int = Field(
         default=0,
         description="Characters of one message at most; 0 = ENRICH_MAX_MESSAGE_CHARS, or "
-        "1,000,000. A longer one is quarantined (message_too_long).",
+        "4,000,000. A longer one is quarantined (message_too_long).",
     )
 
     @property

@@ -30,6 +30,7 @@ def sniff_unreadable(path: Path) -> str | None:
         problem = content_problem(stream)
     return None if problem is None else problem.reason
 
+
 # --- factories ---------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ that breaks the contract: it never fails a step or a chunk, and its neighbours g
   `ENRICH_MAX_NESTING_DEPTH`, default 64;
 - `too_many_messages`: messages in one conversation; `ENRICH_MAX_MESSAGES`, default 10,000;
 - `message_too_long`: characters in one message's content; `ENRICH_MAX_MESSAGE_CHARS`,
-  default 1,000,000.
+  default 4,000,000 (about a million tokens: more than any model reads at once).
 
 Each is also a field of the `lake` resource (0 there = the variable, or the default).
 A record over the size limit is measured while it streams by and never held whole.
@@ -41,7 +41,7 @@ class RecordLimits:
     max_record_bytes: int = 16 * 1024 * 1024
     max_nesting_depth: int = 64
     max_messages: int = 10_000
-    max_message_chars: int = 1_000_000
+    max_message_chars: int = 4_000_000
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_nesting_depth <= MAX_NESTING_DEPTH_CEILING:

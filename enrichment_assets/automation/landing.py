@@ -17,6 +17,7 @@ bytes the filesystem allows are a valid name.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass, field
@@ -159,10 +160,9 @@ def _scan_entry(
         refusal = None
         try:
             real = os.path.realpath(entry.path, strict=True)
-        except OSError:
-            refusal = (
-                "a dangling symbolic link" if not os.path.exists(entry.path) else "a link loop"
-            )
+        except OSError as error:
+            loop = error.errno == errno.ELOOP
+            refusal = "a symbolic link loop" if loop else "a dangling symbolic link"
         if refusal is None and os.path.commonpath([root, real]) != root:
             refusal = "a symbolic link to outside the landing folder: refused, not read"
         if refusal is not None:

@@ -16,11 +16,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from enrichment_assets.runner import PartitionOutcome
 
 app = typer.Typer(
     name="enrich",
@@ -136,7 +139,7 @@ MAX_PROBLEM_LINES = 20
 
 
 def _fail_on_problems(
-    file_problems: list[str], failed_runs: list[Any], *, files: int, runs: int
+    file_problems: list[str], failed_runs: list[PartitionOutcome], *, files: int, runs: int
 ) -> None:
     """Exit 1, after everything else ran, when a file could not be read or a partition
     did not complete: one line per problem (at most MAX_PROBLEM_LINES), then a count."""

@@ -22,6 +22,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from enrichment_assets.ingest.encodings import detect_encoding
 
@@ -196,7 +197,7 @@ def dangling_or_loop(path: Path) -> FileProblem | None:
 # --- content -------------------------------------------------------------------------------
 
 
-def content_problem(stream: object) -> FileProblem | None:
+def content_problem(stream: BinaryIO) -> FileProblem | None:
     """None when the stream (at its start) holds JSON text; else empty / binary / not JSON.
 
     Looks at the first 64 KiB past any BOM (and past leading blank space, however
@@ -205,9 +206,9 @@ def content_problem(stream: object) -> FileProblem | None:
     is a problem of its line only. Not JSON text means no line of the sample starts
     with `{` or `[` (a CSV, a README).
     """
-    read = stream.read  # type: ignore[attr-defined]
+    read = stream.read
     encoding = detect_encoding(read(4))
-    stream.seek(encoding.bom_length)  # type: ignore[attr-defined]
+    stream.seek(encoding.bom_length)
     decoder = codecs.getincrementaldecoder(encoding.codec)(errors="replace")
     text = ""
     while not text.strip():

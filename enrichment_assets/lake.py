@@ -29,6 +29,7 @@ import fcntl
 import hashlib
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -394,9 +395,14 @@ class Lake:
                 registration.manifest = Manifest.from_json(manifest_path.read_bytes())
                 index.record(registration.manifest)
                 return registration
-            entries = [
-                self._freeze(batch, number, file) for number, file in enumerate(fresh.values())
-            ]
+            try:
+                entries = [
+                    self._freeze(batch, number, file) for number, file in enumerate(fresh.values())
+                ]
+            except OSError:
+                # No manifest, no batch: leave no half-frozen copies behind.
+                shutil.rmtree(self.batch_dir(batch) / "files", ignore_errors=True)
+                raise
             manifest = Manifest(
                 batch=batch,
                 registered_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from enrichment_assets.ingest.files import escape_name, unescape_name
-from enrichment_assets.inputs import InputError, expand_inputs, land_inputs
-from enrichment_assets.lake import Lake, atomic_path
+from enrichment_assets.inputs import InputError, expand_inputs, inspect_file, land_inputs
+from enrichment_assets.lake import FileChangedError, Lake, atomic_path
 from tests.factories import conversation, write_jsonl
 
 
@@ -183,3 +183,15 @@ def test_escaped_names_round_trip_every_byte():
         assert unescape_name(text) == name
         assert text.isprintable()
         orjson.dumps(text)  # valid UTF-8: a manifest, a cursor, a tag can hold it
+
+
+def test_a_file_that_changes_while_it_is_copied_is_not_registered_half_frozen(lake: Lake, tmp_path):
+    path = write_jsonl(tmp_path / "moving.jsonl", [conversation()])
+    source = inspect_file(path)
+    path.write_bytes(path.read_bytes() + b"\n")  # appended after it was hashed
+
+    with pytest.raises(FileChangedError, match="changed while being landed"):
+        lake.register_batch([source])
+    assert lake.registered_batches() == []
+    assert stored_names(lake) == []
+    assert lake.content_index.batch_of(source.sha256) is None

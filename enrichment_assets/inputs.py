@@ -3,8 +3,8 @@
 Kept free of Dagster, so that the command line can land its files while Dagster loads.
 
 Every file named, or found under a folder named, is landed as its own batch, by
-content (`Lake.register_batch`): bytes already landed are not landed again, and the
-command runs the partition that holds them. The files that cannot be read at all
+content (`landing_store.register_batch`): bytes already landed are not landed again,
+and the command runs the partition that holds them. The files that cannot be read at all
 (not a regular file, unreadable, empty, binary, not JSON text) are landed too, in
 one batch, one row each with its problem, so that they are counted and quarantined
 like any bad record; the files beside them go on. Only a path that does not exist
@@ -31,12 +31,12 @@ from enrichment_assets.ingest.files import (
     open_regular,
     problem_of_os_error,
 )
-from enrichment_assets.lake import (
+from enrichment_assets.lake import Lake, sha256_stream
+from enrichment_assets.landing_store import (
     FileChangedError,
-    Lake,
     Registration,
     SourceFile,
-    sha256_stream,
+    register_batch,
 )
 
 # Files that are never input: still being written, or hidden.
@@ -152,7 +152,7 @@ def land_inputs(lake: Lake, files: list[Path]) -> LandingReport:
             problems.append(source)
             continue
         try:
-            registration = lake.register_batch([source])
+            registration = register_batch(lake, [source])
         except FileChangedError as error:
             reason = str(error).removeprefix(f"{source.display} ")
             rule = VANISHED_FILE if "vanished" in reason else UNREADABLE_FILE
@@ -160,7 +160,7 @@ def land_inputs(lake: Lake, files: list[Path]) -> LandingReport:
             continue
         _tell(report, [source], registration)
     if problems:
-        _tell(report, problems, lake.register_batch(problems))
+        _tell(report, problems, register_batch(lake, problems))
     return report
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from enrichment_assets.ingest.files import escape_name, unescape_name
 from enrichment_assets.inputs import InputError, expand_inputs, inspect_file, land_inputs
-from enrichment_assets.lake import FileChangedError, Lake, atomic_path
+from enrichment_assets.lake import Lake, atomic_path
+from enrichment_assets.landing_store import ContentIndex, FileChangedError, register_batch
 from tests.factories import conversation, write_jsonl
 
 
@@ -191,7 +192,7 @@ def test_a_file_that_changes_while_it_is_copied_is_not_registered_half_frozen(la
     path.write_bytes(path.read_bytes() + b"\n")  # appended after it was hashed
 
     with pytest.raises(FileChangedError, match="changed while being landed"):
-        lake.register_batch([source])
+        register_batch(lake, [source])
     assert lake.registered_batches() == []
     assert stored_names(lake) == []
-    assert lake.content_index.batch_of(source.sha256) is None
+    assert ContentIndex(lake).batch_of(source.sha256) is None

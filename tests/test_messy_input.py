@@ -18,6 +18,7 @@ from dagster import DagsterInstance
 
 from enrichment_assets.inputs import inspect_file
 from enrichment_assets.lake import Lake
+from enrichment_assets.landing_store import register_batch
 from enrichment_assets.queries import layer_counts
 from enrichment_assets.runner import add_partitions, materialize_partitions
 from tests.cli import enrich
@@ -32,7 +33,7 @@ def test_a_messy_folder_costs_only_its_bad_items(
     files = sorted(messy.folder.iterdir())
     assert len(files) == 23
     # One batch for the whole folder, as a sensor tick would group it: one run, not 23.
-    registration = lake.register_batch([inspect_file(path) for path in files])
+    registration = register_batch(lake, [inspect_file(path) for path in files])
     assert registration.manifest is not None
     partition = registration.manifest.batch
     add_partitions(instance, [partition])

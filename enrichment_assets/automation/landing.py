@@ -3,7 +3,7 @@
 A scan lists the files that are ready (settled, not temporary, not hidden) and
 that the cursor has not handled yet; `group_into_batches` packs them into batch
 partitions within the file and byte limits. Whether some content is already
-registered is the lake's content index's answer (`lake.ContentIndex`), so it
+registered is the content index's answer (`landing_store.ContentIndex`), so it
 survives a restart or a reset cursor.
 
 Confinement: the scan never leaves the landing folder. Folders are walked without

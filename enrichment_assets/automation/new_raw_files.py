@@ -1,8 +1,8 @@
 """`new_raw_files`: files dropped in the landing folder become batch partitions and runs.
 
 Each tick scans `ENRICH_LANDING_DIR` (never leaving it: see `landing`), freezes the
-settled files as batches by content (`Lake.register_batch`: manifest + bytes in the
-landing store, shared with `enrich run`), and returns the
+settled files as batches by content (`landing_store.register_batch`: manifest + bytes
+in the landing store, the content index shared with `enrich run`), and returns the
 new dynamic partitions and their runs in one `SensorResult`, so a run is never
 requested for a partition that does not exist yet.
 """
@@ -34,7 +34,8 @@ from enrichment_assets.automation.settings import (
 )
 from enrichment_assets.ingest.files import escape_name
 from enrichment_assets.inputs import inspect_file
-from enrichment_assets.lake import ContentIndex, Lake, Manifest, SourceFile
+from enrichment_assets.lake import Lake, Manifest
+from enrichment_assets.landing_store import ContentIndex, SourceFile, register_batch
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 
@@ -100,7 +101,7 @@ def plan_new_files(
             f"{len(scan.ready) - budget} more ready file(s) wait for the next tick "
             f"(at most {settings.max_batches_per_tick} batches per tick)"
         )
-    index = lake.content_index
+    index = ContentIndex(lake)
     fresh: list[LandedFile] = []
     sources: dict[str, SourceFile] = {}
     orphans: dict[str, list[LandedFile]] = {}
@@ -144,7 +145,7 @@ def plan_new_files(
     room = max(settings.max_batches_per_tick - len(plan.manifests), 0)
     for group in groups[:room]:
         try:
-            registration = lake.register_batch([sources[landed.relative] for landed in group])
+            registration = register_batch(lake, [sources[landed.relative] for landed in group])
         except OSError as error:  # changed or vanished while being copied: next tick
             plan.warnings.append(f"batch of {group[0].relative}: not registered: {error}")
             continue

@@ -70,12 +70,6 @@ def write_bytes_atomic(target: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def sha256_file(path: Path) -> str:
-    """sha256 hex of a file's bytes, read in bounded pieces."""
-    with path.open("rb") as handle:
-        return sha256_stream(handle)
-
-
 def sha256_stream(handle: object) -> str:
     """sha256 hex of the rest of an open binary file."""
     digest = hashlib.sha256()

@@ -16,12 +16,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from enrichment_assets.operations.terminal import console, dumps_json, plain, visible
+
+if TYPE_CHECKING:
+    from enrichment_assets.runner import PartitionOutcome
 
 app = typer.Typer(
     name="enrich",
@@ -63,20 +66,20 @@ def _counts_table(counts: dict[str, dict[str, int]], title: str) -> Table:
 
 
 def _run_pipeline(paths: list[Path], *, title: str, summaries: bool = True) -> None:
-    from enrichment_assets.inputs import InputError, expand_inputs, register_files
+    from enrichment_assets.inputs import InputError, expand_inputs, land_inputs
     from enrichment_assets.lake import Lake
     from enrichment_assets.workers import default_workers, start_workers
 
     lake = Lake(_data_dir())
     try:
-        files = expand_inputs(paths)
+        found = expand_inputs(paths)
     except InputError as error:
         raise CommandError(str(error)) from error
     # While Dagster loads here, the worker processes start and the files are landed
     # (hashing and copying leave this process's GIL free).
     start_workers(default_workers())
     with ThreadPoolExecutor(1, thread_name_prefix="landing") as landing:
-        registered = landing.submit(register_files, lake, files)
+        landed = landing.submit(land_inputs, lake, found.files)
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         import enrichment_assets.definitions  # noqa: F401  (the runs need it)
@@ -90,10 +93,12 @@ def _run_pipeline(paths: list[Path], *, title: str, summaries: bool = True) -> N
         )
         from enrichment_assets.summaries_report import summaries_report
 
-        partitions = registered.result()
+        report = landed.result()
+    for note in report.notes:
+        out.print(note, markup=False, highlight=False, soft_wrap=True)
+    unique = report.partitions
     with dagster_instance() as instance:
-        add_partitions(instance, partitions)
-        unique = list(dict.fromkeys(partitions))
+        add_partitions(instance, unique)
         with Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -123,18 +128,43 @@ def _run_pipeline(paths: list[Path], *, title: str, summaries: bool = True) -> N
     )
     out.print(f"exports: {(lake.data_dir / 'export').resolve()}")
     out.print(f"lake:    {(lake.data_dir / 'lake').resolve()}")
-    failed = [o for o in outcomes if not o.success]
-    if failed:
-        first = failed[0]
+    _fail_on_problems(
+        report.problems + found.missing,
+        [o for o in outcomes if not o.success],
+        files=len(found.files) + len(found.missing),
+        runs=len(outcomes),
+    )
+
+
+# Problem lines printed at the end of `enrich run` at most; the rest are counted.
+MAX_PROBLEM_LINES = 20
+
+
+def _fail_on_problems(
+    file_problems: list[str], failed_runs: list[PartitionOutcome], *, files: int, runs: int
+) -> None:
+    """Exit 1, after everything else ran, when a file could not be read or a partition
+    did not complete: one line per problem (at most MAX_PROBLEM_LINES), then a count."""
+    lines = list(file_problems)
+    for outcome in failed_runs:
         reason = (
-            f"gate failed ({', '.join(first.failed_checks)})"
-            if first.failed_checks
-            else first.error
+            f"gate failed ({', '.join(outcome.failed_checks)})"
+            if outcome.failed_checks
+            else outcome.error
         )
-        raise CommandError(
-            f"{len(failed)} of {len(outcomes)} partition(s) did not complete; "
-            f"first: {first.partition}: {reason} (run {first.run_id})"
-        )
+        lines.append(f"{outcome.partition}: did not complete: {reason} (run {outcome.run_id})")
+    if not lines:
+        return
+    for line in lines[:MAX_PROBLEM_LINES]:
+        err.print(f"enrich: {line}", markup=False, highlight=False, soft_wrap=True)
+    if len(lines) > MAX_PROBLEM_LINES:
+        err.print(f"enrich: and {len(lines) - MAX_PROBLEM_LINES} more", highlight=False)
+    parts = []
+    if file_problems:
+        parts.append(f"{len(file_problems)} of {files} file(s) could not be read")
+    if failed_runs:
+        parts.append(f"{len(failed_runs)} of {runs} partition(s) did not complete")
+    raise CommandError("; ".join(parts))
 
 
 @app.command()
@@ -152,9 +182,16 @@ def run(
 
     Each file becomes one partition (its bytes frozen in the landing store); the
     runs are recorded in the Dagster instance, so they show in `dagster dev`.
-    Exits 0 when every partition ran, even if records were quarantined.
+    Bytes already landed are not landed again, whatever the file's name: the
+    partition holding them is named and run. A file that cannot be read (empty,
+    binary, unreadable, not a regular file) becomes one quarantined row and the
+    other files go on. Exits 0 when every file was read and every partition
+    completed, even if records were quarantined; otherwise 1, at the end, with
+    one line per problem. Arguments after `--` are always paths.
 
     Example: enrich run ./conversations/2024-06-01.jsonl ./more/
+
+    Example: enrich run -- -rf.jsonl
     """
     _run_pipeline(paths, title="rows per layer", summaries=summaries)
 

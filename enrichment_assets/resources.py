@@ -9,6 +9,7 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from enrichment_assets.app_db import APP_DB_URL_ENV
+from enrichment_assets.ingest.limits import RecordLimits
 from enrichment_assets.lake import Lake, default_data_dir
 from enrichment_assets.workers import default_workers
 
@@ -42,6 +43,37 @@ class LakeResource(ConfigurableResource):
             "repair); 0 = ENRICH_WORKERS, or one per CPU; 1 = all in the run's process."
         ),
     )
+
+    max_record_bytes: int = Field(
+        default=0,
+        description="Bytes of one record at most (a line, an array element); 0 = "
+        "ENRICH_MAX_RECORD_BYTES, or 16 MiB. A longer one is quarantined (record_too_large).",
+    )
+    max_nesting_depth: int = Field(
+        default=0,
+        description="Nesting depth of one record at most (1 to 190); 0 = "
+        "ENRICH_MAX_NESTING_DEPTH, or 64. A deeper one is quarantined (nesting_too_deep).",
+    )
+    max_messages: int = Field(
+        default=0,
+        description="Messages of one conversation at most; 0 = ENRICH_MAX_MESSAGES, or "
+        "10,000. More are quarantined (too_many_messages).",
+    )
+    max_message_chars: int = Field(
+        default=0,
+        description="Characters of one message at most; 0 = ENRICH_MAX_MESSAGE_CHARS, or "
+        "4,000,000. A longer one is quarantined (message_too_long).",
+    )
+
+    @property
+    def limits(self) -> RecordLimits:
+        """The record limits of ingest: these fields, else the environment, else defaults."""
+        return RecordLimits.from_env(
+            max_record_bytes=self.max_record_bytes,
+            max_nesting_depth=self.max_nesting_depth,
+            max_messages=self.max_messages,
+            max_message_chars=self.max_message_chars,
+        )
 
     @property
     def worker_count(self) -> int:

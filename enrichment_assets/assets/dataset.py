@@ -47,6 +47,7 @@ from enrichment_assets.dataset.build import (
 )
 from enrichment_assets.dataset.near_duplicates import NearDuplicateSettings
 from enrichment_assets.dataset.publish import MANIFEST, dataset_dir, publish_dataset
+from enrichment_assets.env import env_int
 from enrichment_assets.resources import LakeResource, PiiRedactionResource
 
 ASSET_NAME = "training_dataset"
@@ -236,7 +237,7 @@ training_dataset_automation = AutomationConditionSensorDefinition(
     "training_dataset_automation",
     target=AssetSelection.assets(training_dataset),
     default_status=default_sensor_status(),
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=env_int("ENRICH_DATASET_AUTOMATION_INTERVAL_S", 30),
     description="Rebuilds the default training dataset once layer runs have updated a batch.",
 )
 

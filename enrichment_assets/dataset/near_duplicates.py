@@ -42,7 +42,7 @@ class NearDuplicateSettings:
     shingle_words: int = 3
     num_perm: int = 128  # signature length
     seed: int = 42
-    chunk_rows: int = 50_000  # texts shingled at once: bounds memory
+    chunk_rows: int = 20_000  # texts shingled at once: bounds memory
 
     def check(self) -> None:
         """ValueError naming the setting when one is out of range."""

@@ -58,6 +58,9 @@ CANDIDATES = (
     r"|[A-Za-z]{2}[0-9]{2} ?[A-Za-z0-9]{4}"  # IBAN: country, check digits, a group
 )
 _CANDIDATES = re.compile(CANDIDATES)
+# Every branch of CANDIDATES needs one of these: Python's regex engine rejects most texts
+# with this check far faster than with the whole alternation (Polars' engine needs no help).
+_MAYBE_CANDIDATE = re.compile(r"[@:0-9]")
 
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@"
@@ -199,14 +202,17 @@ _IDD = re.compile(r"(?<![0-9A-Za-z\-+.])(?<![0-9][ \-./])00(?=[1-9])")
 _INTERNATIONAL_PREFIXES = ("+", "00", "011")
 
 
-def detect(text: str, phone_region: str = DEFAULT_PHONE_REGION) -> list[Detection]:
+def detect(
+    text: str, phone_region: str = DEFAULT_PHONE_REGION, *, scan: bool = True
+) -> list[Detection]:
     """The personal data in `text`, in order, without overlaps.
 
     Detectors run from the most specific to the least (e-mail, IBAN, card, IP, phone): a
     later detection that overlaps an earlier one is dropped, so the digits of a card number
-    are never also a phone number.
+    are never also a phone number. `scan=False` skips the `CANDIDATES` gate (the same result,
+    slower: what the benchmark compares the gate against).
     """
-    if not _CANDIDATES.search(text):
+    if scan and not (_MAYBE_CANDIDATE.search(text) and _CANDIDATES.search(text)):
         return []
     accepted: list[Detection] = []
     for found in (_emails(text), _ibans(text), _cards(text), _ips(text)):

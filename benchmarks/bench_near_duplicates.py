@@ -10,8 +10,8 @@ do. 1 % of them are cluster originals; each gets 1-3 copies in the next row grou
 words changed (one copy in ten unchanged), so clusters straddle chunks.
 
 Timed, in the same run:
-- floor: reading the texts and shingling them once (`shingle_hashes`), the least any
-  shingle-based method must do;
+- floor: reading the texts and shingling them once (`shingle_hashes`, on every core as the
+  detection does), the least any shingle-based method must do;
 - `find_near_duplicates` (MinHash LSH with rensa), what the `training_dataset` asset runs.
 Printed: both times, their ratio, the clusters where exactly one member was kept (found)
 against those planted, the cluster members removed against the copies planted, and any
@@ -33,8 +33,10 @@ import pyarrow.parquet as pq
 
 from enrichment_assets.dataset.near_duplicates import (
     NearDuplicateSettings,
+    ahead,
     find_near_duplicates,
     shingle_hashes,
+    workers,
 )
 
 OUT = Path(__file__).parent / "out"
@@ -110,10 +112,33 @@ def generate(path: Path, conversations: int, seed: int = 7) -> None:
             print(f"  generated {written:,} conversations", flush=True)
 
 
-def text_chunks(path: Path) -> Iterator[pl.Series]:
+def text_chunks(path: Path, rows: int) -> Iterator[pl.Series]:
+    """The texts in order, `rows` at a time (as the asset hands them over)."""
     parquet = pq.ParquetFile(path)
-    for group in range(parquet.num_row_groups):
-        yield pl.Series(parquet.read_row_group(group, columns=["text"]).column("text"))
+    for batch in parquet.iter_batches(batch_size=rows, columns=["text"]):
+        yield pl.Series(batch.column("text"))
+
+
+def jaccard(a: str, b: str, words: int = 3) -> float:
+    def shingles(text: str) -> set[tuple[str, ...]]:
+        tokens = text.split(" ")
+        return {tuple(tokens[i : i + words]) for i in range(len(tokens))}
+
+    first, second = shingles(a), shingles(b)
+    return len(first & second) / len(first | second)
+
+
+def below_threshold(
+    path: Path, clusters: np.ndarray, keep: np.ndarray, missed: np.ndarray, threshold: float
+) -> int:
+    """Missed clusters whose kept members are all pairwise less similar than the threshold."""
+    texts = pl.read_parquet(path, columns=["text"])["text"]
+    count = 0
+    for cluster in missed:
+        kept = [texts[int(i)] for i in np.flatnonzero((clusters == cluster) & keep)]
+        pairs = [(a, b) for i, a in enumerate(kept) for b in kept[i + 1 :]]
+        count += all(jaccard(a, b) < threshold for a, b in pairs)
+    return count
 
 
 def main() -> None:
@@ -131,11 +156,15 @@ def main() -> None:
 
     settings = NearDuplicateSettings(threshold=args.threshold)
     started, cpu = time.perf_counter(), time.process_time()
-    shingles = sum(len(shingle_hashes(t, settings.shingle_words)[1]) for t in text_chunks(path))
+    chunks = settings.chunk_rows
+    shingled = ahead(
+        lambda t: shingle_hashes(t, settings.shingle_words), text_chunks(path, chunks), workers()
+    )
+    shingles = sum(len(hashes) for _, hashes in shingled)
     floor, floor_cpu = time.perf_counter() - started, time.process_time() - cpu
 
     started, cpu = time.perf_counter(), time.process_time()
-    verdict = find_near_duplicates(lambda: text_chunks(path), settings)
+    verdict = find_near_duplicates(lambda: text_chunks(path, chunks), settings)
     elapsed, elapsed_cpu = time.perf_counter() - started, time.process_time() - cpu
 
     planted = clusters >= 0
@@ -156,6 +185,12 @@ def main() -> None:
     )
     print(f"  LSH candidates: {verdict.candidates:,}; removed: {verdict.removed:,}")
     print(f"clusters found: {found:,} of {cluster_count:,} planted ({found / cluster_count:.2%})")
+    missed = np.flatnonzero(kept_per_cluster > 1)
+    below = below_threshold(path, clusters, verdict.keep, missed, args.threshold)
+    print(
+        f"  of the {len(missed)} clusters with more than one member kept, {below} have kept "
+        f"members whose exact similarity is below {args.threshold} (rightly kept)"
+    )
     print(f"cluster members removed: {removed_members:,} (planted copies: {copies:,})")
     print(f"conversations removed that were no copy: {wrongly_removed:,}")
     print(f"target: <= 60 s on 2 cores -> {'met' if elapsed <= 60 else 'NOT met'}")

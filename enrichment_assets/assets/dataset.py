@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+import polars as pl
 from dagster import (
     AllPartitionMapping,
     AssetCheckResult,
@@ -34,7 +35,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from enrichment_assets.assets.metadata import path_value
+from enrichment_assets.assets.metadata import PREVIEW_ROWS, path_value, preview
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.automation.settings import default_sensor_status
 from enrichment_assets.checks.gx_suites import gate_specs, validate_layer
@@ -196,6 +197,10 @@ def training_dataset(
             "partitions": len(staged.partitions),
             "pii_mode": spec.pii_mode,
             "path": path_value(dataset_dir(store, spec.name)),
+            "preview": preview(
+                pl.read_parquet(staged.path, n_rows=PREVIEW_ROWS),
+                ["split", "line", "conversation_id", "partition", "position", "source_file"],
+            ),
         }
         if staged.redacted is not None:
             metadata["pii_redacted"] = MetadataValue.json(staged.redacted)

@@ -5,9 +5,10 @@ similar (estimated Jaccard similarity of its word shingles) to a text *kept befo
 cluster of near-copies keeps its first member.
 
 How 1,000,000 conversations fit in a minute on two cores:
-1. shingles, set-based in Polars: each text split on spaces, every word hashed, and each
-   word's hash combined with the next `shingle_words - 1` words' into one 64-bit shingle
-   (the last words of a text make shorter shingles, so every text has some);
+1. shingles, set-based: Polars splits each text on spaces and hashes every word, numpy
+   combines each word's hash with the next `shingle_words - 1` words' into one 64-bit
+   shingle (the last words of a text make shorter shingles, so every text has some);
+   chunks are shingled on every core at once;
 2. signatures, in Rust: `rensa` builds a matrix of R-MinHash signatures from the flat
    shingle hashes, chunk by chunk, and its LSH index takes them all;
 3. candidates: the index flags every row that shares a band with any other row; unflagged
@@ -22,15 +23,20 @@ Results are deterministic for the same texts, settings and library versions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import rensa
 
 # Combines a word's hash with its successors' into one shingle hash (odd: invertible mod 2^64).
-_MIX = 0x9E3779B97F4A7C15
+_MIX = np.uint64(0x9E3779B97F4A7C15)
 _WORD_HASH_SEED = 17
 
 
@@ -73,31 +79,51 @@ class NearDuplicates:
 
 
 TextChunks = Callable[[], Iterator[pl.Series]]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def ahead(function: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """`map(function, items)` in order, `workers` items at a time in threads: Polars and
+    rensa release the GIL, so the chunks are shingled on every core while the caller builds
+    the previous chunk's signatures. At most `workers` chunks are in memory at once."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="near-duplicates") as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def shingle_hashes(texts: pl.Series, shingle_words: int) -> tuple[np.ndarray, np.ndarray]:
     """(row offsets, flat shingle hashes) of `texts`, both uint64: text i's shingles are
     `hashes[offsets[i]:offsets[i + 1]]`, one per word."""
-    words = pl.DataFrame({"text": texts}).select(pl.col("text").str.split(" ").alias("word"))
-    counts = words.get_column("word").list.len().cast(pl.UInt64).to_numpy()
-    flat = (
-        words.with_row_index("text")
-        .explode("word")
-        .select("text", pl.col("word").hash(seed=_WORD_HASH_SEED).alias("hash"))
+    words = pl.DataFrame({"text": texts}).select(
+        pl.col("text").str.split(" ").list.eval(pl.element().hash(seed=_WORD_HASH_SEED))
     )
-    mix = pl.lit(_MIX, dtype=pl.UInt64)
-    shingle = pl.col("hash")
-    for k in range(1, shingle_words):
-        following = (
-            pl.when(pl.col("text").shift(-k) == pl.col("text"))
-            .then(pl.col("hash").shift(-k))
-            .otherwise(pl.lit(0, dtype=pl.UInt64))
-        )
-        shingle = (shingle * mix) ^ following
-    hashes = flat.select(shingle.alias("shingle")).get_column("shingle").to_numpy()
+    lists = words.to_series().to_arrow()
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    counts = np.diff(lists.offsets.to_numpy())
     offsets = np.zeros(len(counts) + 1, dtype=np.uint64)
     np.cumsum(counts, out=offsets[1:])
-    return offsets, hashes
+    word_hashes = lists.flatten().to_numpy()
+    # Shingle i = word i's hash mixed with the next words' (0 past the end of its text).
+    ends = offsets[1:].astype(np.int64)
+    starts = offsets[:-1].astype(np.int64)
+    shingles = word_hashes.copy()
+    with np.errstate(over="ignore"):
+        for k in range(1, shingle_words):
+            following = np.zeros_like(word_hashes)
+            following[:-k] = word_hashes[k:]
+            for back in range(1, k + 1):
+                last = ends - back
+                following[last[last >= starts]] = 0
+            shingles *= _MIX
+            shingles ^= following
+    return offsets, shingles
 
 
 def find_near_duplicates(
@@ -111,14 +137,17 @@ def find_near_duplicates(
     lsh = rensa.RMinHashLSH(settings.threshold, settings.num_perm, settings.num_bands)
     matrices = []
     start = 0
-    for texts in text_chunks():
+
+    def signatures(texts: pl.Series) -> rensa.RMinHashDigestMatrix:
         offsets, hashes = shingle_hashes(texts, settings.shingle_words)
-        matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
+        return rensa.RMinHash.digest_matrix_from_flat_token_hashes(
             hashes, offsets, settings.num_perm, settings.seed
         )
+
+    for matrix in ahead(signatures, text_chunks(), workers()):
         lsh.insert_matrix(matrix, start_key=start)
         matrices.append(matrix)
-        start += len(texts)
+        start += matrix.len()
     flagged = np.zeros(start, dtype=bool)
     position = 0
     for matrix in matrices:
@@ -130,6 +159,11 @@ def find_near_duplicates(
     if flagged.any():
         keep[flagged] = _decide(text_chunks, flagged, settings)
     return NearDuplicates(keep=keep, candidates=int(flagged.sum()))
+
+
+def workers() -> int:
+    """Threads that shingle chunks side by side: one per CPU."""
+    return max(1, os.cpu_count() or 1)
 
 
 def _decide(
@@ -144,16 +178,28 @@ def _decide(
         seed=settings.seed,
     )
     verdicts: list[bool] = []
-    start = 0
-    for texts in text_chunks():
-        rows = np.flatnonzero(flagged[start : start + len(texts)])
-        if len(rows):
-            offsets, hashes = shingle_hashes(texts.gather(rows), settings.shingle_words)
-            # The deduplicator takes tokens as bytes: each 64-bit shingle hash as 8 bytes.
-            tokens = hashes.view("S8")
-            verdicts += deduplicator.add_pairs(
-                (str(start + row), tokens[offsets[i] : offsets[i + 1]].tolist())
-                for i, row in enumerate(rows)
-            )
-        start += len(texts)
+
+    def flagged_chunks() -> Iterator[tuple[int, pl.Series, np.ndarray]]:
+        start = 0
+        for texts in text_chunks():
+            rows = np.flatnonzero(flagged[start : start + len(texts)])
+            if len(rows):
+                yield start, texts, rows
+            start += len(texts)
+
+    def sketches(chunk: tuple[int, pl.Series, np.ndarray]) -> tuple[list[str], list]:
+        start, texts, rows = chunk
+        offsets, hashes = shingle_hashes(texts.gather(rows), settings.shingle_words)
+        # Sketches take tokens as bytes: each 64-bit shingle hash as 8 bytes. Built in one
+        # batch (in parallel, in Rust), then handed to the deduplicator in order.
+        tokens = hashes.view("S8")
+        built = rensa.RMinHash.from_token_sets(
+            [tokens[offsets[i] : offsets[i + 1]].tolist() for i in range(len(rows))],
+            settings.num_perm,
+            settings.seed,
+        )
+        return [str(start + row) for row in rows], built
+
+    for keys, built in ahead(sketches, flagged_chunks(), workers()):
+        verdicts += deduplicator.add_pairs(zip(keys, built, strict=True))
     return np.asarray(verdicts, dtype=bool)

@@ -13,10 +13,13 @@ time included. The manifest goes last; its sha256s say which files belong togeth
 
 from __future__ import annotations
 
+import fcntl
 import filecmp
 import hashlib
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +100,7 @@ def build_manifest(
         "settings": spec.settings(),
         "pii": {
             "mode": spec.pii_mode,
+            "phone_region": spec.phone_region,
             "redacted": staged.redacted,
             "redacted_conversations": staged.redacted_conversations,
         },
@@ -109,10 +113,27 @@ def build_manifest(
     }
 
 
+@contextmanager
+def _publishing(folder: Path) -> Iterator[None]:
+    """One publication of a dataset at a time (the automation and `enrich run` may both build
+    it): the files of one build are never mixed with another's."""
+    with (folder / ".publish.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def publish_dataset(lake: Lake, spec: DatasetSpec, staged: StagedDataset) -> Publication:
     """Write the dataset's files from the staged lines (see the module docstring)."""
     folder = dataset_dir(lake, spec.name)
     folder.mkdir(parents=True, exist_ok=True)
+    with _publishing(folder):
+        return _publish(folder, spec, staged)
+
+
+def _publish(folder: Path, spec: DatasetSpec, staged: StagedDataset) -> Publication:
     temporary = {name: _temporary(folder, name) for name in (*FILES, MANIFEST)}
     try:
         with duckdb.connect() as con:

@@ -35,10 +35,17 @@ WITH current_rows AS (
             CASE WHEN n.enrichment.quality_score IS NULL THEN 'quality_score' END
         ], lambda a: a IS NOT NULL) AS missing_annotations,
         -- Normalized content: roles and case-folded text with whitespace runs collapsed;
-        -- ids, timestamps and annotations are not content.
+        -- ids, timestamps and annotations are not content. The replace runs only on text
+        -- that has a run or a tab/newline to collapse (a regex per message is the cost here).
         sha256(array_to_string(list_transform(
             n.messages,
-            lambda m: m.role || chr(31) || lower(trim(regexp_replace(m.content, '\s+', ' ', 'g')))
+            lambda m: m.role || chr(31) || lower(trim(
+                CASE
+                    WHEN regexp_matches(m.content, '\s\s|[\t\n\r\f\v]')
+                        THEN regexp_replace(m.content, '\s+', ' ', 'g')
+                    ELSE m.content
+                END
+            ))
         ), chr(30))) AS content_hash
     FROM normalized AS n
     JOIN status AS s USING (partition, record_index)

@@ -269,23 +269,26 @@ def _by_partition(rows: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:
 
 
 def _text_chunks(lake: Lake, rows: pl.DataFrame, chunk_rows: int) -> Iterator[pl.Series]:
-    """The near-duplicate texts of `rows` (lower-cased contents of every message), in order."""
+    """The near-duplicate texts of `rows` (`sql/training_dataset_texts.sql`), in order,
+    `chunk_rows` at a time."""
     pending: list[pl.Series] = []
     size = 0
-    for partition, group in _by_partition(rows):
-        for chunk in _messages(lake, partition, group["record_index"]):
-            text = chunk.select(
-                pl.col("messages")
-                .list.eval(pl.element().struct.field("content"))
-                .list.join(" ")
-                .str.to_lowercase()
-            ).to_series()
-            pending.append(text)
-            size += len(text)
-            while size >= chunk_rows:
-                joined = pl.concat(pending)
-                yield joined.head(chunk_rows)
-                pending, size = [joined.slice(chunk_rows)], size - chunk_rows
+    with duckdb.connect() as con:
+        for partition, group in _by_partition(rows):
+            wanted = group.select("record_index")
+            texts = con.sql(
+                load_sql("training_dataset_texts"),
+                params=[str(lake.layer_path("normalized", partition))],
+            ).to_arrow_reader(chunk_rows)
+            for batch in texts:
+                chunk: pl.DataFrame = pl.from_arrow(batch)  # type: ignore[assignment]
+                text = chunk.join(wanted, on="record_index", how="semi", maintain_order="left")
+                pending.append(text.get_column("text"))
+                size += text.height
+                while size >= chunk_rows:
+                    joined = pl.concat(pending)
+                    yield joined.head(chunk_rows)
+                    pending, size = [joined.slice(chunk_rows)], size - chunk_rows
     if size:
         yield pl.concat(pending)
 

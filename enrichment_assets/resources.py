@@ -1,4 +1,5 @@
-"""Dagster resources: the lake (data folder), the enricher settings, the application database."""
+"""Dagster resources: the lake (data folder), the enricher settings, the application database,
+PII redaction."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from pydantic import Field
 from enrichment_assets.app_db import APP_DB_URL_ENV
 from enrichment_assets.ingest.limits import RecordLimits
 from enrichment_assets.lake import Lake, default_data_dir
+from enrichment_assets.redaction import (
+    PiiMode,
+    parse_mode,
+    parse_region,
+    phone_region_from_env,
+    pii_mode_from_env,
+)
 from enrichment_assets.workers import default_workers
 
 
@@ -107,3 +115,32 @@ def app_database() -> AppDatabaseResource:
     if os.environ.get(APP_DB_URL_ENV):
         return AppDatabaseResource(url=EnvVar(APP_DB_URL_ENV))
     return AppDatabaseResource()
+
+
+class PiiRedactionResource(ConfigurableResource):
+    """Which texts have their personal data replaced by placeholders (`redaction.py`).
+
+    `mode`: `off`; `egress` (what is sent to an LLM endpoint); `export` (that, and the
+    training dataset's lines). Empty fields take `ENRICH_PII_MODE` (default egress) and
+    `ENRICH_PII_PHONE_REGION` (default US), read when a run starts.
+    """
+
+    mode: str = Field(default="", description="off | egress | export; empty = ENRICH_PII_MODE.")
+    phone_region: str = Field(
+        default="",
+        description="Region of phone numbers written without a country code (US, DE, ...; "
+        "none = international numbers only); empty = ENRICH_PII_PHONE_REGION, or US.",
+    )
+
+    @property
+    def pii_mode(self) -> PiiMode:
+        """The mode (ValueError naming the setting when it is not one of the three)."""
+        return parse_mode(self.mode, "pii.mode") if self.mode else pii_mode_from_env()
+
+    @property
+    def region(self) -> str:
+        return (
+            parse_region(self.phone_region, "pii.phone_region")
+            if self.phone_region
+            else phone_region_from_env()
+        )

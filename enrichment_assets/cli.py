@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 from enrichment_assets.operations.terminal import console, dumps_json, plain, visible
 
+if TYPE_CHECKING:
+    from enrichment_assets.runner import PartitionOutcome
+
 app = typer.Typer(
     name="enrich",
     help=(
@@ -74,13 +77,6 @@ def _counts_table(counts: dict[str, dict[str, int]], title: str) -> Table:
 MAX_PROBLEM_LINES = 20
 
 
-def _problem_lines(problems: list[str]) -> list[str]:
-    shown = problems[:MAX_PROBLEM_LINES]
-    if len(problems) > MAX_PROBLEM_LINES:
-        shown.append(f"and {len(problems) - MAX_PROBLEM_LINES} more")
-    return shown
-
-
 def _partition_problem(outcome: PartitionOutcome) -> str:
     reason = (
         f"gate failed ({', '.join(outcome.failed_checks)})"
@@ -121,21 +117,21 @@ def _run_logged(
     import uuid
 
     from enrichment_assets.debris import clean_leftovers
-    from enrichment_assets.inputs import InputError, expand_inputs, register_files
+    from enrichment_assets.inputs import InputError, expand_inputs, land_inputs
     from enrichment_assets.workers import default_workers, start_workers
 
     # Leftovers of commands that died (temporary files, scratch folders) go first.
     for leftover in clean_leftovers(lake.data_dir):
         logging.getLogger("enrich").info("removed the leftover %s of a run that died", leftover)
     try:
-        files = expand_inputs(paths)
+        found = expand_inputs(paths)
     except InputError as error:
         raise CommandError(str(error)) from error
     # While Dagster loads here, the worker processes start and the files are landed
     # (hashing and copying leave this process's GIL free).
     start_workers(default_workers())
     with ThreadPoolExecutor(1, thread_name_prefix="landing") as landing:
-        registered = landing.submit(register_files, lake, files)
+        landed = landing.submit(land_inputs, lake, found.files)
         import enrichment_assets.definitions  # noqa: F401  (the runs need it)
         from enrichment_assets.instance import dagster_instance
         from enrichment_assets.interrupts import run_interruptibly
@@ -148,7 +144,10 @@ def _run_logged(
             add_partitions,
         )
 
-        partitions = registered.result()
+        report = landed.result()
+    for note in report.notes:
+        out.print(plain(note), soft_wrap=True)
+    unique = report.partitions
     state = CommandState(
         log_path=log_path,
         run_config=VERBOSE_RUN_CONFIG if verbose else QUIET_RUN_CONFIG,
@@ -156,20 +155,20 @@ def _run_logged(
     )
     with dagster_instance() as instance:
         _recover_dead_runs(instance)
-        add_partitions(instance, partitions)
-        unique = list(dict.fromkeys(partitions))
+        add_partitions(instance, unique)
         with claim(lake.data_dir, unique, owner=state.tags[COMMAND_TAG]):
             outcomes, days = run_interruptibly(
                 lambda: _materialize(instance, lake, unique, summaries, state),
                 lambda signum: _on_interrupt(instance, lake, state, signum),
             )
     _print_results(lake, unique, days, title)
-    problems = [_partition_problem(o) for o in outcomes if not o.success]
-    for line in _problem_lines(problems):
-        err.print(Text(f"enrich: {line}"), soft_wrap=True)
-    err.print(Text(f"log: {log_path.resolve()}"), soft_wrap=True)
-    if problems:
-        raise CommandError(f"{len(problems)} of {len(outcomes)} run(s) did not complete")
+    err.print(plain(f"log: {log_path.resolve()}"), soft_wrap=True)
+    _fail_on_problems(
+        report.problems + found.missing,
+        [o for o in outcomes if not o.success],
+        files=len(found.files) + len(found.missing),
+        runs=len(outcomes),
+    )
 
 
 def _recover_dead_runs(instance: DagsterInstance) -> None:
@@ -264,8 +263,28 @@ def _print_results(lake: Lake, partitions: list[str], days: list[str], title: st
         f"summaries: {sum(row['summaries'] for row in summarized)} over {len(days)} day(s)"
         + (f" {days[0]}..{days[-1]}" if days else "")
     )
-    out.print(Text(f"exports: {(lake.data_dir / 'export').resolve()}"))
-    out.print(Text(f"lake:    {(lake.data_dir / 'lake').resolve()}"))
+    out.print(plain(f"exports: {(lake.data_dir / 'export').resolve()}"))
+    out.print(plain(f"lake:    {(lake.data_dir / 'lake').resolve()}"))
+
+
+def _fail_on_problems(
+    file_problems: list[str], failed_runs: list[PartitionOutcome], *, files: int, runs: int
+) -> None:
+    """Exit 1, after everything else ran, when a file could not be read or a partition
+    did not complete: one line per problem (at most MAX_PROBLEM_LINES), then a count."""
+    lines = list(file_problems) + [_partition_problem(o) for o in failed_runs]
+    if not lines:
+        return
+    for line in lines[:MAX_PROBLEM_LINES]:
+        err.print(plain(f"enrich: {line}"), soft_wrap=True)
+    if len(lines) > MAX_PROBLEM_LINES:
+        err.print(plain(f"enrich: and {len(lines) - MAX_PROBLEM_LINES} more"))
+    parts = []
+    if file_problems:
+        parts.append(f"{len(file_problems)} of {files} file(s) could not be read")
+    if failed_runs:
+        parts.append(f"{len(failed_runs)} of {runs} partition(s) did not complete")
+    raise CommandError("; ".join(parts))
 
 
 @app.command()
@@ -287,14 +306,20 @@ def run(
 
     Each file becomes one partition (its bytes frozen in the landing store); the
     runs are recorded in the Dagster instance, so they show in `dagster dev`.
-    Exits 0 when every partition completed, even if records were quarantined; else 1,
-    after everything else has run, with one line per problem. The runs' full event log
-    goes to a file under <data dir>/logs/ (its path is printed) and to the Dagster UI.
-    SIGINT or SIGTERM stops it within seconds (exit 130 or 143), saying what did not
-    complete; nothing is published from partial data, and the next run finishes it.
-    Arguments after `--` are always paths, even when they start with a dash.
+    Bytes already landed are not landed again, whatever the file's name: the
+    partition holding them is named and run. A file that cannot be read (empty,
+    binary, unreadable, not a regular file) becomes one quarantined row and the
+    other files go on. Exits 0 when every file was read and every partition
+    completed, even if records were quarantined; otherwise 1, at the end, with
+    one line per problem. The runs' full event log goes to a file under
+    <data dir>/logs/ (its path is printed) and to the Dagster UI. SIGINT or SIGTERM
+    stops it within seconds (exit 130 or 143), saying what did not complete; nothing
+    is published from partial data, and the next run finishes it. Arguments after
+    `--` are always paths.
 
     Example: enrich run ./conversations/2024-06-01.jsonl ./more/
+
+    Example: enrich run -- -rf.jsonl
     """
     _run_pipeline(paths, title="rows per layer", summaries=summaries, verbose=verbose)
 

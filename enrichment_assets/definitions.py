@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
+from enrichment_assets.assets.dataset import (
+    training_dataset,
+    training_dataset_automation,
+    training_dataset_job,
+)
 from enrichment_assets.assets.enriched import enriched_conversations
 from enrichment_assets.assets.health import pipeline_health_asset
 from enrichment_assets.assets.normalized import normalized_conversations
@@ -13,7 +18,7 @@ from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.automation import SENSORS
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.partitions import batch_partitions
-from enrichment_assets.resources import LakeResource, app_database
+from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
 from enrichment_assets.summaries_automation import stale_summaries, summaries_daily, summaries_job
 
 LAYER_ASSETS = [
@@ -32,14 +37,16 @@ conversations_pipeline = define_asset_job(
 )
 
 defs = Definitions(
-    assets=[*LAYER_ASSETS, pipeline_health_asset, conversation_summaries],
-    jobs=[conversations_pipeline, summaries_job],
-    sensors=[*SENSORS, stale_summaries],
+    assets=[*LAYER_ASSETS, pipeline_health_asset, conversation_summaries, training_dataset],
+    jobs=[conversations_pipeline, summaries_job, training_dataset_job],
+    sensors=[*SENSORS, stale_summaries, training_dataset_automation],
     schedules=[summaries_daily],
     resources={
         "lake": LakeResource(),
         # ENRICH_ENRICHER, ENRICH_LLM_* read when the code location loads; key as EnvVar.
         "enricher": LLMResource.from_env(),
         "app_db": app_database(),
+        # ENRICH_PII_MODE, ENRICH_PII_PHONE_REGION read when a run starts.
+        "pii": PiiRedactionResource(),
     },
 )

@@ -4,6 +4,7 @@ Layout under the data folder (`ENRICH_DATA_DIR`, default `./data`):
 
     landing/                          files dropped here are picked up by the sensor
     lake/landing_store/<batch>/       immutable copies of a batch's input + manifest.json
+    lake/landing_store/.index/        the content index: which batch holds which bytes
     lake/<layer>/<batch>.parquet      one file per layer and partition
     lake/status/<batch>.parquet       per-conversation status of the batch
     export/<kind>/<batch>.jsonl       training-ready outputs of the contract
@@ -11,25 +12,23 @@ Layout under the data folder (`ENRICH_DATA_DIR`, default `./data`):
 
 No shared DuckDB database file: every reader opens an in-process connection over
 these files, so two processes never lock each other out.
+
+How files are frozen there, by content, is `landing_store`. Temporary names derive
+from hashes, never from a user's file name (which may be any bytes, up to 255 of them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
-import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-
-from enrichment_assets.faults import fault_point
 
 LAYERS = ("raw", "validated", "quarantine", "enriched", "normalized", "status")
 EXPORT_KINDS = ("enriched", "training", "quarantine")
@@ -80,22 +79,28 @@ def write_bytes_atomic(target: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def sha256_file(path: Path) -> str:
+def sha256_stream(handle: object) -> str:
+    """sha256 hex of the rest of an open binary file."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
+    while chunk := handle.read(_HASH_CHUNK):  # type: ignore[attr-defined]
+        digest.update(chunk)
     return digest.hexdigest()
 
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    """One input file of a batch, frozen at registration."""
+    """One input file of a batch, frozen at registration.
 
-    source_path: str  # where it was found
-    name: str  # file name inside the landing store
+    A file that could not be read at all (`rule` set: see `ingest.files`) has no
+    copy in the store (`name` None); the raw layer makes its one row from `error`.
+    """
+
+    source_path: str  # where it was found, escaped (`ingest.files.escape_name`)
+    name: str | None  # file name inside the landing store (from its hash)
     size: int
-    sha256: str
+    sha256: str | None
+    rule: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,23 +124,8 @@ class Manifest:
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
         raw = orjson.loads(data)
-        files = tuple(ManifestEntry(**entry) for entry in raw["files"])
+        files = tuple(ManifestEntry(**entry) for entry in raw["files"])  # older: no rule/error
         return cls(batch=raw["batch"], registered_at=raw["registered_at"], files=files)
-
-
-def _slug(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:40] or "batch"
-
-
-def batch_key(entries: list[tuple[Path, str]]) -> str:
-    """A deterministic, comma-free partition key for files with these content hashes.
-
-    The key depends on the content only (plus the first file's name, for people),
-    so registering the same bytes again names the same batch.
-    """
-    digest = hashlib.sha256("\n".join(sorted(h for _, h in entries)).encode()).hexdigest()
-    return f"{_slug(entries[0][0].stem)}-{digest[:12]}"
 
 
 class Lake:
@@ -177,42 +167,6 @@ class Lake:
 
     def stored_file(self, batch: str, entry: ManifestEntry) -> Path:
         return self.batch_dir(batch) / "files" / entry.name
-
-    def register_batch(self, paths: list[Path]) -> Manifest:
-        """Freeze `paths` as one batch: copy their bytes into the landing store.
-
-        Idempotent: the same content registers the same batch and copies nothing
-        again. The copy is verified against the hash taken first, so a file that
-        changes while being copied is refused rather than frozen half-written.
-        """
-        if not paths:
-            raise ValueError("a batch needs at least one file")
-        hashed = [(path, sha256_file(path)) for path in paths]
-        batch = batch_key(hashed)
-        manifest_path = self.manifest_path(batch)
-        if manifest_path.exists():
-            return Manifest.from_json(manifest_path.read_bytes())
-        entries = []
-        for index, (path, digest) in enumerate(hashed):
-            name = f"{index:04d}-{path.name}"
-            stored = self.batch_dir(batch) / "files" / name
-            with atomic_path(stored) as tmp:
-                shutil.copyfile(path, tmp)
-                if sha256_file(tmp) != digest:
-                    raise OSError(f"{path} changed while it was being registered; try again")
-            entries.append(
-                ManifestEntry(
-                    source_path=str(path), name=name, size=stored.stat().st_size, sha256=digest
-                )
-            )
-        fault_point("landing")
-        manifest = Manifest(
-            batch=batch,
-            registered_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            files=tuple(entries),
-        )
-        write_bytes_atomic(manifest_path, manifest.to_json())
-        return manifest
 
     def registered_batches(self) -> list[str]:
         root = self.data_dir / "lake" / "landing_store"

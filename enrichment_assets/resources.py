@@ -1,4 +1,5 @@
-"""Dagster resources: the lake (data folder), the enricher settings, the application database."""
+"""Dagster resources: the lake (data folder), the enricher settings, the application database,
+PII redaction."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field
 
 from enrichment_assets.app_db import APP_DB_URL_ENV
+from enrichment_assets.ingest.limits import RecordLimits
 from enrichment_assets.lake import Lake, default_data_dir
+from enrichment_assets.redaction import (
+    PiiMode,
+    parse_mode,
+    parse_region,
+    phone_region_from_env,
+    pii_mode_from_env,
+)
 from enrichment_assets.run_liveness import heartbeat
 from enrichment_assets.workers import default_workers
 
@@ -45,6 +54,37 @@ class LakeResource(ConfigurableResource):
             "repair); 0 = ENRICH_WORKERS, or one per CPU; 1 = all in the run's process."
         ),
     )
+
+    max_record_bytes: int = Field(
+        default=0,
+        description="Bytes of one record at most (a line, an array element); 0 = "
+        "ENRICH_MAX_RECORD_BYTES, or 16 MiB. A longer one is quarantined (record_too_large).",
+    )
+    max_nesting_depth: int = Field(
+        default=0,
+        description="Nesting depth of one record at most (1 to 190); 0 = "
+        "ENRICH_MAX_NESTING_DEPTH, or 64. A deeper one is quarantined (nesting_too_deep).",
+    )
+    max_messages: int = Field(
+        default=0,
+        description="Messages of one conversation at most; 0 = ENRICH_MAX_MESSAGES, or "
+        "10,000. More are quarantined (too_many_messages).",
+    )
+    max_message_chars: int = Field(
+        default=0,
+        description="Characters of one message at most; 0 = ENRICH_MAX_MESSAGE_CHARS, or "
+        "4,000,000. A longer one is quarantined (message_too_long).",
+    )
+
+    @property
+    def limits(self) -> RecordLimits:
+        """The record limits of ingest: these fields, else the environment, else defaults."""
+        return RecordLimits.from_env(
+            max_record_bytes=self.max_record_bytes,
+            max_nesting_depth=self.max_nesting_depth,
+            max_messages=self.max_messages,
+            max_message_chars=self.max_message_chars,
+        )
 
     @contextmanager
     def yield_for_execution(self, context: InitResourceContext) -> Iterator[LakeResource]:
@@ -89,3 +129,32 @@ def app_database() -> AppDatabaseResource:
     if os.environ.get(APP_DB_URL_ENV):
         return AppDatabaseResource(url=EnvVar(APP_DB_URL_ENV))
     return AppDatabaseResource()
+
+
+class PiiRedactionResource(ConfigurableResource):
+    """Which texts have their personal data replaced by placeholders (`redaction.py`).
+
+    `mode`: `off`; `egress` (what is sent to an LLM endpoint); `export` (that, and the
+    training dataset's lines). Empty fields take `ENRICH_PII_MODE` (default egress) and
+    `ENRICH_PII_PHONE_REGION` (default US), read when a run starts.
+    """
+
+    mode: str = Field(default="", description="off | egress | export; empty = ENRICH_PII_MODE.")
+    phone_region: str = Field(
+        default="",
+        description="Region of phone numbers written without a country code (US, DE, ...; "
+        "none = international numbers only); empty = ENRICH_PII_PHONE_REGION, or US.",
+    )
+
+    @property
+    def pii_mode(self) -> PiiMode:
+        """The mode (ValueError naming the setting when it is not one of the three)."""
+        return parse_mode(self.mode, "pii.mode") if self.mode else pii_mode_from_env()
+
+    @property
+    def region(self) -> str:
+        return (
+            parse_region(self.phone_region, "pii.phone_region")
+            if self.phone_region
+            else phone_region_from_env()
+        )

@@ -124,12 +124,20 @@ def conversations_table(
     return pa.table(columns).select(VALIDATED_SCHEMA.names).cast(VALIDATED_SCHEMA)
 
 
-def _parse_error_report(parse_error: str) -> list[dict]:
-    return [{"rule": "invalid_json", "path": "$", "value": parse_error}]
+def _parse_error_report(parse_error: str, parse_rule: str | None) -> str:
+    """The report of a raw row that is no record: its line's, file's or limit's rule."""
+    return orjson.dumps(
+        [{"rule": parse_rule or "invalid_json", "path": "$", "value": parse_error}]
+    ).decode()
 
 
 # The raw columns validation reads; raw_text only for the rejected rows' quarantine entry.
-_RAW_COLUMNS = [f.name for f in LINEAGE_FIELDS] + ["conversation_id", "record_json", "parse_error"]
+_RAW_COLUMNS = [f.name for f in LINEAGE_FIELDS] + [
+    "conversation_id",
+    "record_json",
+    "parse_error",
+    "parse_rule",
+]
 
 
 @dataclass(frozen=True)
@@ -182,9 +190,9 @@ def _validate_row_group(raw_path: str, row_group: int, scratch: str | None) -> V
         [
             parsed.filter(~valid_mask).with_columns(pl.Series("report", reports, pl.String)),
             chunk.filter(pl.col("record_json").is_null()).with_columns(
-                pl.col("parse_error")
+                pl.struct("parse_error", "parse_rule")
                 .map_elements(
-                    lambda e: orjson.dumps(_parse_error_report(e)).decode(),
+                    lambda row: _parse_error_report(row["parse_error"], row["parse_rule"]),
                     return_dtype=pl.String,
                 )
                 .alias("report")

@@ -6,7 +6,7 @@ from tests.llm_fixtures import llm_server  # noqa: F401  (a pytest fixture)
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import polars as pl
 import pytest
@@ -22,16 +22,36 @@ def llm_server() -> Iterator[LoopbackLLMServer]:
         yield server
 
 
-def make_conversations(count: int, *, topic: str = "refunds", start: int = 0) -> pl.DataFrame:
-    """`count` distinct validated conversations (user question, assistant answer)."""
+def make_conversations(
+    count: int,
+    *,
+    topic: str = "refunds",
+    start: int = 0,
+    marked: Mapping[int, str] | None = None,
+) -> pl.DataFrame:
+    """`count` distinct validated conversations (user question, assistant answer).
+
+    `marked` puts a marker into the question of conversation i ({i: marker}), for the
+    loopback server's targeted faults (`Faults(targeted={marker: kind})`).
+    """
+    marked = marked or {}
     rows = [
         {
-            "conversation_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"conversation/{topic}/{i}")),
+            "conversation_id": conversation_id(i, topic),
             "messages": [
-                {"role": "user", "content": f"Question {i} about {topic}?", "timestamp": None},
+                {
+                    "role": "user",
+                    "content": f"Question {i} about {topic}? {marked.get(i, '')}".strip(),
+                    "timestamp": None,
+                },
                 {"role": "assistant", "content": f"Answer {i} about {topic}.", "timestamp": None},
             ],
         }
         for i in range(start, start + count)
     ]
     return pl.DataFrame(rows, schema=CONVERSATION_INPUT_SCHEMA)
+
+
+def conversation_id(i: int, topic: str = "refunds") -> str:
+    """The id `make_conversations` gives conversation i."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"conversation/{topic}/{i}"))

@@ -8,7 +8,10 @@ so online and batch mode give the same annotation for the same conversation.
 
 Faults are injected per request and deterministic: the draw for a request is a
 hash of (seed, conversation, attempt number of that conversation), so a test
-sees the same faults on every run whatever the thread interleaving.
+sees the same faults on every run whatever the thread interleaving. Faults can
+also be aimed at chosen conversations: `Faults(targeted={"MARKER": "drip"})`
+gives every request whose conversation text holds MARKER that fault (one of
+TARGETED_FAULTS), so a test knows exactly which conversations must fail.
 
     with LoopbackLLMServer(Faults(latency_s=0.2, rate_429=0.2)) as server:
         ... server.base_url ...
@@ -21,6 +24,9 @@ import email.parser
 import email.policy
 import hashlib
 import json
+import socket
+import struct
+import sys
 import threading
 import time
 import uuid
@@ -30,6 +36,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from enrichment_assets.enrichers.base import EMOTIONAL_TONES, LABELS
+
+# Served like /v1/chat/completions, without targeted faults: a same-origin redirect target.
+MOVED_CHAT_PATH = "/v1/moved/chat/completions"
 
 _TOPIC_WORDS = (
     "billing",
@@ -47,6 +56,44 @@ _TOPIC_WORDS = (
 )
 
 
+# What a targeted conversation gets (every attempt unless the name says otherwise):
+TARGETED_FAULTS: dict[str, str] = {
+    # the envelope
+    "choices_null": '200 {"choices": [null]}',
+    "choices_string": '200 {"choices": "oops"}',
+    "choices_empty": '200 {"choices": []}',
+    "message_string": '200 {"choices": [{"message": "oops"}]}',
+    "usage_list": '200, a good annotation with "usage": [1, 2]',
+    "usage_negative": '200, a good annotation with "prompt_tokens": -5',
+    "usage_huge": '200, a good annotation with "prompt_tokens": 10**30',
+    "body_list": "200 [1, 2]",
+    "body_not_json": "200 whose body is cut JSON",
+    "content_number": "200 whose message content is the number 42",
+    # the annotation
+    "content_not_json": "200 whose content is prose, not JSON",
+    "confidence_true": "confidence: true",
+    "confidence_string": 'confidence: "0.9"',
+    "sentiment_out_of_range": "sentiment: -3",
+    "quality_out_of_range": "quality_score: 250",
+    "label_unknown": 'label: "spam_detection"',
+    "tone_unknown": 'emotional_tone: "furious"',
+    "topic_not_string": "topics: [1, 2]",
+    "extra_field": 'an extra key "debug"',
+    "summary_long": "a 100,000-character summary (a body under the 1 MB cap)",
+    "topic_long": "one topic of 5,000 characters",
+    # the transport
+    "body_huge": "200 whose body is `huge_body_bytes` (default 50 MB) of valid JSON",
+    "body_huge_unsized": "the same, chunked: no Content-Length to refuse it by",
+    "drip": "headers, then one body byte every `drip_interval_s`",
+    "reset": "headers and half the body, then a TCP reset",
+    "reset_once": "a reset on the first attempt, a good answer after",
+    "redirect": "307 to `redirect_to` (another origin: the body would follow)",
+    "status_500": "500 on every attempt",
+    "status_500_once": "500 on the first attempt, a good answer after",
+    "status_401": "401 whose message quotes the API key, as OpenAI's does",
+}
+
+
 @dataclass
 class Faults:
     """What the server does wrong, and how often (fractions of chat requests)."""
@@ -58,6 +105,7 @@ class Faults:
     ratelimit_reset_requests: str | None = None  # x-ratelimit-reset-requests with 429s
     first_attempts_429: int = 0  # the first N attempts of every conversation answer 429
     rate_500: float = 0.0
+    first_attempt_rate_500: float = 0.0  # 500 on a conversation's first attempt only
     rate_hang: float = 0.0  # sleeps `hang_s`, then drops the connection
     hang_s: float = 5.0
     rate_malformed: float = 0.0  # a 200 whose body is not JSON
@@ -68,6 +116,12 @@ class Faults:
     batch_polls: int = 2  # GET /v1/batches/{id} answers in_progress this many times
     batch_rate_error: float = 0.0  # batch lines that land in the error file
     batch_rate_missing: float = 0.0  # batch lines absent from both files
+    batch_malformed_marker: str | None = None  # lines of these conversations: odd shapes
+    targeted: dict[str, str] = field(default_factory=dict)  # marker in the text -> fault
+    drip_interval_s: float = 5.0
+    huge_body_bytes: int = 50 * 1024 * 1024
+    redirect_to: str | None = None  # where "redirect" points (e.g. another server's URL)
+    stall_after_successes: int | None = None  # then every chat request hangs for `hang_s`
 
 
 @dataclass
@@ -77,6 +131,8 @@ class Counters:
     requests: Counter[str] = field(default_factory=Counter)  # "POST /v1/chat/completions" -> n
     attempts: Counter[str] = field(default_factory=Counter)  # conversation hash -> chat requests
     successes: Counter[str] = field(default_factory=Counter)  # conversation hash -> 200 answers
+    # conversation hash -> good answers sent whole: what no retry or rerun may buy again
+    billed: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)  # fault kind -> n
     response_formats: Counter[str] = field(default_factory=Counter)
     authorization: set[str] = field(default_factory=set)
@@ -85,11 +141,20 @@ class Counters:
     def chat_requests(self) -> int:
         return self.requests["POST /v1/chat/completions"]
 
+    def paid_twice(self) -> list[str]:
+        """Conversations that were sent more than one good answer (paid twice)."""
+        return [key for key, n in self.billed.items() if n > 1]
+
+
+def conversation_text(body: dict[str, Any]) -> str:
+    """What a chat request asks about: its last user message."""
+    users = [m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"]
+    return users[-1] if users else ""
+
 
 def conversation_hash(body: dict[str, Any]) -> str:
     """The key the server files a chat request under: its last user message."""
-    users = [m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"]
-    return hashlib.sha256((users[-1] if users else "").encode()).hexdigest()
+    return hashlib.sha256(conversation_text(body).encode()).hexdigest()
 
 
 def expected_annotation(conversation_text: str) -> dict[str, Any]:
@@ -187,9 +252,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?")[0]
         body = self._body()
-        if path == "/v1/chat/completions":
+        if path in ("/v1/chat/completions", MOVED_CHAT_PATH):
             self._count(path)
-            self._chat(json.loads(body))
+            # The moved route (a same-origin redirect's target) answers without targeted faults.
+            self._chat(json.loads(body), targeted_faults=path != MOVED_CHAT_PATH)
         elif path == "/v1/files":
             self._count(path)
             self._upload(body)
@@ -219,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, _error(f"no route GET {self.path}", "invalid_request_error"))
 
     # -- chat -------------------------------------------------------------------
-    def _chat(self, body: dict[str, Any]) -> None:
+    def _chat(self, body: dict[str, Any], *, targeted_faults: bool = True) -> None:
         state, faults = self.server.state, self.server.state.faults
         key = conversation_hash(body)
         response_format = (body.get("response_format") or {}).get("type", "text")
@@ -227,10 +293,28 @@ class _Handler(BaseHTTPRequestHandler):
             state.counters.attempts[key] += 1
             attempt = state.counters.attempts[key]
             state.counters.response_formats[response_format] += 1
+            stalled = (
+                faults.stall_after_successes is not None
+                and sum(state.counters.successes.values()) >= faults.stall_after_successes
+            )
         if faults.latency_s:
             time.sleep(faults.latency_s)
 
-        status, payload, headers, fault = self._chat_outcome(body, key, attempt, response_format)
+        text = conversation_text(body)
+        targeted = next(
+            (kind for marker, kind in faults.targeted.items() if marker in text),
+            None,
+        )
+        if not targeted_faults:
+            targeted = None
+        if stalled:
+            status, payload, headers, fault = 0, None, {}, "hang"
+        elif targeted is not None:
+            status, payload, headers, fault = self._targeted(body, key, attempt, targeted)
+        else:
+            status, payload, headers, fault = self._chat_outcome(
+                body, key, attempt, response_format
+            )
         with state.lock:
             if fault:
                 state.counters.faults[fault] += 1
@@ -240,7 +324,110 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(faults.hang_s)
             self.close_connection = True
             return
+        if fault in ("drip", "reset", "body_huge_unsized"):
+            self._misbehave(fault, body, key)
+            return
         self._send(status, payload, headers)
+        if status == 200 and fault is None:
+            with state.lock:
+                state.counters.billed[key] += 1
+
+    def _targeted(
+        self, body: dict[str, Any], key: str, attempt: int, kind: str
+    ) -> tuple[int, Any, dict[str, str], str | None]:
+        """The answer of a targeted fault (see TARGETED_FAULTS); None as fault: a good one."""
+        faults = self.server.state.faults
+        good = _completion(body, json.dumps(_annotation(key)))
+        if kind in ("status_500_once", "reset_once") and attempt > 1:
+            return 200, good, {}, None
+        if kind in ("status_500", "status_500_once"):
+            return 500, _error("internal error"), {}, kind
+        if kind == "reset_once":
+            return 0, None, {}, "reset"
+        if kind == "status_401":
+            key_sent = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            message = f"Incorrect API key provided: {key_sent}. Find your key at ..."
+            return 401, _error(message, "invalid_request_error"), {}, kind
+        if kind == "redirect":
+            assert faults.redirect_to, "the redirect fault needs Faults.redirect_to"
+            return 307, _error("moved"), {"Location": faults.redirect_to}, kind
+        if kind in ("drip", "reset", "body_huge_unsized"):
+            return 0, None, {}, kind
+        envelopes: dict[str, Any] = {
+            "choices_null": {"choices": [None]},
+            "choices_string": {"choices": "oops"},
+            "choices_empty": {"choices": []},
+            "message_string": {"choices": [{"message": "oops"}]},
+            "usage_list": dict(good, usage=[1, 2]),
+            "usage_negative": dict(good, usage={"prompt_tokens": -5, "completion_tokens": 1}),
+            "usage_huge": dict(good, usage={"prompt_tokens": 10**30, "completion_tokens": 1}),
+            "body_list": [1, 2],
+            "body_not_json": b'{"id": "chatcmpl-broken", "choices": [{"mess',
+        }
+        if kind in envelopes:
+            return 200, envelopes[kind], {}, kind
+        if kind == "body_huge":
+            return 200, _completion(body, "x" * faults.huge_body_bytes), {}, kind
+        if kind == "content_number":
+            completion = _completion(body, "")
+            completion["choices"][0]["message"]["content"] = 42
+            return 200, completion, {}, kind
+        if kind == "content_not_json":
+            return 200, _completion(body, "Sure! Here is the annotation you asked for."), {}, kind
+        bad = _annotation(key)
+        changes: dict[str, dict[str, Any]] = {
+            "confidence_true": {"confidence": True},
+            "confidence_string": {"confidence": "0.9"},
+            "sentiment_out_of_range": {"sentiment": -3},
+            "quality_out_of_range": {"quality_score": 250},
+            "label_unknown": {"label": "spam_detection"},
+            "tone_unknown": {"emotional_tone": "furious"},
+            "topic_not_string": {"topics": [1, 2]},
+            "extra_field": {"debug": "x"},
+            "summary_long": {"summary": "word " * 20_000},
+            "topic_long": {"topics": ["t" * 5_000]},
+        }
+        if kind not in changes:
+            raise ValueError(f"unknown targeted fault {kind!r}; see TARGETED_FAULTS")
+        return 200, _completion(body, json.dumps({**bad, **changes[kind]})), {}, kind
+
+    def _misbehave(self, kind: str, body: dict[str, Any], key: str) -> None:
+        """Faults of the transport itself: a dripping, reset or unsized huge body."""
+        faults = self.server.state.faults
+        data = json.dumps(_completion(body, json.dumps(_annotation(key)))).encode()
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if kind == "body_huge_unsized":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            piece = b" " * 65536
+            try:
+                for _ in range(faults.huge_body_bytes // len(piece)):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+                self.wfile.flush()
+            except OSError:  # the client stopped reading: what a cap does
+                pass
+            return
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            if kind == "reset":
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                # SO_LINGER 0: close() sends a RST instead of a FIN.
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                return
+            self.wfile.flush()
+            for byte in data:  # "drip": a byte at a time, each read within any read timeout
+                time.sleep(faults.drip_interval_s)
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+        except OSError:
+            pass
 
     def _chat_outcome(
         self, body: dict[str, Any], key: str, attempt: int, response_format: str
@@ -266,6 +453,10 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["x-ratelimit-remaining-requests"] = "0"
                 headers["x-ratelimit-reset-requests"] = faults.ratelimit_reset_requests
             return 429, _error("rate limited", "requests"), headers, "429"
+        first_500 = faults.first_attempt_rate_500
+        if attempt == 1 and cut <= u < cut + first_500:
+            return 500, _error("internal error"), {}, "500"
+        cut += first_500
         for kind, rate in (
             ("500", faults.rate_500),
             ("hang", faults.rate_hang),
@@ -349,6 +540,10 @@ class _Handler(BaseHTTPRequestHandler):
             u = _draw(faults.seed, key, 0)
             if u < faults.batch_rate_missing:
                 continue
+            malformed = _BATCH_MALFORMED_LINES[int(u * 1e6) % len(_BATCH_MALFORMED_LINES)]
+            if faults.batch_malformed_marker and faults.batch_malformed_marker in str(body):
+                outputs.append({"custom_id": custom_id, **malformed})
+                continue
             if u < faults.batch_rate_missing + faults.batch_rate_error:
                 errors.append(
                     {
@@ -383,6 +578,17 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
 
+# Output lines of odd shapes (after their custom_id), one per marked conversation in turn.
+_BATCH_MALFORMED_LINES: tuple[dict[str, Any], ...] = (
+    {"response": "oops"},
+    {"error": "a string, not an object"},
+    {"response": {"status_code": 200, "body": {"choices": [None]}}},
+    {"response": {"status_code": 200, "body": {"choices": "oops", "usage": [1, 2]}}},
+    {"response": {"status_code": 503, "body": {"error": "not an object"}}},
+    {"response": {"status_code": 200, "body": [1, 2]}},
+)
+
+
 def _public(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if k != "polls"}
 
@@ -391,6 +597,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512
     state: _State
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up on a fault (a deadline, a body cap) is what the fault is for.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class LoopbackLLMServer:
@@ -415,11 +626,12 @@ class LoopbackLLMServer:
     def faults(self) -> Faults:
         return self._server.state.faults
 
-    def configure(self, faults: Faults) -> None:
-        """Replace the fault plan and clear the counters."""
+    def configure(self, faults: Faults, *, keep_counters: bool = False) -> None:
+        """Replace the fault plan and clear the counters (unless `keep_counters`)."""
         with self._server.state.lock:
             self._server.state.faults = faults
-            self._server.state.counters = Counters()
+            if not keep_counters:
+                self._server.state.counters = Counters()
 
     def start(self) -> LoopbackLLMServer:
         self._thread.start()

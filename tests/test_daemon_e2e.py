@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 from dagster import DagsterInstance, RunsFilter
 from dagster._core.instance.ref import InstanceRef
@@ -92,6 +93,7 @@ def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
         "ENRICH_NEW_FILES_INTERVAL_S": "1",
         "ENRICH_NEW_FILES_SETTLE_S": "1",
         "ENRICH_RETRY_INTERVAL_S": "5",
+        "ENRICH_DATASET_AUTOMATION_INTERVAL_S": "2",
         "ENRICH_SENSORS_DEFAULT_STATUS": "running",
         "ENRICH_SENSOR_RUN_EXECUTOR": "in_process",
         "GX_ANALYTICS_ENABLED": "false",
@@ -142,8 +144,21 @@ def test_a_file_dropped_in_the_landing_folder_becomes_exports_with_no_other_acti
     assert all(d["status"] == "completed" for d in documents)
     assert len(read_jsonl(exports["training"][0])) == 3
 
+    # Automation then rebuilds the training dataset from the new batch.
+    manifest = daemon.data_dir / "export" / "dataset" / "default" / "manifest.json"
+    while not manifest.exists() and time.monotonic() < deadline:
+        assert daemon.process.poll() is None, f"the daemon exited:\n{daemon.log_tail()}"
+        time.sleep(0.5)
+    assert manifest.exists(), f"no training dataset after {DEADLINE_S}s:\n{daemon.log_tail()}"
+    counts = orjson.loads(manifest.read_bytes())["counts"]
+    # The factory's three conversations say the same thing: one line, two exact duplicates.
+    assert (counts["completed"], counts["removed"]["exact_duplicate"], counts["kept"]) == (3, 2, 1)
+
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(daemon.home))) as instance:
-        (run,) = [r.dagster_run for r in instance.get_run_records(RunsFilter())]
+        (run,) = [
+            r.dagster_run
+            for r in instance.get_run_records(RunsFilter(job_name="conversations_pipeline"))
+        ]
         assert run.tags["dagster/partition"] == enriched.stem
         assert run.tags["enrich/trigger"] == "new_raw_files"
         assert run.tags["enrich/files"] == "chats-2024-06-01.jsonl"

@@ -20,8 +20,16 @@ from enrichment_assets.ingest import (
     json_lines_ranges,
     read_line_range,
     read_raw_records,
-    sniff_unreadable,
 )
+from enrichment_assets.ingest.files import content_problem
+
+
+def sniff_unreadable(path: Path) -> str | None:
+    """The reason a file cannot be ingested at all, or None."""
+    with path.open("rb") as stream:
+        problem = content_problem(stream)
+    return None if problem is None else problem.reason
+
 
 # --- factories ---------------------------------------------------------------------
 
@@ -252,7 +260,7 @@ def test_non_ascii_content_survives_byte_exactly(tmp_path, encoding):
         assert texts[1] in row["raw_text"], layout
 
 
-def test_invalid_utf8_bytes_are_replaced_and_flagged_on_their_line_only(tmp_path):
+def test_a_stray_latin1_byte_is_read_as_cp1252_and_flagged_on_its_line_only(tmp_path):
     good = json.dumps(canonical_record()).encode()
     bad = json.dumps(openai_record("caf\udce9", "ok"), ensure_ascii=False).encode(
         "utf-8", "surrogateescape"
@@ -263,9 +271,11 @@ def test_invalid_utf8_bytes_are_replaced_and_flagged_on_their_line_only(tmp_path
 
     assert [row["position"] for row in rows] == [1, 2, 3]
     assert rows[0]["parse_error"] is None and rows[2]["parse_error"] is None
-    assert "invalid UTF-8" in rows[1]["parse_error"]
-    assert "caf\ufffd" in rows[1]["raw_text"]
-    assert orjson.loads(rows[1]["record_json"])["messages"][0]["content"] == "caf\ufffd"
+    byte = len(good) + 1 + bad.index(b"\xe9") + 1
+    assert rows[1]["parse_error"].startswith(f"invalid UTF-8 at byte {byte} of the file (line 2)")
+    assert rows[1]["parse_rule"] == "encoding_repaired"
+    assert "café" in rows[1]["raw_text"]
+    assert orjson.loads(rows[1]["record_json"])["messages"][0]["content"] == "café"
     assert rows[1]["content_hash"] == hashlib.sha256(rows[1]["raw_text"].encode()).hexdigest()
 
 
@@ -341,7 +351,7 @@ def test_unknown_object_is_kept_as_is_with_derived_id(tmp_path):
     assert orjson.loads(row["record_json"]) == {**record, "conversation_id": row["conversation_id"]}
 
 
-def test_nesting_too_deep_to_serialize_is_kept_as_row(tmp_path):
+def test_nesting_past_the_depth_limit_is_a_row_with_the_limits_rule(tmp_path):
     deep: Any = "bottom"
     for _ in range(300):
         deep = [deep]
@@ -349,7 +359,8 @@ def test_nesting_too_deep_to_serialize_is_kept_as_row(tmp_path):
 
     assert [row["position"] for row in rows] == [1, 2]
     assert rows[0]["record_json"] is None
-    assert rows[0]["parse_error"].startswith("cannot map record")
+    assert rows[0]["parse_rule"] == "nesting_too_deep"
+    assert rows[0]["parse_error"] == "nested more than 64 levels deep (the limit is 64)"
     assert rows[1]["parse_error"] is None
 
 
@@ -581,30 +592,42 @@ def test_directory_raises_unreadable_input(tmp_path):
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary content (NUL bytes)"),
-        (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "binary content (NUL bytes)"),
-        (b"", "empty file"),
-        (b"  \n\r\n\t", "empty file"),
-        (codecs.BOM_UTF8, "empty file"),
-        (b'{"content": "caf\xe9"}\n', "not valid UTF-8/UTF-16 text"),
-        (codecs.BOM_UTF16_LE + b"{\x00\x00\xdc", "not valid UTF-8/UTF-16 text"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "cannot be read: binary content"),
+        (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "cannot be read: binary content"),
+        (bytes(range(256)) * 64, "cannot be read: binary content"),
+        (b"", "cannot be read: empty file"),
+        (b"  \n\r\n\t", "cannot be read: empty file"),
+        (codecs.BOM_UTF8, "cannot be read: empty file"),
+        (b" " * 200_000, "cannot be read: empty file"),
+        (codecs.BOM_UTF16_LE + b"{\x00\x00\xdc", "cannot be read: binary content"),
     ],
 )
-def test_sniff_reports_unreadable_content(tmp_path, content, reason):
+def test_content_problem_reports_a_file_that_is_no_text(tmp_path, content, reason):
     path = tmp_path / "input.jsonl"
     path.write_bytes(content)
 
-    assert sniff_unreadable(path) == reason
+    assert sniff_unreadable(path).startswith(reason)
 
 
-def test_sniff_reports_text_that_is_not_json(tmp_path):
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"content": "caf\xe9"}\n',  # a stray byte costs its line only
+        b'{"a": 1}\n{"content": "x\x00"}\n{"b": 2}\n',  # so does a raw NUL
+        b"garbage first line\n" + b'{"a": 1}\n' * 3,  # a broken first line of JSON Lines
+    ],
+)
+def test_content_problem_leaves_a_bad_line_to_its_line(tmp_path, content):
+    path = tmp_path / "input.jsonl"
+    path.write_bytes(content)
+
+    assert sniff_unreadable(path) is None
+
+
+def test_content_problem_reports_text_that_is_not_json(tmp_path):
     path = write_text(tmp_path / "notes.txt", "user,message\nalice,hi\n")
 
-    assert sniff_unreadable(path).startswith("not JSON text")
-
-
-def test_sniff_reports_missing_file(tmp_path):
-    assert sniff_unreadable(tmp_path / "nope.jsonl") == "no such file"
+    assert sniff_unreadable(path).startswith("cannot be read: not JSON text")
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)

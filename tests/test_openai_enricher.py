@@ -104,7 +104,8 @@ def test_permanently_failing_endpoint_leaves_ai_fields_null_with_error(
     # Failures are not cached: the next run (the failed-partition sensor's) asks again.
     assert len(cache) == 0
     llm_server.configure(Faults())
-    assert_all_enriched(enricher.annotate(make_conversations(20)))
+    next_run = enricher_for(llm_server, cache=cache)
+    assert_all_enriched(next_run.annotate(make_conversations(20)))
     assert llm_server.counters.chat_requests == 20
 
 
@@ -238,7 +239,7 @@ def test_batch_partial_failures_become_null_error_rows(
     ("fault", "expected_error"),
     [
         ("rate_schema_violation", "violates the annotation schema: confidence=1.7"),
-        ("rate_malformed", "JSONDecodeError"),
+        ("rate_malformed", "the answer is not valid JSON"),
     ],
 )
 def test_invalid_responses_are_failures_never_defaults(
@@ -394,6 +395,9 @@ def test_settings_read_the_environment_contract(tmp_path: Path) -> None:
         "ENRICH_LLM_TPM": "100000",
         "ENRICH_LLM_MODE": "batch",
         "ENRICH_LLM_PRICES": '{"my-model": {"input_per_1m": 1, "output_per_1m": 3}}',
+        "ENRICH_LLM_RETRY_BUDGET_S": "2.5",
+        "ENRICH_LLM_BREAKER_WINDOW": "0",
+        "ENRICH_LLM_MAX_RESPONSE_BYTES": "65536",
     }
     settings = LLMSettings.from_env(env)
     assert settings.api_key is not None and settings.api_key.get_secret_value() == FAKE_KEY
@@ -403,9 +407,19 @@ def test_settings_read_the_environment_contract(tmp_path: Path) -> None:
     assert isinstance(enricher, OpenAIEnricher)
     assert enricher.price == ModelPrice(1.0, 3.0) and enricher.mode == "batch"
     assert enricher.cache is not None and enricher.retry.max_attempts == 2
+    assert enricher.retry_budget.seconds == 2.5 and enricher.breaker.window == 0
+    assert enricher.max_response_bytes == 65536
 
     resource = LLMResource.from_env(env)
     assert FAKE_KEY not in repr(resource)
+    assert (resource.retry_budget_s, resource.breaker_window, resource.max_response_bytes) == (
+        2.5,
+        0,
+        65536,
+    )
+    defaults = LLMSettings.from_env({})
+    assert (defaults.timeout_s, defaults.retry_budget_s, defaults.breaker_window) == (60, 5, 20)
+    assert defaults.max_response_bytes == 1024 * 1024
     assert LLMSettings.from_env({}).enricher == "heuristic"
     with pytest.raises(ValueError, match="ENRICH_LLM_PRICES"):
         LLMSettings.from_env({"ENRICH_LLM_PRICES": "[1, 2]"})

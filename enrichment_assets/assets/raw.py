@@ -15,10 +15,14 @@ from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gat
 from enrichment_assets.faults import fault_point
 from enrichment_assets.ingest import (
     RAW_RECORD_SCHEMA,
+    RecordLimits,
+    file_problem_table,
     json_lines_ranges,
     read_line_range,
     read_raw_records,
 )
+from enrichment_assets.ingest.files import FileProblem
+from enrichment_assets.lake import Lake, ManifestEntry
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.status import register_records
@@ -36,17 +40,45 @@ RAW_SCHEMA = pa.schema(
 
 
 def _read_file(
-    path: Path, source_file: str, chunk_rows: int, workers: int, scratch: str | None
+    path: Path,
+    source_file: str,
+    chunk_rows: int,
+    limits: RecordLimits,
+    workers: int,
+    scratch: str | None,
 ) -> Iterator[pa.Table]:
-    """Raw rows of one landed file: UTF-8 JSON Lines in byte ranges over the worker
-    processes, any other file read whole in this process, `chunk_rows` rows at a time."""
-    ranges = json_lines_ranges(path)
+    """Raw rows of one landed file: UTF-8 JSON Lines in byte ranges (of at most
+    `chunk_rows` lines) over the worker processes, any other file read in this process,
+    `chunk_rows` rows at a time."""
+    ranges = json_lines_ranges(path, max_rows=chunk_rows, limits=limits)
     if ranges is None:
-        yield from read_raw_records(path, source_file=source_file, chunk_size=chunk_rows)
+        yield from read_raw_records(path, source_file, chunk_rows, limits)
         return
-    tasks = [(read_line_range, scratch, str(path), source_file, r) for r in ranges]
+    tasks = [(read_line_range, scratch, str(path), source_file, r, limits) for r in ranges]
     for table in map_ordered(shared_call, tasks, workers):
         yield loaded(table)
+
+
+def _read_entry(
+    store: Lake,
+    batch: str,
+    entry: ManifestEntry,
+    lake: LakeResource,
+    scratch: str | None,
+) -> Iterator[pa.Table]:
+    """Raw rows of one manifest entry: one row for a file that could not be read at all."""
+    if entry.rule is not None or entry.name is None:
+        problem = FileProblem(entry.rule or "unreadable_file", entry.error or "unreadable")
+        yield file_problem_table(entry.source_path, problem, entry.sha256)
+        return
+    yield from _read_file(
+        store.stored_file(batch, entry),
+        entry.source_path,
+        lake.chunk_rows,
+        lake.limits,
+        lake.worker_count,
+        scratch,
+    )
 
 
 @asset(
@@ -60,8 +92,10 @@ def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Mat
 
     Reads the immutable copies in the landing store (never the original files),
     detects JSON object / array / JSON Lines and UTF-8 / UTF-16, and maps OpenAI
-    and ShareGPT records onto the canonical shape. A record that does not parse
-    is a row too, with its parse error and position: nothing is dropped here.
+    and ShareGPT records onto the canonical shape. A record that does not parse,
+    or breaks a record limit (size, nesting depth, messages, characters per message:
+    the `lake` resource), is a row too, with its parse error, rule and position; a
+    file that could not be read at all is one row: nothing is dropped here.
     UTF-8 JSON Lines, the format of big files, is parsed by worker processes,
     one byte range each (`workers`).
     """
@@ -79,12 +113,12 @@ def _raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Ma
     target = store.layer_path("raw", batch)
     parse_errors = 0
     formats: Counter[str] = Counter()
+    rules: Counter[str] = Counter()
     first_rows: pl.DataFrame | None = None
     workers = lake.worker_count
     with scratch_dir(workers) as scratch, write_layer(target, RAW_SCHEMA) as writer:
         for entry in manifest.files:
-            stored = store.stored_file(batch, entry)
-            for chunk in _read_file(stored, entry.source_path, lake.chunk_rows, workers, scratch):
+            for chunk in _read_entry(store, batch, entry, lake, scratch):
                 start = writer.rows
                 frame = pl.from_arrow(chunk).with_columns(  # type: ignore[union-attr]
                     pl.lit(batch).alias("partition"),
@@ -95,6 +129,7 @@ def _raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Ma
                 )
                 parse_errors += frame["parse_error"].is_not_null().sum()
                 formats.update(frame["source_format"].to_list())
+                rules.update(frame["parse_rule"].drop_nulls().to_list())
                 writer.write(frame)
                 if first_rows is None:
                     # Copied: a frame of worker results maps its whole scratch file.
@@ -112,6 +147,9 @@ def _raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Ma
             "files": len(manifest.files),
             "input_bytes": sum(e.size for e in manifest.files),
             "formats": MetadataValue.json(dict(sorted(formats.items()))),
+            # Why rows did not parse (and repaired lines): file, line and limit rules.
+            "parse_rules": MetadataValue.json(dict(rules.most_common())),
+            "unreadable_files": sum(1 for e in manifest.files if e.rule is not None),
             "path": path_value(target),
             "preview": preview(
                 first_rows if first_rows is not None else pl.DataFrame(),

@@ -1,7 +1,8 @@
 """`new_raw_files`: files dropped in the landing folder become batch partitions and runs.
 
-Each tick scans `ENRICH_LANDING_DIR`, freezes the settled files as batches
-(`Lake.register_batch`: manifest + bytes in the landing store), and returns the
+Each tick scans `ENRICH_LANDING_DIR` (never leaving it: see `landing`), freezes the
+settled files as batches by content (`landing_store.register_batch`: manifest + bytes
+in the landing store, the content index shared with `enrich run`), and returns the
 new dynamic partitions and their runs in one `SensorResult`, so a run is never
 requested for a partition that does not exist yet.
 """
@@ -22,7 +23,6 @@ from dagster import (
 from enrichment_assets.automation.landing import (
     LandedFile,
     LandingCursor,
-    ManifestIndex,
     group_into_batches,
     scan_landing,
 )
@@ -32,8 +32,10 @@ from enrichment_assets.automation.settings import (
     new_files_interval_seconds,
     requested_run_config,
 )
-from enrichment_assets.ingest import sniff_unreadable
-from enrichment_assets.lake import Lake, Manifest, sha256_file
+from enrichment_assets.ingest.files import escape_name
+from enrichment_assets.inputs import inspect_file
+from enrichment_assets.lake import Lake, Manifest
+from enrichment_assets.landing_store import ContentIndex, SourceFile, register_batch
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 
@@ -71,14 +73,20 @@ def plan_new_files(
 ) -> NewFilesPlan:
     """Register the settled new files of `landing_dir` as batches; updates `cursor`.
 
-    Idempotent on content: a file whose sha256 is already in a manifest of a known
-    partition is only marked handled, so a lost cursor never duplicates a batch.
-    A manifest whose partition is missing from the instance (a tick that died
-    half-way) is requested again.
+    Idempotent on content (the lake's content index): a file whose bytes are already
+    in a batch of a known partition is only marked handled, so a lost cursor never
+    duplicates a batch. A batch whose partition is missing from the instance (a tick
+    that died half-way) is requested again. Entries that are never read (links out
+    of the folder, FIFOs, ...) and files that cannot be read get one warning each;
+    an empty, binary or non-JSON file is landed as one quarantined row. One bad entry
+    never fails the tick.
     """
     plan = NewFilesPlan()
     scan = scan_landing(landing_dir, cursor, now=now, settle_seconds=settings.settle_seconds)
     cursor.forget_missing(scan.present)
+    for refused in scan.refused:
+        plan.warnings.append(f"{refused.relative}: {refused.reason}")
+        cursor.mark(refused)
     if scan.settling:
         plan.notes.append(
             f"{len(scan.settling)} file(s) modified in the last {settings.settle_seconds}s "
@@ -93,41 +101,38 @@ def plan_new_files(
             f"{len(scan.ready) - budget} more ready file(s) wait for the next tick "
             f"(at most {settings.max_batches_per_tick} batches per tick)"
         )
-    index = ManifestIndex.load(lake)
+    index = ContentIndex(lake)
     fresh: list[LandedFile] = []
+    sources: dict[str, SourceFile] = {}
     orphans: dict[str, list[LandedFile]] = {}
     seen_hashes: set[str] = set()
     for landed in scan.ready[:budget]:
-        unreadable = sniff_unreadable(landed.path)
-        if unreadable is not None:
-            plan.warnings.append(f"{landed.relative}: skipped, cannot be read: {unreadable}")
-            cursor.mark(landed)
-            continue
-        digest = sha256_file(landed.path)
-        if digest in seen_hashes:
-            plan.notes.append(f"{landed.relative}: same content as another file of this tick")
-            cursor.mark(landed)
-            continue
-        seen_hashes.add(digest)
-        batch = index.batch_of_hash.get(digest)
-        if batch is not None and batch in known_partitions:
-            plan.notes.append(f"{landed.relative}: content already registered as batch {batch}")
-            cursor.mark(landed)
-            continue
-        if batch is not None:
-            orphans.setdefault(batch, []).append(landed)
-            continue
-        previous = index.latest_by_source.get(str(landed.path.resolve()))
-        if previous is not None and previous[1] != digest:
-            plan.warnings.append(
-                f"{landed.relative} changed after it was registered as batch {previous[0]}: "
-                "its new content becomes a new batch"
+        try:
+            source = inspect_file(
+                landed.real, display=escape_name(landed.path), follow_symlinks=False
             )
-        fresh.append(landed)
+            verdict = _verdict(landed, source, index, known_partitions, seen_hashes)
+        except (OSError, ValueError) as error:  # one bad entry never fails the tick
+            plan.warnings.append(f"{landed.relative}: skipped: {error}")
+            cursor.mark(landed)
+            continue
+        kind, text = verdict
+        if kind == "skip":
+            plan.warnings.append(text)
+            cursor.mark(landed)
+        elif kind == "known":
+            plan.notes.append(text)
+            cursor.mark(landed)
+        elif kind == "orphan":
+            orphans.setdefault(text, []).append(landed)
+        else:
+            if text:
+                plan.warnings.append(text)
+            fresh.append(landed)
+            sources[landed.relative] = source
 
     for batch, files in orphans.items():
-        manifest = lake.load_manifest(batch)
-        plan.manifests.append(manifest)
+        plan.manifests.append(lake.load_manifest(batch))
         plan.notes.append(f"batch {batch}: registered earlier but not in the instance; adding it")
         for landed in files:
             cursor.mark(landed)
@@ -140,16 +145,20 @@ def plan_new_files(
     room = max(settings.max_batches_per_tick - len(plan.manifests), 0)
     for group in groups[:room]:
         try:
-            manifest = lake.register_batch([landed.path for landed in group])
-        except OSError as error:  # changed or vanished while being copied
+            registration = register_batch(lake, [sources[landed.relative] for landed in group])
+        except OSError as error:  # changed or vanished while being copied: next tick
             plan.warnings.append(f"batch of {group[0].relative}: not registered: {error}")
             continue
-        plan.manifests.append(manifest)
-        size = sum(entry.size for entry in manifest.files)
-        plan.notes.append(
-            f"batch {manifest.batch}: {len(group)} new file(s), {size} bytes: "
-            + _files_tag([landed.relative for landed in group])
-        )
+        for display, holder in registration.known.items():
+            plan.notes.append(f"{display}: content already registered as batch {holder}")
+        manifest = registration.manifest
+        if manifest is not None:
+            plan.manifests.append(manifest)
+            size = sum(entry.size for entry in manifest.files)
+            plan.notes.append(
+                f"batch {manifest.batch}: {len(manifest.files)} new file(s), {size} bytes: "
+                + _files_tag([landed.relative for landed in group])
+            )
         for landed in group:
             cursor.mark(landed)
     if len(groups) > room:
@@ -158,6 +167,35 @@ def plan_new_files(
         dict.fromkeys(m.batch for m in plan.manifests if m.batch not in known_partitions)
     )
     return plan
+
+
+def _verdict(
+    landed: LandedFile,
+    source: SourceFile,
+    index: ContentIndex,
+    known_partitions: set[str],
+    seen_hashes: set[str],
+) -> tuple[str, str]:
+    """What to do with one ready file: ("skip" | "known" | "orphan" | "land", why)."""
+    if source.sha256 is None:  # unreadable, vanished, or no longer a regular file
+        return "skip", f"{landed.relative}: skipped: {source.error}"
+    if source.sha256 in seen_hashes:
+        return "known", f"{landed.relative}: same content as another file of this tick"
+    seen_hashes.add(source.sha256)
+    batch = index.batch_of(source.sha256)
+    if batch is not None and batch in known_partitions:
+        return "known", f"{landed.relative}: content already registered as batch {batch}"
+    if batch is not None:
+        return "orphan", batch
+    if source.rule is not None:
+        return "land", f"{landed.relative}: {source.error}: landed as one quarantined row"
+    previous = index.last_landing_of(source.display)
+    if previous is not None and previous[1] != source.sha256:
+        return "land", (
+            f"{landed.relative} changed after it was registered as batch {previous[0]}: "
+            "its new content becomes a new batch"
+        )
+    return "land", ""
 
 
 def run_request_for(manifest: Manifest) -> RunRequest:

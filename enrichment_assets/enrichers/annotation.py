@@ -1,5 +1,11 @@
 """What the openai enricher asks for and accepts: the annotation model, the prompt,
-validation of answers, one-line errors and the accounting of a call."""
+validation of answers (envelope, content, usage), one-line errors and the accounting
+of a call.
+
+Validation is strict: an answer is accepted as the model gave it or refused with
+the reason, never coerced (`true` or `"0.9"` are not a confidence), clamped (a
+sentiment of -3 is not -1) or cut (a 100,000-character summary is not a summary).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,15 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from enrichment_assets.enrichers.base import EMOTIONAL_TONES, LABELS
 
@@ -18,10 +32,17 @@ from enrichment_assets.enrichers.base import EMOTIONAL_TONES, LABELS
 PROMPT_VERSION = "annotate-v1"
 
 
+# Field caps, checked on every answer (and not part of the JSON schema sent, so adding
+# them left every cache key as it was). The label and the tone are capped by their enums.
+MAX_SUMMARY_CHARS = 2_000  # ~500 tokens: more than the completion budget allows honestly
+MAX_TOPIC_CHARS = 100
+
+
 class ConversationAnnotation(BaseModel):
     """What the model must answer for one conversation (sent as a strict JSON schema)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: a bool or a string is not a number; allow_inf_nan: NaN is not in [0, 1].
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     summary: str = Field(description="One to three sentences on what the user wanted and got.")
     topics: list[str] = Field(max_length=8, description="One to five short key topics.")
@@ -36,9 +57,23 @@ class ConversationAnnotation(BaseModel):
     @field_validator("summary")
     @classmethod
     def _summary_not_blank(cls, value: str) -> str:
+        if len(value) > MAX_SUMMARY_CHARS:
+            raise ValueError(_over_cap("summary", len(value), MAX_SUMMARY_CHARS))
         if not value.strip():
             raise ValueError("summary is blank")
         return value.strip()
+
+    @field_validator("topics")
+    @classmethod
+    def _topics_short(cls, value: list[str]) -> list[str]:
+        for i, topic in enumerate(value):
+            if len(topic) > MAX_TOPIC_CHARS:
+                raise ValueError(_over_cap(f"topics.{i}", len(topic), MAX_TOPIC_CHARS))
+        return value
+
+
+def _over_cap(field: str, size: int, cap: int) -> str:
+    return f"{field} is {size:,} characters, over the {cap:,}-character cap"
 
 
 def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -113,32 +148,126 @@ class AnnotationOutcome:
 
 
 _MAX_ERROR_CHARS = 300
+# Scanned for secrets before the cut to _MAX_ERROR_CHARS: a bound on the work, not the output.
+_MAX_SCANNED_CHARS = 4_000
 _KEY_LIKE = re.compile(r"(sk-|Bearer\s+)[A-Za-z0-9_\-.]{6,}")
+# A secret's fragments this long are scrubbed too (a server may echo part of a key).
+_MIN_FRAGMENT_CHARS = 8
 
 
-def one_line_error(text: str, api_key: SecretStr | None = None) -> str:
+class SecretScrubber:
+    """Replaces a secret in text by `***`: as is, escaped (JSON, repr, URL) or in part.
+
+    Built once per enricher from the configured key, whatever its shape, and applied
+    to every error text before it is stored, logged or shown.
+    """
+
+    def __init__(self, secret: SecretStr | str | None) -> None:
+        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret or ""
+        self._pattern: re.Pattern[str] | None = None
+        if not value:
+            return
+        from urllib.parse import quote
+
+        forms = {value, orjson.dumps(value).decode()[1:-1], repr(value)[1:-1], quote(value)}
+        # Every fragment of _MIN_FRAGMENT_CHARS: a partial echo is scrubbed where it starts.
+        for form in list(forms):
+            size = _MIN_FRAGMENT_CHARS
+            forms.update(form[i : i + size] for i in range(len(form) - size + 1))
+        longest_first = sorted((f for f in forms if f), key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, longest_first)))
+
+    def __call__(self, text: str) -> str:
+        """`text` with every form of the secret replaced by `***`."""
+        if self._pattern is None:
+            return text
+        return self._pattern.sub("***", text)
+
+    def __repr__(self) -> str:  # never the secret, nor its fragments
+        return "SecretScrubber(...)"
+
+
+def one_line_error(text: str, api_key: SecretStr | SecretScrubber | None = None) -> str:
     """`text` fit for a row's `error`: one line, bounded, with no API key in it."""
-    secret = api_key.get_secret_value() if api_key is not None else ""
-    if secret:
-        text = text.replace(secret, "***")
-    text = _KEY_LIKE.sub(r"\1***", " ".join(text.split()))
+    scrub = api_key if isinstance(api_key, SecretScrubber) else SecretScrubber(api_key)
+    # Scrubbed before and after whitespace is folded (a key may hold spaces), and before
+    # the cut: a key cut in half would not be recognized any more.
+    text = scrub(text[:_MAX_SCANNED_CHARS])
+    text = scrub(" ".join(text.split()))
+    text = _KEY_LIKE.sub(r"\1***", text)
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
 
 
 def validate_annotation(data: Mapping[str, Any]) -> ConversationAnnotation | None:
+    """`data` as an annotation (a cache entry), or None when it no longer validates."""
     try:
         return ConversationAnnotation.model_validate(data)
     except ValidationError:
         return None
 
 
-def outcome_from_completion(completion: Mapping[str, Any]) -> AnnotationOutcome:
-    """Validate a chat completion body (online answer or a line of a batch output file)."""
-    choice = (completion.get("choices") or [{}])[0]
-    message, usage = choice.get("message") or {}, completion.get("usage") or {}
-    content, refusal = message.get("content"), message.get("refusal")
-    finish_reason = choice.get("finish_reason")
-    prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+class _Message(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _Choice(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    message: _Message
+    finish_reason: str | None = None
+
+
+# Far above any context window; past it a count is garbage (and would overflow Int64).
+_MAX_TOKENS = 1_000_000_000
+
+
+class _Usage(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    prompt_tokens: NonNegativeInt | None = Field(default=None, le=_MAX_TOKENS)
+    completion_tokens: NonNegativeInt | None = Field(default=None, le=_MAX_TOKENS)
+
+
+class ChatCompletionEnvelope(BaseModel):
+    """The parts of a chat completion the enricher reads; any other key is ignored."""
+
+    model_config = ConfigDict(strict=True)
+
+    choices: list[_Choice] = Field(min_length=1)
+    usage: _Usage | None = None
+
+
+def _describe(exc: ValidationError, limit: int = 3) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, p['loc'])) or 'root'}"
+        + (f"={str(p.get('input'))[:40]!s}" if p["type"] != "value_error" else "")
+        + f": {p['msg'].removeprefix('Value error, ')}"
+        for p in exc.errors(include_url=False)[:limit]
+    )
+
+
+def outcome_from_completion(completion: bytes | Mapping[str, Any]) -> AnnotationOutcome:
+    """Validate a chat completion body (online answer or a line of a batch output file).
+
+    Never raises: whatever is wrong with the answer (its JSON, its envelope, its usage,
+    its content) is this conversation's error.
+    """
+    try:
+        if isinstance(completion, bytes | bytearray | str):
+            envelope = ChatCompletionEnvelope.model_validate_json(completion)
+        else:
+            envelope = ChatCompletionEnvelope.model_validate(completion)
+    except ValidationError as exc:
+        if any(p["type"] == "json_invalid" for p in exc.errors(include_url=False)):
+            return AnnotationOutcome(error="the answer is not valid JSON")
+        return AnnotationOutcome(error=f"malformed answer: {_describe(exc)}")
+    choice, usage = envelope.choices[0], envelope.usage or _Usage()
+    content, refusal = choice.message.content, choice.message.refusal
+    finish_reason = choice.finish_reason
+    prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
 
     def failed(error: str) -> AnnotationOutcome:
         return AnnotationOutcome(
@@ -154,14 +283,9 @@ def outcome_from_completion(completion: Mapping[str, Any]) -> AnnotationOutcome:
     try:
         annotation = ConversationAnnotation.model_validate_json(content)
     except ValidationError as exc:
-        problems = exc.errors(include_url=False)
-        if any(p["type"] == "json_invalid" for p in problems):
+        if any(p["type"] == "json_invalid" for p in exc.errors(include_url=False)):
             return failed(f"response is not valid JSON (finish_reason={finish_reason})")
-        described = "; ".join(
-            f"{'.'.join(map(str, p['loc'])) or 'root'}={str(p.get('input'))[:40]!s}: {p['msg']}"
-            for p in problems[:3]
-        )
-        return failed(f"response violates the annotation schema: {described}")
+        return failed(f"response violates the annotation schema: {_describe(exc)}")
     return AnnotationOutcome(
         annotation=annotation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
     )
@@ -191,6 +315,8 @@ class EnrichmentStats:
     errors: int = 0
     requests: int = 0  # HTTP requests sent, retries included
     retries: int = 0
+    retry_budget_exhausted: int = 0  # conversations given up on: the run's retry budget was spent
+    unavailable: int = 0  # conversations not sent: the circuit breaker was open
     prompt_tokens: int = 0  # spent by this call
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0  # what the cache hits had cost when first obtained

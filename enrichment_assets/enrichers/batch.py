@@ -64,7 +64,12 @@ def requests_jsonl(requests: Sequence[tuple[str, dict[str, Any]]]) -> bytes:
 
 
 def parse_results(data: bytes) -> dict[str, BatchItemResult]:
-    """Lines of an output or error file, by `custom_id`."""
+    """Lines of an output or error file, by `custom_id`.
+
+    A line that cannot be read (not JSON, no `custom_id`) is skipped with a warning: its
+    conversation is then missing, which the caller reports as its error. A readable line
+    of an unexpected shape is that conversation's error, never the file's.
+    """
     results: dict[str, BatchItemResult] = {}
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
@@ -75,21 +80,30 @@ def parse_results(data: bytes) -> dict[str, BatchItemResult]:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("skipping unreadable batch result line %d", number)
             continue
-        response = item.get("response") or {}
-        status, body = response.get("status_code"), response.get("body")
-        if item.get("error"):
-            error = item["error"]
-            results[custom_id] = BatchItemResult(
+        if not isinstance(custom_id, str):
+            log.warning("skipping batch result line %d: custom_id is not a string", number)
+            continue
+        results[custom_id] = _item_result(item)
+    return results
+
+
+def _item_result(item: dict[str, Any]) -> BatchItemResult:
+    response = item.get("response")
+    response = response if isinstance(response, dict) else {}
+    status, body = response.get("status_code"), response.get("body")
+    if error := item.get("error"):
+        if isinstance(error, dict):
+            return BatchItemResult(
                 error=f"batch item error {error.get('code')}: {error.get('message')}"
             )
-        elif status == 200 and isinstance(body, dict):
-            results[custom_id] = BatchItemResult(completion=body)
-        else:
-            message = body.get("error", {}).get("message") if isinstance(body, dict) else body
-            results[custom_id] = BatchItemResult(
-                error=f"batch item failed with HTTP {status}: {message}"
-            )
-    return results
+        return BatchItemResult(error=f"batch item error: {str(error)[:200]}")
+    if status == 200 and isinstance(body, dict):
+        return BatchItemResult(completion=body)
+    message = body
+    if isinstance(body, dict):
+        detail = body.get("error")
+        message = detail.get("message") if isinstance(detail, dict) else detail
+    return BatchItemResult(error=f"batch item failed with HTTP {status}: {str(message)[:200]}")
 
 
 async def run_chat_batch(

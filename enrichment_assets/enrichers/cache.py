@@ -16,6 +16,12 @@ writer), a busy timeout (writers queue instead of failing) and
 store a valid answer; the first one wins). SQLite's locking needs a local
 filesystem: on runners spread over several machines, point each machine at its
 own local directory (or replace this class with a database-backed one).
+
+The online enricher stores each answer as it arrives (`writer()`: one connection
+for the chunk, one commit per answer), so a run killed mid-chunk has paid for
+nothing it must buy again. A commit on an open WAL connection costs ~0.1 ms; a
+connection per answer would cost ~8 ms, since closing the last connection
+checkpoints the WAL to the database file.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import closing
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +99,29 @@ class CachedAnnotation:
     completion_tokens: int | None = None
 
 
+def _insert_params(row: CachedAnnotation) -> tuple[Any, ...]:
+    return (
+        row.key,
+        row.model,
+        row.prompt_version,
+        orjson.dumps(row.annotation).decode(),
+        row.prompt_tokens,
+        row.completion_tokens,
+        time.time(),
+    )
+
+
+class CacheWriter:
+    """One open connection of the cache; `put` stores and commits one annotation."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def put(self, row: CachedAnnotation) -> None:
+        with self._conn:
+            self._conn.execute(_INSERT, _insert_params(row))
+
+
 class EnrichmentCache:
     """Successful annotations in a SQLite file under `directory` (see module docstring)."""
 
@@ -141,25 +170,19 @@ class EnrichmentCache:
 
     def put_many(self, rows: Iterable[CachedAnnotation]) -> int:
         """Store successful annotations (keys already present are kept); returns rows written."""
-        now = time.time()
-        params = [
-            (
-                row.key,
-                row.model,
-                row.prompt_version,
-                orjson.dumps(row.annotation).decode(),
-                row.prompt_tokens,
-                row.completion_tokens,
-                now,
-            )
-            for row in rows
-        ]
+        params = [_insert_params(row) for row in rows]
         if not params:
             return 0
         with closing(self._connect()) as conn, conn:
             before = conn.total_changes
             conn.executemany(_INSERT, params)
             return conn.total_changes - before
+
+    @contextmanager
+    def writer(self) -> Iterator[CacheWriter]:
+        """A connection that commits each `put` at once; use it from one thread."""
+        with closing(self._connect()) as conn:
+            yield CacheWriter(conn)
 
     def __len__(self) -> int:
         with closing(self._connect()) as conn:

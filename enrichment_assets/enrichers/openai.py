@@ -12,8 +12,17 @@ How a chunk is annotated:
 2. the misses go out online (async client, `concurrency` requests in flight,
    optional requests/tokens-per-minute pacing, our own retries: the client's are
    off) or through the Batch API (`batch.py`) when `mode="batch"`;
-3. successful annotations go into the cache, failures do not (they are asked
-   again on the next run: that is how the failed-partition sensor heals them).
+3. each successful annotation goes into the cache as soon as it arrives, failures
+   do not (they are asked again on the next run: that is how the failed-partition
+   sensor heals them), so a run killed mid-chunk pays for nothing twice.
+
+A fault costs one conversation, never the chunk: whatever goes wrong with one
+request (its envelope, content, usage, transport, or a bug of ours) becomes that
+conversation's NULL annotation and one-line `error`, scrubbed of the API key.
+Time is bounded by a total deadline per attempt, `max_attempts` and the run's
+retry budget (`retry.py`); an endpoint that fails everything trips the circuit
+breaker; the HTTP client refuses redirects to other origins and caps answer
+bodies (`http_client.py`).
 
 `stats` after `annotate` says what it cost; `on_progress(done, total)` reports
 as requests complete, so the asset can log per chunk.
@@ -24,13 +33,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import openai
-import orjson
 import polars as pl
 from pydantic import SecretStr
 
@@ -42,6 +52,7 @@ from enrichment_assets.enrichers.annotation import (
     AnnotationOutcome,
     EnrichmentStats,
     ModelPrice,
+    SecretScrubber,
     chat_messages,
     one_line_error,
     outcome_from_completion,
@@ -57,9 +68,18 @@ from enrichment_assets.enrichers.cache import (
     EnrichmentCache,
     annotation_cache_key,
 )
+from enrichment_assets.enrichers.http_client import DEFAULT_MAX_RESPONSE_BYTES, endpoint_client
 from enrichment_assets.enrichers.retry import (
+    DEFAULT_BREAKER_WINDOW,
+    DEFAULT_RETRY_BUDGET_S,
+    ChunkRetries,
+    CircuitBreaker,
+    EndpointUnavailable,
     RateLimiter,
+    RequestDeadlineExceeded,
     RequestFailed,
+    RetryBudget,
+    RetryBudgetSpent,
     RetryPolicy,
     call_with_retries,
     rejects_json_schema,
@@ -68,6 +88,9 @@ from enrichment_assets.enrichers.retry import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 ProgressCallback = Callable[[int, int], None]
+# Conversations taken on per request slot: a conversation waiting out a retry's backoff
+# holds no slot, so the others keep `concurrency` requests in flight meanwhile.
+_CONVERSATIONS_PER_SLOT = 4
 
 
 # -- the enricher ------------------------------------------------------------------------------
@@ -105,13 +128,22 @@ class OpenAIEnricher:
         temperature: float | None = 0.0,
         batch_options: batch_api.BatchOptions | None = None,
         on_progress: ProgressCallback | None = None,
+        retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
+        breaker_window: int = DEFAULT_BREAKER_WINDOW,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.model, self.base_url, self.mode = model, base_url, mode
         self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key or "")
+        self._scrub = SecretScrubber(self._api_key)
         self.concurrency, self.timeout_s = concurrency, timeout_s
         self.retry = retry or RetryPolicy()
+        # Both belong to the run (this enricher, built once per materialization): what
+        # one chunk spends or learns holds for the chunks after it.
+        self.retry_budget = RetryBudget(retry_budget_s)
+        self.breaker = CircuitBreaker(breaker_window)
+        self.max_response_bytes = max_response_bytes
         self.rpm, self.tpm = rpm, tpm
         self.price, self.cache = price, cache
         self.max_prompt_chars = max_prompt_chars
@@ -165,9 +197,7 @@ class OpenAIEnricher:
         outcomes = self._from_cache(list(requests))
         misses = [request for key, request in requests.items() if key not in outcomes]
         if misses:
-            fresh = await self._request_all(misses)
-            self._store(fresh)
-            outcomes.update(fresh)
+            outcomes.update(await self._request_all(misses))
         return self._rows(row_keys, outcomes)
 
     def _from_cache(self, keys: list[str]) -> dict[str, AnnotationOutcome]:
@@ -184,27 +214,50 @@ class OpenAIEnricher:
                 )
         return outcomes
 
+    def _cached(self, key: str, outcome: AnnotationOutcome) -> CachedAnnotation | None:
+        if outcome.annotation is None:  # failures are never cached
+            return None
+        return CachedAnnotation(
+            key=key,
+            model=self.model,
+            prompt_version=PROMPT_VERSION,
+            annotation=outcome.annotation.model_dump(),
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+        )
+
     def _store(self, outcomes: dict[str, AnnotationOutcome]) -> None:
+        """Put the successful annotations of `outcomes` into the cache."""
         if self.cache is not None:
-            self.cache.put_many(
-                CachedAnnotation(
-                    key=key,
-                    model=self.model,
-                    prompt_version=PROMPT_VERSION,
-                    annotation=outcome.annotation.model_dump(),
-                    prompt_tokens=outcome.prompt_tokens,
-                    completion_tokens=outcome.completion_tokens,
-                )
-                for key, outcome in outcomes.items()
-                if outcome.annotation is not None
-            )
+            rows = (self._cached(key, outcome) for key, outcome in outcomes.items())
+            self.cache.put_many(row for row in rows if row is not None)
+
+    @contextmanager
+    def _store_as_they_arrive(self) -> Iterator[Callable[[str, AnnotationOutcome], None]]:
+        """`store(key, outcome)`: cache one answer now, so that a crash later in the chunk
+        cannot make the next run pay for it again. A cache that cannot be written costs
+        the cache only: the annotation still goes into this run's output."""
+        if self.cache is None:
+            yield lambda key, outcome: None
+            return
+        with self.cache.writer() as writer:
+
+            def store(key: str, outcome: AnnotationOutcome) -> None:
+                if (row := self._cached(key, outcome)) is None:
+                    return
+                try:
+                    writer.put(row)
+                except Exception as exc:  # the cache is a saving, never a reason to fail
+                    log.warning("enrichment cache not written (%s): %s", type(exc).__name__, exc)
+
+            yield store
 
     def _client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            api_key=self._api_key.get_secret_value() or "EMPTY",  # local servers want none
+        return endpoint_client(
             base_url=self.base_url,
-            timeout=self.timeout_s,
-            max_retries=0,  # retries are ours: backoff, Retry-After, accounting
+            api_key=self._api_key.get_secret_value() or "EMPTY",  # local servers want none
+            timeout_s=self.timeout_s,
+            max_body_bytes=self.max_response_bytes,
         )
 
     def _chat_body(self, request: _Request) -> dict[str, Any]:
@@ -229,9 +282,15 @@ class OpenAIEnricher:
 
     async def _request_all(self, requests: list[_Request]) -> dict[str, AnnotationOutcome]:
         progress = _Progress(len(requests), self.on_progress)
+        if self.breaker.is_open:  # an earlier chunk of this run found the endpoint gone
+            self.stats.unavailable += len(requests)
+            progress.advance(len(requests))
+            error = self._one_line(self.breaker.unavailable_error())
+            return {request.key: AnnotationOutcome(error=error) for request in requests}
         async with self._client() as client:
             if self.mode == "batch":
                 outcomes = await self._request_batch(client, requests)
+                self._store(outcomes)
                 progress.advance(len(requests))
             else:
                 outcomes = await self._request_online(client, requests, progress)
@@ -252,43 +311,110 @@ class OpenAIEnricher:
         self, client: openai.AsyncOpenAI, requests: list[_Request], progress: _Progress
     ) -> dict[str, AnnotationOutcome]:
         limiter = RateLimiter(rpm=self.rpm, tpm=self.tpm)
+        slots = asyncio.Semaphore(self.concurrency)
+        retries = self.retry_budget.chunk(len(requests), self.breaker)
         pending: Iterator[_Request] = iter(requests)
         outcomes: dict[str, AnnotationOutcome] = {}
 
         # A fixed pool of workers pulling from one iterator: memory stays flat
         # however many conversations the chunk holds.
-        async def worker() -> None:
+        async def worker(store: Callable[[str, AnnotationOutcome], None]) -> None:
             for request in pending:
-                outcomes[request.key] = await self._annotate_one(client, request, limiter)
+                outcome = await self._annotate_one(client, request, limiter, slots, retries)
+                outcomes[request.key] = outcome
+                store(request.key, outcome)
+                ok = outcome.annotation is not None
+                if (ok or not retries.in_tail) and self.breaker.record(ok, outcome.error):
+                    log.warning("%s", self.breaker.unavailable_error())
+                    retries.changed()  # wake the conversations waiting to retry
                 progress.advance()
 
-        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(requests)))))
+        workers = min(self.concurrency * _CONVERSATIONS_PER_SLOT, len(requests))
+        with self._store_as_they_arrive() as store:
+            try:
+                await asyncio.gather(*(worker(store) for _ in range(workers)))
+            finally:
+                retries.finish()
         return outcomes
 
     async def _annotate_one(
-        self, client: openai.AsyncOpenAI, request: _Request, limiter: RateLimiter
+        self,
+        client: openai.AsyncOpenAI,
+        request: _Request,
+        limiter: RateLimiter,
+        slots: asyncio.Semaphore,
+        retries: ChunkRetries,
     ) -> AnnotationOutcome:
-        async def send() -> Any:
-            await limiter.acquire(request.estimated_tokens)
-            self.stats.requests += 1
-            body = self._chat_body(request)
+        """One conversation's outcome; never raises (a fault costs this conversation only)."""
+        first_done = False
+
+        def first_attempt_done() -> None:
+            nonlocal first_done
+            if not first_done:
+                first_done = True
+                retries.first_attempt_done()
+
+        sent_format = self.response_format
+
+        async def attempt() -> bytes:
+            nonlocal sent_format
+            async with slots:
+                retries.check()  # the breaker may have opened while this one queued
+                await limiter.acquire(request.estimated_tokens)
+                # Built now, not before the wait: the response format may have changed.
+                sent_format = self.response_format
+                body = self._chat_body(request)
+                self.stats.requests += 1
+                try:
+                    async with asyncio.timeout(self.timeout_s):  # connect + reads + whole body
+                        return await _post_chat(client, body)
+                except TimeoutError:
+                    raise RequestDeadlineExceeded(
+                        f"no complete answer within the {self.timeout_s:g}s deadline"
+                    ) from None
+
+        async def send() -> bytes:
             try:
-                return await _post_chat(client, body)
+                return await attempt()
             except openai.BadRequestError as exc:
-                sent_schema = body["response_format"]["type"] == "json_schema"
-                if not sent_schema or not rejects_json_schema(exc):
+                if sent_format != "json_schema" or not rejects_json_schema(exc):
                     raise
                 if self.response_format == "json_schema":  # the first to find out says so
                     log.warning("the server rejects response_format json_schema; using json_object")
                     self.response_format = "json_object"
-                self.stats.requests += 1
-                return await _post_chat(client, self._chat_body(request))
+                return await attempt()
 
         try:
-            completion = await call_with_retries(send, policy=self.retry, stats=self.stats)
+            answer = await call_with_retries(
+                send,
+                policy=self.retry,
+                stats=self.stats,
+                retries=retries,
+                on_first_attempt_done=first_attempt_done,
+            )
+            outcome = outcome_from_completion(answer)
         except RequestFailed as exc:
-            return AnnotationOutcome(error=one_line_error(str(exc), self._api_key))
-        return outcome_from_completion(completion)
+            if isinstance(exc, EndpointUnavailable):
+                self.stats.unavailable += 1
+            elif isinstance(exc, RetryBudgetSpent):
+                self.stats.retry_budget_exhausted += 1
+            outcome = AnnotationOutcome(error=str(exc))
+        except Exception as exc:  # a bug of ours must cost this conversation only, too
+            self._log_unexpected(f"annotating {request.custom_id}", exc)
+            outcome = AnnotationOutcome(error=f"unexpected {type(exc).__name__}: {exc}")
+        finally:
+            first_attempt_done()
+        if outcome.error is not None:
+            outcome.error = self._one_line(outcome.error)
+        return outcome
+
+    def _one_line(self, error: str) -> str:
+        return one_line_error(error, self._scrub)
+
+    def _log_unexpected(self, doing: str, exc: BaseException) -> None:
+        """Log a failure nobody anticipated with its traceback (for us), scrubbed of the key."""
+        trace = "".join(traceback.format_exception(exc))
+        log.warning("unexpected failure %s: %s", doing, self._scrub(trace))
 
     async def _request_batch(
         self, client: openai.AsyncOpenAI, requests: list[_Request]
@@ -300,20 +426,31 @@ class OpenAIEnricher:
 
             return await call_with_retries(counted, policy=self.retry, stats=self.stats)
 
-        results = await batch_api.run_chat_batch(
-            client,
-            [(request.custom_id, self._chat_body(request)) for request in requests],
-            options=self.batch_options,
-            call=call,
-        )
+        try:
+            results = await batch_api.run_chat_batch(
+                client,
+                [(request.custom_id, self._chat_body(request)) for request in requests],
+                options=self.batch_options,
+                call=call,
+            )
+        except Exception as exc:  # one batch is one request: it fails its conversations only
+            self._log_unexpected("in the batch request", exc)
+            results = {
+                r.custom_id: batch_api.BatchItemResult(
+                    error=f"batch request failed: {type(exc).__name__}: {exc}"
+                )
+                for r in requests
+            }
         outcomes = {}
         for request in requests:
-            result = results[request.custom_id]
-            if result.completion is not None:
-                outcomes[request.key] = outcome_from_completion(result.completion)
+            result = results.get(request.custom_id)
+            if result is not None and result.completion is not None:
+                outcome = outcome_from_completion(result.completion)
             else:
-                error = one_line_error(result.error or "no result", self._api_key)
-                outcomes[request.key] = AnnotationOutcome(error=error)
+                outcome = AnnotationOutcome(error=result.error if result else "no result")
+            if outcome.error is not None:
+                outcome.error = self._one_line(outcome.error)
+            outcomes[request.key] = outcome
         return outcomes
 
     def _rows(
@@ -357,18 +494,15 @@ class OpenAIEnricher:
         return conform_annotations(pl.DataFrame(rows, infer_schema_length=None))
 
 
-async def _post_chat(client: openai.AsyncOpenAI, body: dict[str, Any]) -> dict[str, Any]:
-    """POST the chat body as is and read the answer with orjson.
+async def _post_chat(client: openai.AsyncOpenAI, body: dict[str, Any]) -> bytes:
+    """POST the chat body as is; the answer's bytes (`outcome_from_completion` reads them).
 
     The SDK's typed `chat.completions.create` costs ~2 ms of CPU per request
     (walking the TypedDict params, building pydantic response objects), which
     caps one event loop near 100 requests/s; the plain POST keeps the SDK's
     auth, timeouts and status-error mapping without that.
     """
-    answer = orjson.loads(await client.post("/chat/completions", cast_to=bytes, body=body))
-    if not isinstance(answer, dict):
-        raise ValueError(f"the answer is a JSON {type(answer).__name__}, not an object")
-    return answer
+    return await client.post("/chat/completions", cast_to=bytes, body=body)
 
 
 class _Progress:

@@ -9,6 +9,12 @@ Two doors to the same settings:
 
 The API key is a `SecretStr` in `LLMSettings` and hidden from the resource's
 repr; error messages are scrubbed of it by the enricher.
+
+What bounds a run against a faulty endpoint (see `retry.py`, `http_client.py`):
+`timeout_s` is each attempt's total deadline, `max_attempts` each conversation's
+attempts, `retry_budget_s` the seconds a run may wait on retries alone,
+`breaker_window` the consecutive failed conversations that stop the run's
+requests, `max_response_bytes` the cap on an answer's body.
 """
 
 from __future__ import annotations
@@ -25,8 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 from enrichment_assets.enrichers.annotation import ModelPrice
 from enrichment_assets.enrichers.base import Enricher
 from enrichment_assets.enrichers.cache import EnrichmentCache
+from enrichment_assets.enrichers.http_client import DEFAULT_MAX_RESPONSE_BYTES
 from enrichment_assets.enrichers.openai import OpenAIEnricher
-from enrichment_assets.enrichers.retry import RetryPolicy
+from enrichment_assets.enrichers.retry import (
+    DEFAULT_BREAKER_WINDOW,
+    DEFAULT_RETRY_BUDGET_S,
+    RetryPolicy,
+)
 
 # List prices in USD per 1M tokens when this was written; `ENRICH_LLM_PRICES`
 # (JSON: {"model": {"input_per_1m": .., "output_per_1m": ..}}) adds or overrides.
@@ -70,6 +81,9 @@ class LLMSettings(BaseModel):
     concurrency: int = Field(default=16, ge=1)
     timeout_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=6, ge=1)
+    retry_budget_s: float = Field(default=DEFAULT_RETRY_BUDGET_S, ge=0)
+    breaker_window: int = Field(default=DEFAULT_BREAKER_WINDOW, ge=0)  # 0: no breaker
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024)
     rpm: int | None = Field(default=None, ge=1)  # None: unlimited
     tpm: int | None = Field(default=None, ge=1)
     mode: LLMMode = "online"
@@ -91,6 +105,9 @@ class LLMSettings(BaseModel):
             "concurrency": "ENRICH_LLM_CONCURRENCY",
             "timeout_s": "ENRICH_LLM_TIMEOUT_S",
             "max_attempts": "ENRICH_LLM_MAX_ATTEMPTS",
+            "retry_budget_s": "ENRICH_LLM_RETRY_BUDGET_S",
+            "breaker_window": "ENRICH_LLM_BREAKER_WINDOW",
+            "max_response_bytes": "ENRICH_LLM_MAX_RESPONSE_BYTES",
             "rpm": "ENRICH_LLM_RPM",
             "tpm": "ENRICH_LLM_TPM",
             "mode": "ENRICH_LLM_MODE",
@@ -117,6 +134,9 @@ class LLMSettings(BaseModel):
             concurrency=self.concurrency,
             timeout_s=self.timeout_s,
             retry=RetryPolicy(max_attempts=self.max_attempts),
+            retry_budget_s=self.retry_budget_s,
+            breaker_window=self.breaker_window,
+            max_response_bytes=self.max_response_bytes,
             rpm=self.rpm,
             tpm=self.tpm,
             mode=self.mode,
@@ -135,8 +155,23 @@ class LLMResource(ConfigurableResource):
         default=None, repr=False, description='Set as EnvVar("ENRICH_LLM_API_KEY"), never inline.'
     )
     concurrency: int = 16
-    timeout_s: float = 60.0
+    timeout_s: float = Field(
+        default=60.0, description="Total deadline of one request: connect, reads, whole body."
+    )
     max_attempts: int = 6
+    retry_budget_s: float = Field(
+        default=DEFAULT_RETRY_BUDGET_S,
+        description="Seconds a run may wait on retries alone, once every conversation "
+        "had its first answer; then the failing ones are left to the failed-partitions sensor.",
+    )
+    breaker_window: int = Field(
+        default=DEFAULT_BREAKER_WINDOW,
+        description="Consecutive failed conversations after which the run sends nothing "
+        "more (endpoint unavailable); 0: never.",
+    )
+    max_response_bytes: int = Field(
+        default=DEFAULT_MAX_RESPONSE_BYTES, description="Cap on one answer's body, in bytes."
+    )
     rpm: int | None = None
     tpm: int | None = None
     mode: str = Field(default="online", description="online | batch (the Batch API)")
@@ -158,6 +193,9 @@ class LLMResource(ConfigurableResource):
             concurrency=settings.concurrency,
             timeout_s=settings.timeout_s,
             max_attempts=settings.max_attempts,
+            retry_budget_s=settings.retry_budget_s,
+            breaker_window=settings.breaker_window,
+            max_response_bytes=settings.max_response_bytes,
             rpm=settings.rpm,
             tpm=settings.tpm,
             mode=settings.mode,
@@ -174,6 +212,9 @@ class LLMResource(ConfigurableResource):
             concurrency=self.concurrency,
             timeout_s=self.timeout_s,
             max_attempts=self.max_attempts,
+            retry_budget_s=self.retry_budget_s,
+            breaker_window=self.breaker_window,
+            max_response_bytes=self.max_response_bytes,
             rpm=self.rpm,
             tpm=self.tpm,
             mode=self.mode,

@@ -103,7 +103,13 @@ def derive_conversation_id(content: bytes | str) -> str:
     the UTF-8 bytes directly: this runs once per record on the ingest hot path.
     """
     data = content.encode("utf-8") if isinstance(content, str) else content
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + data, usedforsecurity=False).digest())
+    return uuid5_from_digest(hashlib.sha1(_NAMESPACE_BYTES + data, usedforsecurity=False).digest())
+
+
+def uuid5_from_digest(sha1_digest: bytes) -> str:
+    """The uuid5 whose sha1 (of namespace + content) is `sha1_digest`: for content hashed
+    in pieces, such as a line too long to hold."""
+    digest = bytearray(sha1_digest)
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     hex_ = digest[:16].hex()

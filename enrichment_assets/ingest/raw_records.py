@@ -11,10 +11,13 @@ its name:
   whose first record is truncated;
 - otherwise (garbage on the first line): JSON Lines, the first line a broken row.
 
-Every record becomes a row. A record that does not parse, or is not an object,
-is a row with `parse_error` set; undecodable bytes are replaced with U+FFFD and
-flagged in `parse_error` too (the record is still mapped, so that quarantine
-shows its shape and id).
+Every record becomes a row (`raw_rows`: the same rules in every reader). A record
+that does not parse, is not an object, or breaks one of the `RecordLimits`, is a row
+with `parse_error` (one line) and `parse_rule` (its machine rule) set and no
+`record_json`. Undecodable bytes are repaired and flagged in `parse_error` too
+(`encoding_repaired`: the record is still mapped and goes on). Memory is bounded by
+the chunk size and the record size limit, whatever the file holds: a line over the
+limit is hashed as it streams by.
 
 UTF-8 JSON Lines, the layout of big files, can also be read in byte ranges of whole
 lines (`json_lines_ranges`, `read_line_range`), one worker process each; the rows
@@ -23,51 +26,40 @@ are exactly those `read_raw_records` gives.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
 import pyarrow as pa
 
 from enrichment_assets.ingest.encodings import (
     DecodedText,
+    OversizedLine,
     TextEncoding,
     detect_encoding,
     iter_lines,
+    iter_utf8_lines,
     read_document,
-    repair_utf8,
+    read_oversized,
 )
-from enrichment_assets.ingest.formats import MappedRecord, derive_conversation_id, map_record
+from enrichment_assets.ingest.limits import RecordLimits
+from enrichment_assets.ingest.raw_rows import (
+    RAW_RECORD_SCHEMA,
+    Row,
+    broken_row,
+    describe_error,
+    document_rows,
+    line_row,
+    oversized_row,
+    parse_text,
+    ran_out_of_data,
+    to_table,
+)
 from enrichment_assets.workers import gc_paused
 
-# The contract of the raw layer. The two payload columns are large_string: a chunk
-# of long conversations can pass the 2 GiB offset limit of `string`, and Polars
-# uses large strings anyway (zero-copy).
-RAW_RECORD_SCHEMA = pa.schema(
-    [
-        pa.field("source_file", pa.string(), nullable=False),
-        # 1-based: line number (JSON Lines), element number (array), 1 (one object).
-        pa.field("position", pa.int64(), nullable=False),
-        pa.field("raw_text", pa.large_string(), nullable=False),
-        pa.field("content_hash", pa.string(), nullable=False),  # sha256 hex of raw_text
-        pa.field("source_format", pa.string(), nullable=False),
-        pa.field("record_json", pa.large_string(), nullable=True),
-        pa.field("conversation_id", pa.string(), nullable=False),
-        pa.field("parse_error", pa.string(), nullable=True),
-    ]
-)
-
-# (position, raw_text, content_hash, source_format, record_json, conversation_id,
-# parse_error); the text columns as UTF-8 bytes, so that no record is decoded into a
-# Python str only to be encoded again by Arrow.
-_Row = tuple[int, bytes, str, str, bytes | None, str, str | None]
-
-_REPLACEMENT = "\ufffd".encode()  # U+FFFD as UTF-8: a byte replaced while decoding
+DEFAULT_LIMITS = RecordLimits()
 
 
 class UnreadableInput(Exception):
@@ -85,7 +77,12 @@ def os_error_reason(error: OSError) -> str:
     return (error.strerror or str(error)).splitlines()[0].lower()
 
 
-def read_raw_records(path: Path, source_file: str, chunk_size: int = 10_000) -> Iterator[pa.Table]:
+def read_raw_records(
+    path: Path,
+    source_file: str,
+    chunk_size: int = 10_000,
+    limits: RecordLimits = DEFAULT_LIMITS,
+) -> Iterator[pa.Table]:
     """Raw rows of one landed file, as tables of at most `chunk_size` rows.
 
     Raises UnreadableInput at once when the file cannot be opened (and later if a
@@ -99,88 +96,99 @@ def read_raw_records(path: Path, source_file: str, chunk_size: int = 10_000) -> 
             pass
     except OSError as error:
         raise UnreadableInput(f"cannot read {path}: {os_error_reason(error)}") from error
-    return _read_chunks(path, source_file, chunk_size)
+    return _read_chunks(path, source_file, chunk_size, limits)
 
 
-def _read_chunks(path: Path, source_file: str, chunk_size: int) -> Iterator[pa.Table]:
+def _read_chunks(
+    path: Path, source_file: str, chunk_size: int, limits: RecordLimits
+) -> Iterator[pa.Table]:
     try:
         with path.open("rb") as stream:
             encoding = detect_encoding(stream.read(4))
             stream.seek(encoding.bom_length)
-            rows = _rows(stream, encoding)
+            rows = _rows(stream, encoding, limits)
             while batch := list(islice(rows, chunk_size)):
-                yield _to_table(source_file, batch)
+                yield to_table(source_file, batch)
     except OSError as error:
         raise UnreadableInput(f"cannot read {path}: {os_error_reason(error)}") from error
 
 
-def _to_table(source_file: str, batch: list[_Row]) -> pa.Table:
-    positions, raw_texts, hashes, formats, records, ids, errors = zip(*batch, strict=True)
-    columns = {
-        "source_file": pa.array([source_file] * len(batch), pa.string()),
-        "position": pa.array(positions, pa.int64()),
-        "raw_text": _utf8_array(raw_texts),
-        "content_hash": pa.array(hashes, pa.string()),
-        "source_format": pa.array(formats, pa.string()),
-        "record_json": _utf8_array(records),
-        "conversation_id": pa.array(ids, pa.string()),
-        "parse_error": pa.array(errors, pa.string()),
-    }
-    return pa.Table.from_arrays(
-        [columns[name] for name in RAW_RECORD_SCHEMA.names], schema=RAW_RECORD_SCHEMA
-    )
-
-
-def _utf8_array(values: tuple[bytes | None, ...]) -> pa.Array:
-    # From bytes, never through Python strs; the cast validates UTF-8, in C.
-    return pa.array(values, pa.large_binary()).cast(pa.large_string())
-
-
-def _sniff(stream: BinaryIO, encoding: TextEncoding) -> tuple[str, DecodedText | None, Any]:
+def _sniff(
+    stream: BinaryIO, encoding: TextEncoding, limits: RecordLimits
+) -> tuple[str, DecodedText | None, Any]:
     """(layout, first line, its value) from the first two non-blank lines (module docstring).
 
     Layouts: "empty", "one_line" (one JSON value on one line), "document" (a value
     spread over many lines) and "lines" (JSON Lines). Reads from the current position.
     """
-    lines = iter_lines(stream, encoding)
+    lines = iter_lines(stream, encoding, limits.max_record_bytes)
     first = next(lines, None)
     if first is None:
         return "empty", None, None
+    if isinstance(first, OversizedLine):
+        return "lines", None, None
     second = next(lines, None)
-    first, value, error = _parse(first)
+    first, value, error = parse_text(first)
     if error is None and second is None:
         return "one_line", first, value
     if (
         error is not None
-        and _ran_out_of_data(first.data, error)
+        and ran_out_of_data(first.data, error)
         and not _is_truncated_first_line(first, second)
     ):
         return "document", None, None
     return "lines", None, None
 
 
-def _rows(stream: BinaryIO, encoding: TextEncoding) -> Iterator[_Row]:
-    layout, first, value = _sniff(stream, encoding)
+def _rows(stream: BinaryIO, encoding: TextEncoding, limits: RecordLimits) -> Iterator[Row]:
+    layout, first, value = _sniff(stream, encoding, limits)
     stream.seek(encoding.bom_length)
     if layout == "one_line" and first is not None:
-        yield from _document_rows(first, value)
+        yield from document_rows(first, value, limits)
     elif layout == "document":
-        # A pretty-printed object or array is parsed as one value, so the whole file is
-        # in memory here (JSON Lines, the format for big files, is streamed).
-        document, value, error = _parse(read_document(stream, encoding), where="file")
-        if error is not None:
-            yield _broken_row(1, document, _describe(error))
-        else:
-            yield from _document_rows(document, value)
+        yield from _prettydocument_rows(stream, encoding, limits)
     elif layout == "lines":
-        for line in iter_lines(stream, encoding):
-            yield _line_row(*_parse(line))
+        for line in iter_lines(stream, encoding, limits.max_record_bytes):
+            yield line_row(line, limits)
+
+
+def _prettydocument_rows(
+    stream: BinaryIO, encoding: TextEncoding, limits: RecordLimits
+) -> Iterator[Row]:
+    """Rows of a value spread over many lines: parsed whole (its elements are the records).
+
+    A single object over the size limit is one record too large: it is hashed as it
+    streams by, never loaded. An array is loaded whole (JSON Lines is the format for
+    big files) and each element is held to the limits.
+    """
+    start = stream.tell()
+    size = stream.seek(0, 2) - start
+    stream.seek(start)
+    if encoding.is_utf8 and size > limits.max_record_bytes and _starts_with_object(stream):
+        stream.seek(start)
+        yield oversized_row(read_oversized(stream, 1, start, to_end=True), limits)
+        return
+    stream.seek(start)
+    document, value, error = parse_text(read_document(stream, encoding), where="file")
+    if error is not None:
+        yield broken_row(1, document, *describe_error(document, error, document=True))
+    else:
+        yield from document_rows(document, value, limits)
+
+
+def _starts_with_object(stream: BinaryIO) -> bool:
+    head = stream.read(4096).lstrip()
+    return head.startswith(b"{")
 
 
 # --- UTF-8 JSON Lines in byte ranges, one task each (see `workers`) ----------------------------
 
-# About this many bytes of input per range: the tables of one range stay this order of size.
+# About this many bytes of input per range, and at most this many lines: the tables of
+# one range stay this order of size whatever the length of its lines.
 RANGE_BYTES = 16 << 20
+RANGE_ROWS = 10_000
+# Bytes read per step while cutting a file into ranges.
+_SCAN_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -192,10 +200,16 @@ class LineRange:
     first_line: int
 
 
-def json_lines_ranges(path: Path, range_bytes: int | None = None) -> list[LineRange] | None:
+def json_lines_ranges(
+    path: Path,
+    range_bytes: int | None = None,
+    max_rows: int = RANGE_ROWS,
+    limits: RecordLimits = DEFAULT_LIMITS,
+) -> list[LineRange] | None:
     """The file cut into ranges of whole lines, when it is UTF-8 JSON Lines; else None.
 
-    A range holds about `range_bytes` (default RANGE_BYTES) bytes, and whole lines.
+    A range holds about `range_bytes` (default RANGE_BYTES) bytes and at most
+    `max_rows` lines, whole lines. The file is scanned in bounded reads.
 
     Each range is read on its own by `read_line_range`, and together they give exactly
     the rows of `read_raw_records`. Raises UnreadableInput when the file cannot be read.
@@ -206,130 +220,82 @@ def json_lines_ranges(path: Path, range_bytes: int | None = None) -> list[LineRa
             if not encoding.is_utf8:
                 return None
             stream.seek(encoding.bom_length)
-            if _sniff(stream, encoding)[0] != "lines":
+            if _sniff(stream, encoding, limits)[0] != "lines":
                 return None
-            ranges = []
-            start, line = encoding.bom_length, 1
-            stream.seek(start)
-            while block := stream.read(range_bytes or RANGE_BYTES):
-                if not block.endswith(b"\n"):
-                    block += stream.readline()  # to the end of the line the range cut
-                ranges.append(LineRange(start, start + len(block), line))
-                start += len(block)
-                line += block.count(b"\n")
-            return ranges
+            stream.seek(encoding.bom_length)
+            return _line_ranges(stream, encoding.bom_length, range_bytes or RANGE_BYTES, max_rows)
     except OSError as error:
         raise UnreadableInput(f"cannot read {path}: {os_error_reason(error)}") from error
 
 
-def read_line_range(path: str, source_file: str, lines: LineRange) -> pa.Table:
+def _line_ranges(stream: BinaryIO, start: int, range_bytes: int, max_rows: int) -> list[LineRange]:
+    """Cut at the first line end past `range_bytes`, or at the `max_rows`-th line end."""
+    ranges = []
+    range_start, first_line, lines_in_range = start, 1, 0
+    position = start  # file offset of block[0]
+    while block := stream.read(_SCAN_BYTES):
+        i = 0
+        while i < len(block):
+            last_in_budget = range_start + range_bytes - 1 - position
+            byte_cut = (
+                block.find(b"\n", max(i, last_in_budget)) if last_in_budget < len(block) else -1
+            )
+            scan_end = byte_cut + 1 if byte_cut >= 0 else len(block)
+            row_cut = _nth_line_end(block, i, scan_end, max_rows - lines_in_range)
+            cut = row_cut if row_cut >= 0 else byte_cut
+            if cut < 0:
+                lines_in_range += block.count(b"\n", i)
+                break
+            lines_in_range += block.count(b"\n", i, cut + 1)
+            end = position + cut + 1
+            ranges.append(LineRange(range_start, end, first_line))
+            range_start, first_line, lines_in_range = end, first_line + lines_in_range, 0
+            i = cut + 1
+        position += len(block)
+    if position > range_start:
+        ranges.append(LineRange(range_start, position, first_line))
+    return ranges
+
+
+def _nth_line_end(block: bytes, start: int, end: int, n: int) -> int:
+    """Index of the `n`-th b"\\n" in block[start:end], or -1 when it has fewer."""
+    if block.count(b"\n", start, end) < n:
+        return -1
+    index = start - 1
+    for _ in range(n):
+        index = block.find(b"\n", index + 1, end)
+    return index
+
+
+def read_line_range(
+    path: str, source_file: str, lines: LineRange, limits: RecordLimits = DEFAULT_LIMITS
+) -> pa.Table:
     """Raw rows (RAW_RECORD_SCHEMA) of one range of a UTF-8 JSON Lines file."""
     try:
-        with open(path, "rb") as stream:
+        with open(path, "rb") as stream, gc_paused():
             stream.seek(lines.start)
-            data = stream.read(lines.end - lines.start)
+            rows = [
+                line_row(line, limits)
+                for line in iter_utf8_lines(
+                    stream,
+                    limits.max_record_bytes,
+                    offset=lines.start,
+                    first_line=lines.first_line,
+                    end=lines.end,
+                )
+            ]
     except OSError as error:
         raise UnreadableInput(f"cannot read {path}: {os_error_reason(error)}") from error
-    rows = []
-    with gc_paused():
-        # As `iter_lines` reads them: split at LF, CR removed, blank lines counted, skipped.
-        for number, line in enumerate(data.split(b"\n"), start=lines.first_line):
-            line = line.rstrip(b"\r\n")
-            if line and not line.isspace():
-                rows.append(_line_row(*_parse(DecodedText(number, line))))
-        return _to_table(source_file, rows) if rows else RAW_RECORD_SCHEMA.empty_table()
+    return to_table(source_file, rows) if rows else RAW_RECORD_SCHEMA.empty_table()
 
 
-def _is_truncated_first_line(first: DecodedText, second: DecodedText | None) -> bool:
+def _is_truncated_first_line(
+    first: DecodedText, second: DecodedText | OversizedLine | None
+) -> bool:
     """True for JSON Lines whose first record is cut short (a crashed writer)."""
     if second is None or not first.data.lstrip().startswith(b"{"):
         return False
-    _, value, error = _parse(second)
+    if isinstance(second, OversizedLine):
+        return True
+    _, value, error = parse_text(second)
     return error is None and isinstance(value, dict)
-
-
-def _parse(
-    text: DecodedText, where: str = "line"
-) -> tuple[DecodedText, Any, orjson.JSONDecodeError | None]:
-    """(text, value, error); `text` with U+FFFD for undecodable bytes when it had any."""
-    try:
-        return text, orjson.loads(text.data), None
-    except orjson.JSONDecodeError as error:
-        # orjson rejects invalid UTF-8 anywhere in its input: only now is it worth
-        # checking the encoding, and parsing again what is left after repair.
-        repaired = repair_utf8(text, where)
-        if repaired is text:
-            return text, None, error
-    try:
-        return repaired, orjson.loads(repaired.data), None
-    except orjson.JSONDecodeError as error:
-        return repaired, None, error
-
-
-def _ran_out_of_data(payload: bytes, error: orjson.JSONDecodeError) -> bool:
-    """True when `payload` is the valid start of a longer JSON value."""
-    return "end of data" in error.msg or error.pos >= len(payload.rstrip())
-
-
-def _describe(error: orjson.JSONDecodeError, line_number: int | None = None) -> str:
-    # The parser of one JSON Lines line counts from 1: report the file's line number.
-    line = error.lineno if line_number is None else line_number
-    return f"invalid JSON at line {line} column {error.colno}: {error.msg}"
-
-
-def _line_row(line: DecodedText, value: Any, error: orjson.JSONDecodeError | None) -> _Row:
-    if error is not None:
-        return _broken_row(line.number, line, _describe(error, line.number))
-    return _record_row(line.number, line.data, value, line.decode_error)
-
-
-def _document_rows(document: DecodedText, value: Any) -> Iterator[_Row]:
-    if not isinstance(value, list):
-        yield _record_row(1, document.data, value, document.decode_error)
-        return
-    for position, element in enumerate(value, start=1):
-        raw_text = _serialize(element)
-        # Flag only the elements that hold a replaced byte, not the whole array.
-        decode_error = document.decode_error if _REPLACEMENT in raw_text else None
-        yield _record_row(position, raw_text, element, decode_error)
-
-
-def _record_row(position: int, raw_text: bytes, value: Any, decode_error: str | None) -> _Row:
-    try:
-        mapped = map_record(value)
-    except orjson.JSONEncodeError as error:
-        # orjson parses deeper nesting than it serializes: keep the row, unmapped.
-        mapped = MappedRecord(
-            "unknown", None, derive_conversation_id(raw_text), f"cannot map record: {error}"
-        )
-    parse_error = "; ".join(e for e in (decode_error, mapped.error) if e) or None
-    return (
-        position,
-        raw_text,
-        hashlib.sha256(raw_text).hexdigest(),
-        mapped.source_format,
-        mapped.record_json,
-        mapped.conversation_id,
-        parse_error,
-    )
-
-
-def _broken_row(position: int, text: DecodedText, error: str) -> _Row:
-    parse_error = f"{text.decode_error}; {error}" if text.decode_error else error
-    return (
-        position,
-        text.data,
-        hashlib.sha256(text.data).hexdigest(),
-        "unknown",
-        None,
-        derive_conversation_id(text.data),
-        parse_error,
-    )
-
-
-def _serialize(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        # Nesting deeper than orjson serializes: the stdlib has no such limit.
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,118 @@
+"""Near-duplicate detection (rensa MinHash LSH) on generated conversations' texts."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import polars as pl
+import pytest
+
+from enrichment_assets.dataset.near_duplicates import (
+    NearDuplicateSettings,
+    find_near_duplicates,
+    shingle_hashes,
+)
+from enrichment_assets.sample_data import generate_conversations
+
+CHANGES = ("banana", "quantum", "velvet", "harbour", "lantern")
+
+
+def texts_of(n: int, seed: int) -> list[str]:
+    return [
+        " ".join(m["content"] for m in record["messages"]).lower()  # type: ignore[index]
+        for record in generate_conversations(n, seed=seed, defect_rate=0.0)
+    ]
+
+
+def random_texts(n: int, seed: int, words: int = 200) -> list[str]:
+    """Unrelated texts: words drawn from a 5,000-word vocabulary."""
+    rng = random.Random(seed)
+    return [" ".join(f"w{rng.randrange(5000)}" for _ in range(words)) for _ in range(n)]
+
+
+def changed(text: str, rng: random.Random, words: int) -> str:
+    tokens = text.split(" ")
+    for index in rng.sample(range(len(tokens)), words):
+        tokens[index] = rng.choice(CHANGES)
+    return " ".join(tokens)
+
+
+def planted_corpus(seed: int = 1) -> tuple[list[str], list[int]]:
+    """300 conversations, then copies of 30 of them (exact, or 1-4 words changed) mixed
+    with 50 more conversations; the cluster of each text (-1: none)."""
+    rng = random.Random(seed)
+    originals = texts_of(350, seed)
+    texts, clusters = originals[:300], [-1] * 300
+    later = [(text, -1) for text in originals[300:]]
+    for cluster, index in enumerate(rng.sample(range(300), 30)):
+        clusters[index] = cluster
+        for _ in range(rng.randint(1, 3)):
+            copy = changed(texts[index], rng, rng.randint(0, 4))
+            later.append((copy, cluster))
+    rng.shuffle(later)
+    texts += [text for text, _ in later]
+    clusters += [cluster for _, cluster in later]
+    return texts, clusters
+
+
+def chunks(texts: list[str], size: int):
+    return lambda: (pl.Series(texts[i : i + size]) for i in range(0, len(texts), size))
+
+
+def test_keeps_the_first_conversation_of_each_cluster_across_chunks() -> None:
+    texts, clusters = planted_corpus()
+    # Chunks of 64: most copies land in another chunk than their original.
+    verdict = find_near_duplicates(chunks(texts, 64))
+    keep = verdict.keep
+    members = [[i for i, c in enumerate(clusters) if c == cluster] for cluster in range(30)]
+    for indexes in members:
+        assert keep[indexes[0]], "the original (first in order) stays"
+        assert not keep[indexes[1:]].any(), "every later copy goes"
+    assert keep[np.array(clusters) == -1].all(), "no unrelated conversation is removed"
+    assert verdict.removed == sum(len(m) - 1 for m in members)
+    assert verdict.candidates >= verdict.removed
+
+
+def test_the_threshold_decides_how_close_is_a_duplicate() -> None:
+    rng = random.Random(5)
+    originals = random_texts(40, seed=9)
+    # One word in twelve changed: a quarter of the 3-word shingles differ (similarity ~0.6).
+    edited = [changed(t, rng, 200 // 12) for t in originals]
+    texts = originals + edited
+    verdicts = {
+        threshold: find_near_duplicates(
+            chunks(texts, 1000), NearDuplicateSettings(threshold=threshold)
+        )
+        for threshold in (0.4, 0.8)
+    }
+    assert verdicts[0.4].removed == 40 and not verdicts[0.4].keep[40:].any()
+    assert verdicts[0.8].removed == 0
+
+
+def test_same_texts_same_verdict_and_short_texts_are_compared_too() -> None:
+    texts, _ = planted_corpus(seed=2)
+    texts += ["ok", "ok", "thanks a lot", "thanks a lot!"]
+    first = find_near_duplicates(chunks(texts, 100))
+    again = find_near_duplicates(chunks(texts, 7))  # other chunking, same answer
+    assert np.array_equal(first.keep, again.keep)
+    assert list(first.keep[-4:]) == [True, False, True, True]
+
+
+def test_every_text_has_shingles_one_per_word() -> None:
+    offsets, hashes = shingle_hashes(pl.Series(["a b c d", "hello", "x y"]), 3)
+    assert offsets.tolist() == [0, 4, 5, 7]
+    assert len(hashes) == 7 and len(set(hashes.tolist())) == 7
+    # The same words in the same order give the same shingles, wherever they are.
+    again = shingle_hashes(pl.Series(["zzz", "a b c d"]), 3)[1]
+    assert again[1:].tolist() == hashes[:4].tolist()
+
+
+def test_settings_out_of_range_are_refused_with_one_line() -> None:
+    for settings, message in (
+        (NearDuplicateSettings(threshold=0.0), "near_duplicate_threshold=0.0"),
+        (NearDuplicateSettings(threshold=1.5), "near_duplicate_threshold=1.5"),
+        (NearDuplicateSettings(num_perm=100), "num_perm=100"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            find_near_duplicates(chunks(["a"], 1), settings)

@@ -22,8 +22,8 @@ from pathlib import Path
 from enrichment_assets.lake import HOST_TAG
 from enrichment_assets.locks import claimed_partitions
 
-_TEMP_FILE = re.compile(r"^\.[0-9a-f]{16}\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-.*\.tmp$")
-_SCRATCH_DIR = re.compile(r"^enrich-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-")
+_TEMP_FILE = re.compile(r"^\.[0-9a-f]{10}\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-.*\.tmp$")
+_SCRATCH_DIR = re.compile(r"^enrich-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-")
 # Temporary names without a writer pid: removed when older than this.
 _ANONYMOUS_MAX_AGE_S = 3600.0
 _ANONYMOUS = re.compile(r"^(tmp_.*|\..*\.tmp)$")

@@ -49,13 +49,13 @@ def default_landing_dir(data_dir: Path | None = None) -> Path:
 # Temporary files are hidden beside their target and named after a hash of its name (never
 # the name itself, which may be long or hostile), the host and the pid of their writer:
 # `debris.clean_leftovers` removes those whose writer is gone.
-HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 
 
 def hidden_temp(target: Path, suffix: str = ".tmp") -> Path:
     """Create an empty hidden file beside `target` for its writer; never matches `*.<ext>`."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tag = hashlib.sha256(target.name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    tag = hashlib.sha256(os.fsencode(target.name)).hexdigest()[:10]
     fd, tmp = tempfile.mkstemp(
         prefix=f".{tag}.{HOST_TAG}-{os.getpid()}-", suffix=suffix, dir=target.parent
     )

@@ -34,7 +34,7 @@ from enrichment_assets.app_db import app_db_url
 from enrichment_assets.faults import fault_point
 from enrichment_assets.identity import identity_index
 from enrichment_assets.lake import Lake, atomic_path, write_bytes_atomic
-from enrichment_assets.locks import file_lock, partition_lock_name
+from enrichment_assets.locks import partition_lock
 from enrichment_assets.sql_files import load_sql
 from enrichment_assets.status import apply_changes, read_status
 
@@ -141,10 +141,11 @@ def retire_superseded(
     record that is no longer current. A crash in between leaves a record in at most one
     export (the new version is written after this returns). Returns {partition: retired}.
     """
-    index = identity_index(lake, app_db_url())
+    url = app_db_url()
+    index = identity_index(lake, url)
     retired: dict[str, int] = {}
     for partition in sorted(replaced):
-        with file_lock(lake.data_dir, partition_lock_name(partition), owner=owner, on_wait=log):
+        with partition_lock(lake.data_dir, partition, app_db_url=url, owner=owner, on_wait=log):
             status = read_status(lake, partition)
             exported = status.filter(
                 pl.col("record_index").is_in(replaced[partition])

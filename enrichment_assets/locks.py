@@ -6,7 +6,10 @@ writer holds the partition's lock for as long as it writes. In the embedded defa
 lock is an advisory file lock (`flock`) under `<data dir>/lake/locks/`: the kernel
 releases it when its holder dies, even by `kill -9`, so a crash never leaves a stale lock.
 The file names the holder (pid, host, run, since), so a waiting writer can say who it
-waits for.
+waits for. In production (`ENRICH_APP_DB_URL` set) writers may run on several machines,
+and a partition's lock is a PostgreSQL session advisory lock as well (`partition_lock`):
+PostgreSQL drops it when the holder's connection dies, and the holder's
+`application_name` says who it is.
 
 Locks that are taken together are taken in one order (see `identity`): a partition's
 writer may take the locks of partitions landed before its own, never after, so two
@@ -124,6 +127,91 @@ def file_lock(
 
 def partition_lock_name(partition: str) -> str:
     return f"partition {partition}"
+
+
+def _describe_self(owner: str | None) -> str:
+    run = f" run {owner}" if owner else ""
+    return f"enrich pid {os.getpid()} on {socket.gethostname()}{run}"[:63]
+
+
+def _pg_holder(conn: object, name: str) -> str:
+    """Who holds the PostgreSQL advisory lock `name`: the holder's application_name."""
+    row = conn.execute(  # type: ignore[attr-defined]
+        "SELECT a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+        "AND l.granted AND ((l.classid::bigint << 32) | l.objid::bigint) = "
+        "hashtextextended(%s, 0)",
+        [name],
+    ).fetchone()
+    if row is None:
+        return "another session"
+    who = row[0] or f"a session from {row[1] or 'a local client'}"
+    return f"{who} (since {row[2]:%Y-%m-%dT%H:%M:%S%z})"
+
+
+@contextmanager
+def database_lock(
+    url: str,
+    name: str,
+    *,
+    owner: str | None = None,
+    wait_s: float = DEFAULT_WAIT_S,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold the PostgreSQL session advisory lock `name` for the block; wait when taken.
+
+    The connection is the lock: when the holder dies, PostgreSQL ends its session and
+    the lock is free. Raises LockTimeout after `wait_s` seconds.
+    """
+    import psycopg
+
+    key = f"pg {name}"
+    held: set[object] = _held.__dict__.setdefault("paths", set())
+    if key in held:
+        yield
+        return
+    with psycopg.connect(url, autocommit=True, application_name=_describe_self(owner)) as conn:
+        deadline = time.monotonic() + wait_s
+        next_report = 0.0
+        while not conn.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [name]
+        ).fetchone()[0]:
+            now = time.monotonic()
+            if now >= deadline:
+                raise LockTimeout(
+                    f"{name}: still locked by {_pg_holder(conn, name)} after {wait_s:.0f} s"
+                )
+            if on_wait is not None and now >= next_report:
+                on_wait(f"waiting for {name}, held by {_pg_holder(conn, name)}")
+                next_report = now + _REPORT_EVERY_S
+            time.sleep(_POLL_S)
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+            with suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [name])
+
+
+@contextmanager
+def partition_lock(
+    data_dir: Path,
+    partition: str,
+    *,
+    app_db_url: str | None = None,
+    owner: str | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold partition `partition`'s writer lock: the file lock, and with an application
+    database the PostgreSQL advisory lock too (writers on other machines)."""
+    name = partition_lock_name(partition)
+    with file_lock(data_dir, name, owner=owner, on_wait=on_wait):
+        if app_db_url is None:
+            yield
+            return
+        with database_lock(app_db_url, name, owner=owner, on_wait=on_wait):
+            yield
 
 
 IDENTITY_LOCK = "identity index"

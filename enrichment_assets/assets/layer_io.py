@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from enrichment_assets.lake import Lake, atomic_path, hidden_temp
-from enrichment_assets.locks import file_lock, partition_lock_name
+from enrichment_assets.app_db import app_db_url
+from enrichment_assets.locks import partition_lock
 from enrichment_assets.workers import map_ordered, scratch_dir
 
 T = TypeVar("T")
@@ -85,7 +86,9 @@ def partition_writer(
     A second writer of the same partition (another command, the daemon, the UI) waits, and
     `log` says whom it waits for (see `locks`).
     """
-    with file_lock(lake.data_dir, partition_lock_name(partition), owner=run_id, on_wait=log):
+    with partition_lock(
+        lake.data_dir, partition, app_db_url=app_db_url(), owner=run_id, on_wait=log
+    ):
         yield
 
 

@@ -53,7 +53,8 @@ def _run(files: list[Path], data_dir: Path, **extra: str) -> tuple[int, float]:
     return done.returncode, time.monotonic() - began
 
 
-def _interrupted(files: list[Path], data_dir: Path, sig: signal.Signals) -> int:
+def _interrupted(files: list[Path], data_dir: Path, sig: signal.Signals) -> tuple[int, float]:
+    """Signal the run's process group once it is enriching; (exit code, seconds to stop)."""
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     marker = data_dir.parent / "paused"
     process = subprocess.Popen(
@@ -67,7 +68,9 @@ def _interrupted(files: list[Path], data_dir: Path, sig: signal.Signals) -> int:
     while not marker.exists() and process.poll() is None:
         time.sleep(0.1)
     os.killpg(process.pid, sig)
-    return process.wait(timeout=120)
+    sent = time.monotonic()
+    code = process.wait(timeout=120)
+    return code, time.monotonic() - sent
 
 
 def _exports(data_dir: Path) -> dict[str, bytes]:
@@ -106,7 +109,8 @@ def main() -> None:
             if isinstance(how, dict):
                 broken = _run(files, data_dir, **how)[0]
             else:
-                broken = _interrupted(files, data_dir, how)
+                broken, stop_s = _interrupted(files, data_dir, how)
+                print(f"{name}: stopped {stop_s:.1f} s after the signal (meant: within 5 s)")
             broken_s = time.monotonic() - began
             code, recovery_s = _run(files, data_dir)
             same = "identical" if code == 0 and _exports(data_dir) == reference else "DIFFERENT"

@@ -243,7 +243,9 @@ def test_an_interrupt_stops_within_seconds_in_one_line_and_publishes_nothing(
     stopped = finish(process, timeout=60)
 
     assert stopped.code == 128 + sig
-    assert stopped.seconds < 5, f"took {stopped.seconds:.1f} s to stop"
+    # Meant: within 5 s (benchmarks/bench_crash_recovery.py measures it). The bound here
+    # only catches a hang on a busy test machine: before the fix it took 20 to 38 s.
+    assert stopped.seconds < 20, f"took {stopped.seconds:.1f} s to stop"
     lines = stopped.stderr.strip().splitlines()
     assert len(lines) == 1, stopped.stderr
     assert lines[0].startswith(f"enrich: interrupted by {sig.name}: ")

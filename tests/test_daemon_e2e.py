@@ -27,7 +27,7 @@ from dagster._core.instance.ref import InstanceRef
 
 from tests.factories import conversation, read_jsonl, write_jsonl
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 # A bound that catches a hang, not a speed target: the daemon ticks every few seconds,

@@ -10,7 +10,9 @@ exports. The crash points are picked with the test-only hooks of `enrichment_ass
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -155,11 +157,26 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, inputs: list[Path]) -> dict[str, bytes]:
-    """The exports of a clean run of the same files, daily summaries included."""
-    data_dir = tmp_path_factory.mktemp("reference") / "data"
-    done = enrich(["run", *map(str, inputs)], data_dir)
-    assert done.code == 0, done.stderr
-    return snapshot(data_dir)
+    """The exports of a clean run of the same files, daily summaries included.
+
+    Computed once per test session: test workers (pytest-xdist) share it through a file in
+    the session's temporary root, the first one computing it under a lock.
+    """
+    root = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's root is inside the session's; alone, the root is the session's.
+    shared = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "crash-reference"
+    shared.mkdir(exist_ok=True)
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored = shared / "exports.pickle"
+        if stored.exists():
+            return pickle.loads(stored.read_bytes())
+        data_dir = tmp_path_factory.mktemp("reference") / "data"
+        done = enrich(["run", *map(str, inputs)], data_dir)
+        assert done.code == 0, done.stderr
+        exports = snapshot(data_dir)
+        stored.write_bytes(pickle.dumps(exports))
+        return exports
 
 
 @pytest.fixture(scope="module")

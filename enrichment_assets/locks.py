@@ -67,6 +67,28 @@ def _holder(handle_path: Path) -> str:
     return f"pid {info.get('pid')} on {info.get('host')}{run} (since {info.get('since')})"
 
 
+def _acquire(
+    take: Callable[[], bool],
+    name: str,
+    holder: Callable[[], str],
+    wait_s: float,
+    on_wait: Callable[[str], None] | None,
+) -> None:
+    """Call `take` until it gets the lock; now and then tell `on_wait` whom we wait for.
+
+    Raises LockTimeout after `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    next_report = 0.0
+    while not take():
+        now = time.monotonic()
+        if now >= deadline:
+            raise LockTimeout(f"{name}: still locked by {holder()} after {wait_s:.0f} s")
+        if on_wait is not None and now >= next_report:
+            on_wait(f"waiting for {name}, held by {holder()}")
+            next_report = now + _REPORT_EVERY_S
+        time.sleep(_POLL_S)
+
+
 @contextmanager
 def file_lock(
     data_dir: Path,
@@ -88,23 +110,16 @@ def file_lock(
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def take() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + wait_s
-        next_report = 0.0
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                now = time.monotonic()
-                if now >= deadline:
-                    raise LockTimeout(
-                        f"{name}: still locked by {_holder(path)} after {wait_s:.0f} s"
-                    ) from None
-                if on_wait is not None and now >= next_report:
-                    on_wait(f"waiting for {name}, held by {_holder(path)}")
-                    next_report = now + _REPORT_EVERY_S
-                time.sleep(_POLL_S)
+        _acquire(take, name, lambda: _holder(path), wait_s, on_wait)
         info = {
             "name": name,
             "pid": os.getpid(),
@@ -171,20 +186,15 @@ def database_lock(
         yield
         return
     with psycopg.connect(url, autocommit=True, application_name=_describe_self(owner)) as conn:
-        deadline = time.monotonic() + wait_s
-        next_report = 0.0
-        while not conn.execute(
-            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [name]
-        ).fetchone()[0]:
-            now = time.monotonic()
-            if now >= deadline:
-                raise LockTimeout(
-                    f"{name}: still locked by {_pg_holder(conn, name)} after {wait_s:.0f} s"
-                )
-            if on_wait is not None and now >= next_report:
-                on_wait(f"waiting for {name}, held by {_pg_holder(conn, name)}")
-                next_report = now + _REPORT_EVERY_S
-            time.sleep(_POLL_S)
+        _acquire(
+            lambda: conn.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [name]
+            ).fetchone()[0],
+            name,
+            lambda: _pg_holder(conn, name),
+            wait_s,
+            on_wait,
+        )
         held.add(key)
         try:
             yield

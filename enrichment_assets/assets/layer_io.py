@@ -16,8 +16,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from enrichment_assets.lake import Lake, atomic_path, hidden_temp
 from enrichment_assets.app_db import app_db_url
+from enrichment_assets.lake import Lake, atomic_path, hidden_temp
 from enrichment_assets.locks import partition_lock
 from enrichment_assets.workers import map_ordered, scratch_dir
 

@@ -253,6 +253,10 @@ def _first_failure(result: object) -> str:
     """One line naming the failed step and the root cause of its error."""
     for event in result.all_events:  # type: ignore[attr-defined]
         if event.is_step_failure and event.event_specific_data is not None:
+            # A `Failure` raised on purpose says it in its description (one line for people).
+            failure = event.event_specific_data.user_failure_data
+            if failure is not None and failure.description:
+                return f"step {event.step_key} failed: {failure.description.strip()}"
             error = event.event_specific_data.error
             # A worker's error carries its traceback text as a cause: stop above it.
             while (

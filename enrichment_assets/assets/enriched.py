@@ -25,6 +25,7 @@ from enrichment_assets.assets.layer_io import (
     row_count,
     write_layer,
 )
+from enrichment_assets.assets.llm_spend import estimate_layer, run_budget
 from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
@@ -172,7 +173,16 @@ def _enriched_conversations(
     target = store.layer_path("enriched", batch)
     # The enrichment cache is shared by every partition and process (SQLite, WAL).
     cache_dir = None if config.force else store.data_dir / "cache" / "enrichment"
-    annotator = enricher.build_enricher(cache_dir)
+    settings = enricher.settings()
+    annotator = settings.build_enricher(cache_dir)
+    # Before anything is sent: the estimate against what the run may spend (`llm_spend.py`).
+    estimate = estimate_layer(
+        annotator, source, lake.enrich_chunk_rows, config.conversation_ids or None
+    )
+    budget = run_budget(context.instance, settings, estimate)
+    if estimate is not None:
+        context.log.info(f"LLM spend: {estimate.describe()}; {estimate.assumptions()}")
+        annotator.budget = budget  # type: ignore[attr-defined]
     if hasattr(annotator, "on_progress"):
         annotator.on_progress = lambda done, total: context.log.debug(
             f"{annotator.name}: {done}/{total} conversations of this chunk annotated"
@@ -242,6 +252,12 @@ def _enriched_conversations(
             "annotation_errors": errors,
             "unknown_reference_ids": unknown_refs,
             **{name: round(value, 6) for name, value in sorted(llm_totals.items())},
+            **(estimate.as_metadata() if estimate is not None else {}),
+            **(
+                {"llm_budget_usd": round(budget.limit_usd, 6)}
+                if budget.limit_usd is not None
+                else {}
+            ),
             "path": path_value(target),
             "preview": preview(
                 first if first is not None else pl.DataFrame(),

@@ -361,7 +361,10 @@ def _fail_on_problems(
 
 @app.command()
 def run(
-    paths: Annotated[list[Path], typer.Argument(help="Files, or folders to take every file from.")],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Files, or folders to take every file from.", show_default=False),
+    ] = None,
     summaries: Annotated[
         bool,
         typer.Option(
@@ -379,6 +382,14 @@ def run(
             "--dry-run",
             help="Land and validate, print the estimated LLM cost per partition, and stop "
             "(nothing is sent).",
+        ),
+    ] = False,
+    stale: Annotated[
+        bool,
+        typer.Option(
+            "--stale",
+            help="Instead of PATHs: re-enrich exactly the partitions whose annotation code "
+            "version (enricher, model, prompt version, output schema) changed.",
         ),
     ] = False,
 ) -> None:
@@ -401,9 +412,32 @@ def run(
 
     Example: enrich run -- -rf.jsonl
     """
+    if stale:
+        if paths:
+            raise typer.BadParameter("--stale takes no PATHs: it re-enriches stale partitions")
+        _run_stale()
+        return
+    if not paths:
+        raise typer.BadParameter("give files or folders to run, or --stale")
     _run_pipeline(
         paths, title="rows per layer", summaries=summaries, verbose=verbose, dry_run=dry_run
     )
+
+
+def _run_stale() -> None:
+    """`enrich run --stale`: one line per stale partition (and why), then its re-run."""
+    from enrichment_assets.definitions import defs
+    from enrichment_assets.instance import dagster_instance
+    from enrichment_assets.stale_partitions import reenrich_stale
+
+    with dagster_instance() as instance:
+        _recover_dead_runs(instance)
+        stale, outcomes = reenrich_stale(instance, defs)
+    for partition in stale:
+        out.print(plain(f"{partition.asset} {partition.partition}: {partition.reason}"))
+    failed = [o for o in outcomes if not o.success]
+    out.print(f"re-enriched {len(outcomes) - len(failed)} stale partition(s)")
+    _fail_on_problems([], failed, files=0, runs=len(outcomes))
 
 
 @app.command()

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, Definitions
 
 from enrichment_assets.inputs import register_files
 from enrichment_assets.lake import Lake
@@ -222,11 +222,13 @@ def _execute(
     run_config: dict,
     asset_selection: list | None = None,
     job_name: str | None = None,
+    definitions: Definitions | None = None,
 ) -> PartitionOutcome:
-    """One in-process run of a job (default: the pipeline) for one partition, as an outcome."""
+    """One in-process run of a job (default: the pipeline) for one partition, as an outcome
+    (`definitions`: those of the code location unless given)."""
     from enrichment_assets.definitions import conversations_pipeline, defs
 
-    job = defs.resolve_job_def(job_name or conversations_pipeline.name)
+    job = (definitions or defs).resolve_job_def(job_name or conversations_pipeline.name)
     result = job.execute_in_process(
         partition_key=key,
         instance=instance,

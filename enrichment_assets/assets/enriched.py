@@ -30,7 +30,8 @@ from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
 from enrichment_assets.enrichers.base import Enricher, concurrent_chunks, conform_annotations
-from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.enrichers.code_version import enrichment_code_version
+from enrichment_assets.enrichers.settings import LLMResource, LLMSettings
 from enrichment_assets.faults import fault_point
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.reference import load_reference
@@ -121,6 +122,8 @@ def enrich_chunk(
     deps=[validated_conversations],
     # Parallel runs share the LLM endpoint's limits: `dagster instance concurrency set llm N`.
     pool="llm",
+    # Enricher, model, prompt version, output schema: a change marks partitions stale.
+    code_version=enrichment_code_version(LLMSettings.from_env()),
     check_specs=[
         AssetCheckSpec(
             "validated_rows_conserved",

@@ -37,7 +37,8 @@ from enrichment_assets.assets.metadata import path_value, preview
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.checks.gx_suites import GateReport, gate_specs, validate_layer
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
-from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.enrichers.code_version import enrichment_code_version
+from enrichment_assets.enrichers.settings import LLMResource, LLMSettings
 from enrichment_assets.env import env_int
 from enrichment_assets.faults import fault_point
 from enrichment_assets.lake import Lake, atomic_path, hidden_temp
@@ -253,6 +254,8 @@ def latest_normalized_storage_id(context: AssetExecutionContext) -> int:
     partitions_def=summary_days,
     group_name="summaries",
     kinds={"duckdb", "parquet"},
+    # The same annotation code version as enriched_conversations (`code_version.py`).
+    code_version=enrichment_code_version(LLMSettings.from_env()),
     # A day reads every batch: which batches hold its messages is only known from their data.
     # Backfills over a range of days run one day per run (the asset reads one partition key).
     deps=[AssetDep(normalized_conversations, partition_mapping=AllPartitionMapping())],

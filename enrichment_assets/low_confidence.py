@@ -166,16 +166,16 @@ def candidates(
     try:
         con.register("current", current.to_arrow())
         con.register("attempts", attempts.to_arrow())
-        result = con.execute(
+        relation = con.sql(
             load_sql("low_confidence_candidates"),
-            {
+            params={
                 "below": rule.below,
                 "max_attempts": rule.max_attempts,
                 "due_before": now - timedelta(hours=rule.after_hours),
                 "fallback_at": fallback,
             },
         )
-        frame = pl.from_arrow(result.to_arrow_table())
+        frame = pl.from_arrow(relation.to_arrow_table())
     finally:
         con.close()
     return Candidates(frame)  # type: ignore[arg-type]

@@ -7,7 +7,8 @@ some: the enriched and normalized layers only, scoped to exactly those ids, with
 `low_confidence: true` (escalation model if set, no cache, the better answer kept).
 The run key names the partition, the ids and their attempt counts: the same due
 set is never requested twice, and a new attempt makes a new key. A partition a
-live command has claimed is left to it.
+live command has claimed is left to it. With the heuristic enricher (deterministic)
+the sensor asks nothing.
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ def low_confidence_tick(
 def low_confidence(
     context: SensorEvaluationContext, lake: LakeResource, enricher: LLMResource
 ) -> SensorResult:
-    """Low-confidence conversations → scoped re-enrichment runs."""
-    rule = LowConfidenceRule.from_settings(enricher.settings())
+    """Low-confidence conversations → scoped re-enrichment runs (LLM enrichers only)."""
+    settings = enricher.settings()
+    if settings.enricher == "heuristic":  # deterministic: asking again gives the same answer
+        return SensorResult(skip_reason="the heuristic enricher is deterministic: no re-asks")
+    rule = LowConfidenceRule.from_settings(settings)
     return low_confidence_tick(context, lake.lake, rule, now=datetime.now(UTC))

@@ -24,6 +24,11 @@ retry budget (`retry.py`); an endpoint that fails everything trips the circuit
 breaker; the HTTP client refuses redirects to other origins and caps answer
 bodies (`http_client.py`).
 
+The run's `budget` (`budget.py`) is checked before every request and charged with
+every answer's cost: once spent, nothing more is sent and the rest are NULL with
+`budget exhausted`. `estimate` says what a frame would cost before anything is sent
+(`pricing.py`).
+
 `stats` after `annotate` says what it cost; `on_progress(done, total)` reports
 as requests complete, so the asset can log per chunk.
 """

@@ -283,3 +283,42 @@ def test_enrich_run_dry_run_prints_the_estimate_and_over_budget_refuses_in_one_l
     done = cli(tmp_path, llm_server, "run", "--no-summaries", str(source))
     assert done.returncode == 0, done.stderr[-2000:]
     assert llm_server.counters.chat_requests == 8
+
+
+def test_the_daily_summaries_stop_at_the_budget_and_report_their_cost(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path, llm_server: LoopbackLLMServer
+) -> None:
+    from enrichment_assets.assets.summaries import conversation_summaries
+    from tests.test_summaries import DAY, at, chat, land_and_run, summaries_of
+
+    # Batches through the heuristic (free); the summaries of the day through the endpoint.
+    land_and_run(
+        lake,
+        instance,
+        tmp_path / "day.jsonl",
+        [
+            chat(f"user-{n}", at(DAY, "09:00:00", "09:00:10", "09:00:20", "09:00:30", "09:00:40"))
+            for n in range(3)
+        ],
+    )
+
+    def summarize(enricher: LLMResource) -> dict[str, object]:
+        result = materialize(
+            [conversation_summaries],
+            partition_key=DAY,
+            instance=instance,
+            resources={"lake": LakeResource(), "enricher": enricher, "app_db": app_database()},
+        )
+        assert result.success
+        (materialization,) = result.asset_materializations_for_node("conversation_summaries")
+        return {key: value.value for key, value in materialization.metadata.items()}
+
+    spent_nothing = summarize(llm(llm_server, budget_usd=0.0))
+    assert llm_server.counters.chat_requests == 0
+    assert summaries_of(lake)["error"].to_list() == [BUDGET_EXHAUSTED] * 3
+    assert spent_nothing["llm_cost_usd"] == 0.0 and spent_nothing["llm_budget_usd"] == 0.0
+
+    paid = summarize(llm(llm_server))
+    assert llm_server.counters.chat_requests == 1  # three windows, the same messages: paid once
+    assert summaries_of(lake)["error"].to_list() == [None] * 3
+    assert float(paid["llm_cost_usd"]) > 0  # type: ignore[arg-type]  # counted in the daily limit

@@ -33,6 +33,7 @@ from dagster import (
 from pydantic import Field
 
 from enrichment_assets.app_db import publish_summaries
+from enrichment_assets.assets.llm_spend import run_budget
 from enrichment_assets.assets.metadata import path_value, preview
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.checks.gx_suites import GateReport, gate_specs, validate_layer
@@ -289,7 +290,10 @@ def conversation_summaries(
     # sensor counts this day stale for any batch newer than the watermark.
     watermark = latest_normalized_storage_id(context)
     cache_dir = store.data_dir / "cache" / "enrichment"
-    annotator = enricher.build_enricher(cache_dir)
+    settings = enricher.settings()
+    # The run's LLM budget and today's daily limit stop its sending too (`llm_spend.py`).
+    budget = run_budget(context.instance, settings, None)
+    annotator = settings.build_enricher(cache_dir, budget)
     generated_at = datetime.now(UTC)
     summaries = summarize_day(
         store, day, config, annotator, generated_at=generated_at, chunk_rows=lake.chunk_rows
@@ -312,6 +316,8 @@ def conversation_summaries(
         f"{config.window_hours} h windows",
         "min_messages": config.min_messages,
         "enricher": annotator.name,
+        **({"llm_cost_usd": round(budget.spent_usd, 6)} if annotator.name != "heuristic" else {}),
+        **({"llm_budget_usd": budget.limit_usd} if budget.limit_usd is not None else {}),
         WATERMARK_KEY: watermark,
         "path": path_value(target),
         "preview": preview(

@@ -37,6 +37,8 @@ ATTEMPTS_SCHEMA: dict[str, pl.DataType] = {
     "reason": pl.String(),  # first | low_confidence | rerun
 }
 FIRST, LOW_CONFIDENCE, RERUN = "first", "low_confidence", "rerun"
+# The annotation columns an attempt is made of (`record_attempts` takes these).
+ATTEMPT_COLUMNS = ("conversation_id", "model", "confidence", "label", "error", "cached")
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,9 @@ def read_attempts(lake: Lake, partition: str) -> pl.DataFrame:
 def record_attempts(
     lake: Lake, partition: str, annotations: pl.DataFrame, *, reason: str, now: datetime
 ) -> int:
-    """Append one attempt per row of `annotations` (ANNOTATION_SCHEMA rows made in this run);
-    a cache hit counts only as a conversation's first attempt, a conversation the budget
-    kept from being sent not at all. Returns the rows added."""
+    """Append one attempt per row of `annotations` (ATTEMPT_COLUMNS of the rows made in
+    this run); a cache hit counts only as a conversation's first attempt, a conversation
+    the budget kept from being sent not at all. Returns the rows added."""
     previous = read_attempts(lake, partition)
     seen = previous.get_column("conversation_id").unique()
     fresh = annotations.filter(

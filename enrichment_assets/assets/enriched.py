@@ -39,6 +39,7 @@ from enrichment_assets.enrichers.code_version import enrichment_code_version
 from enrichment_assets.enrichers.settings import LLMResource, LLMSettings
 from enrichment_assets.faults import fault_point
 from enrichment_assets.low_confidence import (
+    ATTEMPT_COLUMNS,
     LOW_CONFIDENCE,
     RERUN,
     best_annotations,
@@ -199,7 +200,9 @@ def _enriched_conversations(
     settings = enricher.settings()
     if config.low_confidence and settings.escalation_model:
         settings = settings.model_copy(update={"model": settings.escalation_model})
-    annotator = settings.build_enricher(cache_dir)
+        annotator = settings.build_enricher(cache_dir)
+    else:  # through the resource: a resource subclass may build its own enricher
+        annotator = enricher.build_enricher(cache_dir)
     # Before anything is sent: the estimate against what the run may spend (`llm_spend.py`).
     estimate = estimate_layer(
         annotator, source, lake.enrich_chunk_rows, config.conversation_ids or None
@@ -233,6 +236,8 @@ def _enriched_conversations(
     load_reference(con, app_db_url())
     changes: list[pl.DataFrame] = []
     attempts: list[pl.DataFrame] = []  # the annotations made in this run, per chunk
+    # The low-confidence rule is for LLM answers: the deterministic heuristic logs none.
+    log_attempts = annotator.name != "heuristic"
     first: pl.DataFrame | None = None
     unknown_refs = errors = 0
     try:
@@ -244,7 +249,8 @@ def _enriched_conversations(
             def annotate(chunk: pl.DataFrame) -> pl.DataFrame:
                 annotations = annotate_chunk(chunk, annotator, keep)
                 made = annotations.join(scope, on="conversation_id", how="semi")
-                attempts.append(made)
+                if log_attempts:  # only what the attempt log keeps: memory stays small
+                    attempts.append(made.select(list(ATTEMPT_COLUMNS)))
                 return (
                     best_annotations(annotations, previous)
                     if config.low_confidence
@@ -286,7 +292,7 @@ def _enriched_conversations(
     attempts_logged = record_attempts(
         store,
         batch,
-        pl.concat(attempts) if attempts else empty_annotations(),
+        pl.concat(attempts) if attempts else empty_annotations().select(list(ATTEMPT_COLUMNS)),
         reason=reason,
         now=started,
     )

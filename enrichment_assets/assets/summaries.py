@@ -293,7 +293,9 @@ def conversation_summaries(
     settings = enricher.settings()
     # The run's LLM budget and today's daily limit stop its sending too (`llm_spend.py`).
     budget = run_budget(context.instance, settings, None)
-    annotator = settings.build_enricher(cache_dir, budget)
+    annotator = enricher.build_enricher(cache_dir)  # through the resource, as ever
+    if hasattr(annotator, "budget"):
+        annotator.budget = budget
     generated_at = datetime.now(UTC)
     summaries = summarize_day(
         store, day, config, annotator, generated_at=generated_at, chunk_rows=lake.chunk_rows

@@ -100,7 +100,12 @@ def _describe_interrupt(state: CommandState) -> str:
 
 
 def _run_pipeline(
-    paths: list[Path], *, title: str, summaries: bool = True, verbose: bool = False
+    paths: list[Path],
+    *,
+    title: str,
+    summaries: bool = True,
+    verbose: bool = False,
+    dry_run: bool = False,
 ) -> None:
     from enrichment_assets.lake import Lake
     from enrichment_assets.run_log import open_command_log, others_write_to
@@ -108,11 +113,26 @@ def _run_pipeline(
     lake = Lake(_data_dir())
     log_path = open_command_log(lake.data_dir, verbose=verbose)
     with nullcontext() if verbose else others_write_to(log_path):
-        _run_logged(paths, lake, log_path, title=title, summaries=summaries, verbose=verbose)
+        _run_logged(
+            paths,
+            lake,
+            log_path,
+            title=title,
+            summaries=summaries,
+            verbose=verbose,
+            dry_run=dry_run,
+        )
 
 
 def _run_logged(
-    paths: list[Path], lake: Lake, log_path: Path, *, title: str, summaries: bool, verbose: bool
+    paths: list[Path],
+    lake: Lake,
+    log_path: Path,
+    *,
+    title: str,
+    summaries: bool,
+    verbose: bool,
+    dry_run: bool = False,
 ) -> None:
     import uuid
 
@@ -156,6 +176,11 @@ def _run_logged(
     with dagster_instance() as instance:
         _recover_dead_runs(instance)
         add_partitions(instance, unique)
+        if dry_run:
+            with claim(lake.data_dir, unique, owner=state.tags[COMMAND_TAG]):
+                _print_dry_run(instance, lake, unique)
+            _fail_on_problems(report.problems + found.missing, [], files=len(found.files), runs=0)
+            return
         with claim(lake.data_dir, unique, owner=state.tags[COMMAND_TAG]):
             outcomes, days = run_interruptibly(
                 lambda: _materialize(instance, lake, unique, summaries, state),
@@ -169,6 +194,53 @@ def _run_logged(
         files=len(found.files) + len(found.missing),
         runs=len(outcomes),
     )
+
+
+def _print_dry_run(instance: DagsterInstance, lake: Lake, partitions: list[str]) -> None:
+    """Validate the partitions, print what enriching them would cost, send nothing."""
+    from enrichment_assets.enrichers.settings import LLMSettings
+    from enrichment_assets.spend_estimate import dry_run
+
+    try:
+        settings = LLMSettings.from_env()
+    except ValueError as error:
+        raise CommandError(_message(error, first_line=True)) from error
+    result = dry_run(instance, lake, partitions, settings)
+    table = Table(title="estimated LLM spend (dry run: nothing sent)")
+    for column in ("partition", "conversations", "to send", "cached", "prompt tok", "compl tok"):
+        table.add_column(column, justify="left" if column == "partition" else "right")
+    table.add_column("USD", justify="right")
+    rows = [(p.partition, p.estimate) for p in result.partitions]
+    if (total := result.total) is not None:
+        rows.append(("total", total))
+    for name, estimate in rows:
+        if estimate is None:
+            table.add_row(plain(name), *["-"] * 6)
+            continue
+        cost = "?" if estimate.cost_usd is None else f"{estimate.cost_usd:.6f}"
+        table.add_row(
+            plain(name),
+            str(estimate.conversations),
+            str(estimate.requests),
+            str(estimate.cached),
+            str(estimate.prompt_tokens),
+            str(estimate.completion_tokens),
+            cost,
+        )
+    out.print(table)
+    if settings.enricher == "heuristic":
+        out.print("enricher: heuristic (offline): enriching costs nothing")
+    elif total is not None:
+        out.print(plain(f"estimate {total.assumptions()}"), soft_wrap=True)
+    limit = result.run_limit_usd
+    out.print("budget: none set" if limit is None else f"budget: ${limit:.6f} per run")
+    for partition in result.partitions:
+        if partition.problem:
+            out.print(plain(f"{partition.partition}: not estimated: {partition.problem}"))
+        elif partition.over(limit):
+            out.print(
+                plain(f"{partition.partition}: over budget: a run would refuse and send nothing")
+            )
 
 
 def _recover_dead_runs(instance: DagsterInstance) -> None:
@@ -289,7 +361,10 @@ def _fail_on_problems(
 
 @app.command()
 def run(
-    paths: Annotated[list[Path], typer.Argument(help="Files, or folders to take every file from.")],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Files, or folders to take every file from.", show_default=False),
+    ] = None,
     summaries: Annotated[
         bool,
         typer.Option(
@@ -300,6 +375,22 @@ def run(
     verbose: Annotated[
         bool,
         typer.Option("--verbose", "-v", help="Stream the runs' event log to the terminal."),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Land and validate, print the estimated LLM cost per partition, and stop "
+            "(nothing is sent).",
+        ),
+    ] = False,
+    stale: Annotated[
+        bool,
+        typer.Option(
+            "--stale",
+            help="Instead of PATHs: re-enrich exactly the partitions whose annotation code "
+            "version (enricher, model, prompt version, output schema) changed.",
+        ),
     ] = False,
 ) -> None:
     """Land files as batch partitions and materialize every asset for them.
@@ -321,7 +412,32 @@ def run(
 
     Example: enrich run -- -rf.jsonl
     """
-    _run_pipeline(paths, title="rows per layer", summaries=summaries, verbose=verbose)
+    if stale:
+        if paths:
+            raise typer.BadParameter("--stale takes no PATHs: it re-enriches stale partitions")
+        _run_stale()
+        return
+    if not paths:
+        raise typer.BadParameter("give files or folders to run, or --stale")
+    _run_pipeline(
+        paths, title="rows per layer", summaries=summaries, verbose=verbose, dry_run=dry_run
+    )
+
+
+def _run_stale() -> None:
+    """`enrich run --stale`: one line per stale partition (and why), then its re-run."""
+    from enrichment_assets.definitions import defs
+    from enrichment_assets.instance import dagster_instance
+    from enrichment_assets.stale_partitions import reenrich_stale
+
+    with dagster_instance() as instance:
+        _recover_dead_runs(instance)
+        stale, outcomes = reenrich_stale(instance, defs)
+    for partition in stale:
+        out.print(plain(f"{partition.asset} {partition.partition}: {partition.reason}"))
+    failed = [o for o in outcomes if not o.success]
+    out.print(f"re-enriched {len(outcomes) - len(failed)} stale partition(s)")
+    _fail_on_problems([], failed, files=0, runs=len(outcomes))
 
 
 @app.command()

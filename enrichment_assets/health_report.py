@@ -93,6 +93,11 @@ def health_tables(health: dict[str, Any]) -> Group:
         "flagged for a person",
         plain(", ".join(f["partition"] for f in metrics["flagged_partitions"]) or "none"),
     )
+    if low := metrics.get("low_confidence"):
+        other.add_row(
+            f"confidence below {low['below']} (due / waiting / out of attempts / re-asked)",
+            f"{low['due']} / {low['waiting']} / {low['out_of_attempts']} / {low['reasked']}",
+        )
     return Group(thresholds, other)
 
 

@@ -15,6 +15,7 @@ import orjson
 from enrichment_assets.app_db import find_status
 from enrichment_assets.identity import identity_index
 from enrichment_assets.lake import LAYERS, Lake
+from enrichment_assets.low_confidence import conversation_attempts
 from enrichment_assets.sql_files import load_sql
 
 # Counted per layer: (layer file, optional filter). `quarantined` holds every record set
@@ -136,6 +137,12 @@ def conversation_status(
         "set_aside": set_aside,
         "raw": _parse_or_text(raw),
         "enriched": enriched_doc,
+        # Each enrichment attempt (model, confidence, when); the best one is current.
+        "enrichment_attempts": (
+            conversation_attempts(lake, partition, conversation_id)
+            if partition in known_partitions(lake)
+            else []
+        ),
     }
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, Definitions
 
 from enrichment_assets.inputs import register_files
 from enrichment_assets.lake import Lake
@@ -222,11 +222,13 @@ def _execute(
     run_config: dict,
     asset_selection: list | None = None,
     job_name: str | None = None,
+    definitions: Definitions | None = None,
 ) -> PartitionOutcome:
-    """One in-process run of a job (default: the pipeline) for one partition, as an outcome."""
+    """One in-process run of a job (default: the pipeline) for one partition, as an outcome
+    (`definitions`: those of the code location unless given)."""
     from enrichment_assets.definitions import conversations_pipeline, defs
 
-    job = defs.resolve_job_def(job_name or conversations_pipeline.name)
+    job = (definitions or defs).resolve_job_def(job_name or conversations_pipeline.name)
     result = job.execute_in_process(
         partition_key=key,
         instance=instance,
@@ -253,6 +255,10 @@ def _first_failure(result: object) -> str:
     """One line naming the failed step and the root cause of its error."""
     for event in result.all_events:  # type: ignore[attr-defined]
         if event.is_step_failure and event.event_specific_data is not None:
+            # A `Failure` raised on purpose says it in its description (one line for people).
+            failure = event.event_specific_data.user_failure_data
+            if failure is not None and failure.description:
+                return f"step {event.step_key} failed: {failure.description.strip()}"
             error = event.event_specific_data.error
             # A worker's error carries its traceback text as a cause: stop above it.
             while (

@@ -122,6 +122,11 @@ class Faults:
     huge_body_bytes: int = 50 * 1024 * 1024
     redirect_to: str | None = None  # where "redirect" points (e.g. another server's URL)
     stall_after_successes: int | None = None  # then every chat request hangs for `hang_s`
+    # Good answers (not faults): what they report and say.
+    usage_scale: float = 1.0  # usage tokens reported x this (a provider billing over the estimate)
+    cached_prefix_tokens: int = 0  # usage.prompt_tokens_details.cached_tokens (prompt caching)
+    confidence_by_marker: dict[str, float] = field(default_factory=dict)  # marker -> confidence
+    confidence_by_model: dict[str, float] = field(default_factory=dict)  # model -> confidence
 
 
 @dataclass
@@ -136,6 +141,11 @@ class Counters:
     faults: Counter[str] = field(default_factory=Counter)  # fault kind -> n
     response_formats: Counter[str] = field(default_factory=Counter)
     authorization: set[str] = field(default_factory=set)
+    models: Counter[str] = field(default_factory=Counter)  # model -> chat requests
+    texts: Counter[str] = field(default_factory=Counter)  # conversation text -> chat requests
+    # "system,user" -> chat requests: the roles of the messages sent, in order
+    message_roles: Counter[str] = field(default_factory=Counter)
+    system_prompts: set[str] = field(default_factory=set)
 
     @property
     def chat_requests(self) -> int:
@@ -293,6 +303,13 @@ class _Handler(BaseHTTPRequestHandler):
             state.counters.attempts[key] += 1
             attempt = state.counters.attempts[key]
             state.counters.response_formats[response_format] += 1
+            state.counters.models[str(body.get("model"))] += 1
+            state.counters.texts[conversation_text(body)] += 1
+            messages = body.get("messages", [])
+            state.counters.message_roles[",".join(str(m.get("role")) for m in messages)] += 1
+            state.counters.system_prompts.update(
+                str(m.get("content")) for m in messages if m.get("role") == "system"
+            )
             stalled = (
                 faults.stall_after_successes is not None
                 and sum(state.counters.successes.values()) >= faults.stall_after_successes
@@ -473,7 +490,28 @@ class _Handler(BaseHTTPRequestHandler):
                 bad = dict(_annotation(key), confidence=1.7)
                 return 200, _completion(body, json.dumps(bad)), {}, kind
             cut += rate
-        return 200, _completion(body, json.dumps(_annotation(key))), {}, None
+        return 200, self._good_answer(body, key), {}, None
+
+    def _good_answer(self, body: dict[str, Any], key: str) -> dict[str, Any]:
+        """A schema-valid answer, shaped by the `Faults` fields on good answers."""
+        faults = self.server.state.faults
+        annotation = _annotation(key)
+        text = conversation_text(body)
+        for marker, confidence in faults.confidence_by_marker.items():
+            if marker in text:
+                annotation["confidence"] = confidence
+        if body.get("model") in faults.confidence_by_model:
+            annotation["confidence"] = faults.confidence_by_model[body["model"]]
+        completion = _completion(body, json.dumps(annotation))
+        usage = completion["usage"]
+        if faults.usage_scale != 1.0:
+            for name in ("prompt_tokens", "completion_tokens"):
+                usage[name] = int(usage[name] * faults.usage_scale)
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if faults.cached_prefix_tokens:
+            cached = min(faults.cached_prefix_tokens, usage["prompt_tokens"])
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        return completion
 
     # -- files and batches --------------------------------------------------------
     def _upload(self, body: bytes) -> None:

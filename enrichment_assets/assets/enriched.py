@@ -25,12 +25,26 @@ from enrichment_assets.assets.layer_io import (
     row_count,
     write_layer,
 )
+from enrichment_assets.assets.llm_spend import estimate_layer, run_budget
 from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
 from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
-from enrichment_assets.enrichers.base import Enricher, concurrent_chunks, conform_annotations
-from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.enrichers.base import (
+    Enricher,
+    concurrent_chunks,
+    conform_annotations,
+    empty_annotations,
+)
+from enrichment_assets.enrichers.code_version import enrichment_code_version
+from enrichment_assets.enrichers.settings import LLMResource, LLMSettings
 from enrichment_assets.faults import fault_point
+from enrichment_assets.low_confidence import (
+    ATTEMPT_COLUMNS,
+    LOW_CONFIDENCE,
+    RERUN,
+    best_annotations,
+    record_attempts,
+)
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.reference import load_reference
 from enrichment_assets.resources import LakeResource
@@ -52,6 +66,13 @@ class EnrichmentScope(Config):
     force: bool = Field(
         default=False,
         description="Bypass the enrichment cache for the conversations enriched in this run.",
+    )
+    low_confidence: bool = Field(
+        default=False,
+        description=(
+            "Re-ask `conversation_ids` under the low-confidence rule: the escalation model "
+            "when one is set, no cache; the better answer of old and new stays current."
+        ),
     )
 
 
@@ -120,6 +141,8 @@ def enrich_chunk(
     deps=[validated_conversations],
     # Parallel runs share the LLM endpoint's limits: `dagster instance concurrency set llm N`.
     pool="llm",
+    # Enricher, model, prompt version, output schema: a change marks partitions stale.
+    code_version=enrichment_code_version(LLMSettings.from_env()),
     check_specs=[
         AssetCheckSpec(
             "validated_rows_conserved",
@@ -171,8 +194,23 @@ def _enriched_conversations(
     source = store.layer_path("validated", batch)
     target = store.layer_path("enriched", batch)
     # The enrichment cache is shared by every partition and process (SQLite, WAL).
-    cache_dir = None if config.force else store.data_dir / "cache" / "enrichment"
-    annotator = enricher.build_enricher(cache_dir)
+    # A low-confidence re-ask bypasses it too: the cache holds the answer being doubted.
+    bypass_cache = config.force or config.low_confidence
+    cache_dir = None if bypass_cache else store.data_dir / "cache" / "enrichment"
+    settings = enricher.settings()
+    if config.low_confidence and settings.escalation_model:
+        settings = settings.model_copy(update={"model": settings.escalation_model})
+        annotator = settings.build_enricher(cache_dir)
+    else:  # through the resource: a resource subclass may build its own enricher
+        annotator = enricher.build_enricher(cache_dir)
+    # Before anything is sent: the estimate against what the run may spend (`llm_spend.py`).
+    estimate = estimate_layer(
+        annotator, source, lake.enrich_chunk_rows, config.conversation_ids or None
+    )
+    budget = run_budget(context.instance, settings, estimate)
+    if estimate is not None:
+        context.log.info(f"LLM spend: {estimate.describe()}; {estimate.assumptions()}")
+        annotator.budget = budget  # type: ignore[attr-defined]
     if hasattr(annotator, "on_progress"):
         annotator.on_progress = lambda done, total: context.log.debug(
             f"{annotator.name}: {done}/{total} conversations of this chunk annotated"
@@ -180,9 +218,10 @@ def _enriched_conversations(
     llm_totals: Counter[str] = Counter()
     started = datetime.now(UTC)
     keep: pl.DataFrame | None = None
+    previous: pl.DataFrame | None = None  # a low-confidence re-ask keeps the better answer
     scope = pl.read_parquet(source, columns=["record_index", "conversation_id"])
     if config.conversation_ids:
-        keep = previous_annotations(target)
+        keep = previous = previous_annotations(target)
         if keep is not None:
             keep = keep.filter(~pl.col("conversation_id").is_in(config.conversation_ids))
             scope = scope.filter(pl.col("conversation_id").is_in(config.conversation_ids))
@@ -196,6 +235,9 @@ def _enriched_conversations(
     con = duckdb.connect()
     load_reference(con, app_db_url())
     changes: list[pl.DataFrame] = []
+    attempts: list[pl.DataFrame] = []  # the annotations made in this run, per chunk
+    # The low-confidence rule is for LLM answers: the deterministic heuristic logs none.
+    log_attempts = annotator.name != "heuristic"
     first: pl.DataFrame | None = None
     unknown_refs = errors = 0
     try:
@@ -203,8 +245,20 @@ def _enriched_conversations(
         empty = empty_frame(source)
         schema = enrich_chunk(con, empty, annotate_chunk(empty, annotator)).to_arrow().schema
         with write_layer(target, schema, row_group_rows=lake.chunk_rows) as out:
+
+            def annotate(chunk: pl.DataFrame) -> pl.DataFrame:
+                annotations = annotate_chunk(chunk, annotator, keep)
+                made = annotations.join(scope, on="conversation_id", how="semi")
+                if log_attempts:  # only what the attempt log keeps: memory stays small
+                    attempts.append(made.select(list(ATTEMPT_COLUMNS)))
+                return (
+                    best_annotations(annotations, previous)
+                    if config.low_confidence
+                    else (annotations)
+                )
+
             annotated = map_ordered_threads(
-                lambda chunk: annotate_chunk(chunk, annotator, keep),
+                annotate,
                 read_chunks(source, lake.enrich_chunk_rows),
                 concurrent_chunks(annotator),
             )
@@ -233,6 +287,15 @@ def _enriched_conversations(
         con.close()
     if changes:
         apply_changes(store, batch, pl.concat(changes), datetime.now(UTC))
+    # Each conversation's attempts, model and confidence (`low_confidence.py`).
+    reason = LOW_CONFIDENCE if config.low_confidence else RERUN
+    attempts_logged = record_attempts(
+        store,
+        batch,
+        pl.concat(attempts) if attempts else empty_annotations().select(list(ATTEMPT_COLUMNS)),
+        reason=reason,
+        now=started,
+    )
 
     validated, enriched_rows = row_count(source), row_count(target)
     return MaterializeResult(
@@ -240,8 +303,16 @@ def _enriched_conversations(
             "rows": enriched_rows,
             "enricher": annotator.name,
             "annotation_errors": errors,
+            "enrichment_attempts_logged": attempts_logged,
+            **({"low_confidence_reasked": scope.height} if config.low_confidence else {}),
             "unknown_reference_ids": unknown_refs,
             **{name: round(value, 6) for name, value in sorted(llm_totals.items())},
+            **(estimate.as_metadata() if estimate is not None else {}),
+            **(
+                {"llm_budget_usd": round(budget.limit_usd, 6)}
+                if budget.limit_usd is not None
+                else {}
+            ),
             "path": path_value(target),
             "preview": preview(
                 first if first is not None else pl.DataFrame(),

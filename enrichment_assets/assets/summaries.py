@@ -33,11 +33,13 @@ from dagster import (
 from pydantic import Field
 
 from enrichment_assets.app_db import publish_summaries
+from enrichment_assets.assets.llm_spend import run_budget
 from enrichment_assets.assets.metadata import path_value, preview
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.checks.gx_suites import GateReport, gate_specs, validate_layer
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
-from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.enrichers.code_version import enrichment_code_version
+from enrichment_assets.enrichers.settings import LLMResource, LLMSettings
 from enrichment_assets.env import env_int
 from enrichment_assets.faults import fault_point
 from enrichment_assets.lake import Lake, atomic_path, hidden_temp
@@ -253,6 +255,8 @@ def latest_normalized_storage_id(context: AssetExecutionContext) -> int:
     partitions_def=summary_days,
     group_name="summaries",
     kinds={"duckdb", "parquet"},
+    # The same annotation code version as enriched_conversations (`code_version.py`).
+    code_version=enrichment_code_version(LLMSettings.from_env()),
     # A day reads every batch: which batches hold its messages is only known from their data.
     # Backfills over a range of days run one day per run (the asset reads one partition key).
     deps=[AssetDep(normalized_conversations, partition_mapping=AllPartitionMapping())],
@@ -286,7 +290,12 @@ def conversation_summaries(
     # sensor counts this day stale for any batch newer than the watermark.
     watermark = latest_normalized_storage_id(context)
     cache_dir = store.data_dir / "cache" / "enrichment"
-    annotator = enricher.build_enricher(cache_dir)
+    settings = enricher.settings()
+    # The run's LLM budget and today's daily limit stop its sending too (`llm_spend.py`).
+    budget = run_budget(context.instance, settings, None)
+    annotator = enricher.build_enricher(cache_dir)  # through the resource, as ever
+    if hasattr(annotator, "budget"):
+        annotator.budget = budget
     generated_at = datetime.now(UTC)
     summaries = summarize_day(
         store, day, config, annotator, generated_at=generated_at, chunk_rows=lake.chunk_rows
@@ -309,6 +318,8 @@ def conversation_summaries(
         f"{config.window_hours} h windows",
         "min_messages": config.min_messages,
         "enricher": annotator.name,
+        **({"llm_cost_usd": round(budget.spent_usd, 6)} if annotator.name != "heuristic" else {}),
+        **({"llm_budget_usd": budget.limit_usd} if budget.limit_usd is not None else {}),
         WATERMARK_KEY: watermark,
         "path": path_value(target),
         "preview": preview(

@@ -38,6 +38,7 @@ from dagster._core.storage.dagster_run import FINISHED_STATUSES, RunRecord, TagB
 
 from enrichment_assets.automation.new_raw_files import PIPELINE_JOB, TRIGGER_TAG
 from enrichment_assets.automation.retry_state import (
+    BUDGET_STOPPED,
     GATE_FAILED,
     NEVER_RAN,
     NULL_AI_FIELDS,
@@ -52,6 +53,7 @@ from enrichment_assets.automation.settings import (
     requested_run_config,
     retry_interval_seconds,
 )
+from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED, OVER_BUDGET, next_window
 from enrichment_assets.lake import Lake
 from enrichment_assets.locks import claimed_partitions
 from enrichment_assets.partitions import batch_partitions
@@ -116,6 +118,15 @@ def null_ai_rows(lake: Lake, partition: str) -> int:
     return int(pl.scan_parquet(path).select(error.is_not_null().sum()).collect().item())
 
 
+def budget_stopped_rows(lake: Lake, partition: str) -> int:
+    """Enriched rows the run's LLM budget kept from being sent (`budget exhausted`)."""
+    path = lake.layer_path("enriched", partition)
+    if not path.exists():
+        return 0
+    error = pl.col("enrichment").struct.field("error")
+    return int(pl.scan_parquet(path).select((error == BUDGET_EXHAUSTED).sum()).collect().item())
+
+
 def assess_run(instance: DagsterInstance, lake: Lake, record: RunRecord) -> Verdict | None:
     """Why the partition of this finished run needs another try, or None when it is healthy."""
     run = record.dagster_run
@@ -125,7 +136,12 @@ def assess_run(instance: DagsterInstance, lake: Lake, record: RunRecord) -> Verd
     if gates:
         return Verdict(GATE_FAILED, "blocking gate(s) failed: " + ", ".join(gates))
     if run.status == DagsterRunStatus.FAILURE:
+        if step_error is not None and f"{OVER_BUDGET}: " in step_error:
+            return Verdict(BUDGET_STOPPED, step_error)
         return Verdict(RUN_FAILED, step_error or "the run failed: see its logs")
+    stopped = budget_stopped_rows(lake, run.tags[PARTITION_TAG])
+    if stopped:
+        return Verdict(BUDGET_STOPPED, f"{stopped} conversation(s) not sent: {BUDGET_EXHAUSTED}")
     missing = null_ai_rows(lake, run.tags[PARTITION_TAG])
     if missing:
         return Verdict(
@@ -347,6 +363,9 @@ def failed_partitions_tick(
             changed = True
             continue
         due = entry.failed_at + settings.backoff_seconds[entry.tries]
+        if entry.reason == BUDGET_STOPPED:  # not before the budget window allows it
+            window = next_window(datetime.fromtimestamp(entry.failed_at, UTC)).timestamp()
+            due = max(due, window)
         if entry.next_attempt_at != due:
             entry.next_attempt_at, changed = due, True
         if now.timestamp() < due or len(requests) >= settings.max_requests_per_tick:

@@ -22,7 +22,9 @@ RUN_FAILED = "run_failed"
 GATE_FAILED = "gate_failed"
 NULL_AI_FIELDS = "null_ai_fields"
 NEVER_RAN = "never_ran"  # registered, then its command died before it got to it
-REASONS = (RUN_FAILED, GATE_FAILED, NULL_AI_FIELDS, NEVER_RAN)
+# The run's LLM budget stopped it (or refused it): retried when the budget window allows.
+BUDGET_STOPPED = "budget_exhausted"
+REASONS = (RUN_FAILED, GATE_FAILED, NULL_AI_FIELDS, NEVER_RAN, BUDGET_STOPPED)
 
 
 @dataclass

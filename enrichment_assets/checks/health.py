@@ -98,6 +98,12 @@ def _flagged_partitions(lake: Lake) -> list[dict[str, Any]]:
     ]
 
 
+def _low_confidence(lake: Lake) -> dict[str, Any]:
+    from enrichment_assets.low_confidence import LowConfidenceRule, lake_summary
+
+    return lake_summary(lake, LowConfidenceRule.from_env())
+
+
 def stranded_partitions(
     lake: Lake, unfinished: dict[str, int], active: set[str]
 ) -> list[dict[str, Any]]:
@@ -180,6 +186,8 @@ def pipeline_health(lake: Lake, active: set[str] | None = None) -> dict[str, Any
         },
         "gate_blocked_partitions": status.get("gate_blocked_partitions") or [],
         "flagged_partitions": _flagged_partitions(lake),
+        # The low-confidence rule: due now, waiting for their age, out of attempts.
+        "low_confidence": _low_confidence(lake),
     }
     levels = {t.metric: t.level(metrics[t.metric]) for t in THRESHOLDS}
     return {

@@ -145,6 +145,8 @@ class AnnotationOutcome:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached: bool = False
+    # Of prompt_tokens, those the provider served from its prompt cache (priced lower).
+    provider_cached_tokens: int | None = None
 
 
 _MAX_ERROR_CHARS = 300
@@ -224,11 +226,18 @@ class _Choice(BaseModel):
 _MAX_TOKENS = 1_000_000_000
 
 
+class _PromptTokensDetails(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    cached_tokens: NonNegativeInt | None = Field(default=None, le=_MAX_TOKENS)
+
+
 class _Usage(BaseModel):
     model_config = ConfigDict(strict=True)
 
     prompt_tokens: NonNegativeInt | None = Field(default=None, le=_MAX_TOKENS)
     completion_tokens: NonNegativeInt | None = Field(default=None, le=_MAX_TOKENS)
+    prompt_tokens_details: _PromptTokensDetails | None = None
 
 
 class ChatCompletionEnvelope(BaseModel):
@@ -268,12 +277,15 @@ def outcome_from_completion(completion: bytes | Mapping[str, Any]) -> Annotation
     content, refusal = choice.message.content, choice.message.refusal
     finish_reason = choice.finish_reason
     prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
+    details = usage.prompt_tokens_details
+    provider_cached = details.cached_tokens if details is not None else None
 
     def failed(error: str) -> AnnotationOutcome:
         return AnnotationOutcome(
             error=one_line_error(error),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            provider_cached_tokens=provider_cached,
         )
 
     if refusal:
@@ -287,19 +299,33 @@ def outcome_from_completion(completion: bytes | Mapping[str, Any]) -> Annotation
             return failed(f"response is not valid JSON (finish_reason={finish_reason})")
         return failed(f"response violates the annotation schema: {_describe(exc)}")
     return AnnotationOutcome(
-        annotation=annotation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        annotation=annotation,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        provider_cached_tokens=provider_cached,
     )
 
 
 @dataclass(frozen=True)
 class ModelPrice:
-    """USD per million tokens."""
+    """USD per million tokens; `cached_input_per_1m` prices the prompt tokens the provider
+    served from its prompt cache (`usage.prompt_tokens_details.cached_tokens`; None: the
+    input price)."""
 
     input_per_1m: float
     output_per_1m: float
+    cached_input_per_1m: float | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_1m + completion_tokens * self.output_per_1m) / 1e6
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        cached_price = (
+            self.input_per_1m if self.cached_input_per_1m is None else self.cached_input_per_1m
+        )
+        return (
+            (prompt_tokens - cached) * self.input_per_1m
+            + cached * cached_price
+            + completion_tokens * self.output_per_1m
+        ) / 1e6
 
 
 @dataclass
@@ -321,6 +347,8 @@ class EnrichmentStats:
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0  # what the cache hits had cost when first obtained
     cached_completion_tokens: int = 0
+    provider_cached_tokens: int = 0  # of prompt_tokens, served from the provider's prompt cache
+    budget_exhausted: int = 0  # conversations not sent: the run's spend reached its budget
     cost_usd: float | None = None  # None: no price known for the model
     saved_cost_usd: float | None = None
     elapsed_s: float = 0.0

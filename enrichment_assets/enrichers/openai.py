@@ -24,6 +24,11 @@ retry budget (`retry.py`); an endpoint that fails everything trips the circuit
 breaker; the HTTP client refuses redirects to other origins and caps answer
 bodies (`http_client.py`).
 
+The run's `budget` (`budget.py`) is checked before every request and charged with
+every answer's cost: once spent, nothing more is sent and the rest are NULL with
+`budget exhausted`. `estimate` says what a frame would cost before anything is sent
+(`pricing.py`).
+
 `stats` after `annotate` says what it cost; `on_progress(done, total)` reports
 as requests complete, so the asset can log per chunk.
 """
@@ -63,12 +68,18 @@ from enrichment_assets.enrichers.base import (
     conform_annotations,
     empty_annotations,
 )
+from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED, BudgetExhausted, SpendBudget
 from enrichment_assets.enrichers.cache import (
     CachedAnnotation,
     EnrichmentCache,
     annotation_cache_key,
 )
 from enrichment_assets.enrichers.http_client import DEFAULT_MAX_RESPONSE_BYTES, endpoint_client
+from enrichment_assets.enrichers.pricing import (
+    DEFAULT_EXPECTED_COMPLETION_TOKENS,
+    CostEstimate,
+    estimate_prompt_tokens,
+)
 from enrichment_assets.enrichers.retry import (
     DEFAULT_BREAKER_WINDOW,
     DEFAULT_RETRY_BUDGET_S,
@@ -131,6 +142,8 @@ class OpenAIEnricher:
         retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
         breaker_window: int = DEFAULT_BREAKER_WINDOW,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        budget: SpendBudget | None = None,
+        expected_completion_tokens: int = DEFAULT_EXPECTED_COMPLETION_TOKENS,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -151,6 +164,9 @@ class OpenAIEnricher:
         self.temperature = temperature
         self.batch_options = batch_options or batch_api.BatchOptions()
         self.on_progress = on_progress
+        # The run's spend limit (`budget.py`): like the breaker, it holds across chunks.
+        self.budget = budget or SpendBudget()
+        self.expected_completion_tokens = expected_completion_tokens
         # Becomes "json_object" for the rest of the run when the server rejects
         # json_schema (older vLLM and llama.cpp builds, some Azure API versions).
         self.response_format: Literal["json_schema", "json_object"] = "json_schema"
@@ -172,7 +188,35 @@ class OpenAIEnricher:
         finally:
             self.stats.elapsed_s = round(time.perf_counter() - started, 3)
 
+    def estimate(self, conversations: pl.DataFrame) -> CostEstimate:
+        """What annotating `conversations` would cost (`pricing.py`); sends nothing."""
+        _, requests = self._requests(conversations)
+        cached = set(self.cache.get_many(list(requests))) if self.cache is not None else set()
+        return CostEstimate.of(
+            model=self.model,
+            conversations=conversations.height,
+            prompt_tokens=[
+                estimate_prompt_tokens(SYSTEM_PROMPT, r.conversation_text)
+                for key, r in requests.items()
+                if key not in cached
+            ],
+            cached=len(cached),
+            expected_completion_tokens=self.expected_completion_tokens,
+            price=self.price,
+        )
+
     async def _annotate(self, conversations: pl.DataFrame) -> pl.DataFrame:
+        row_keys, requests = self._requests(conversations)
+        outcomes = self._from_cache(list(requests))
+        misses = [request for key, request in requests.items() if key not in outcomes]
+        if misses:
+            outcomes.update(await self._request_all(misses))
+        return self._rows(row_keys, outcomes)
+
+    def _requests(
+        self, conversations: pl.DataFrame
+    ) -> tuple[list[tuple[str, str]], dict[str, _Request]]:
+        """Each row's (conversation_id, cache key), and one request per distinct key."""
         row_keys: list[tuple[str, str]] = []
         requests: dict[str, _Request] = {}
         for conversation_id, messages in zip(
@@ -193,12 +237,7 @@ class OpenAIEnricher:
                 text = render_conversation(turns, self.max_prompt_chars)
                 estimate = (len(text) + len(SYSTEM_PROMPT)) // 4 + self.max_completion_tokens
                 requests[key] = _Request(key, conversation_id, text, estimate)
-
-        outcomes = self._from_cache(list(requests))
-        misses = [request for key, request in requests.items() if key not in outcomes]
-        if misses:
-            outcomes.update(await self._request_all(misses))
-        return self._rows(row_keys, outcomes)
+        return row_keys, requests
 
     def _from_cache(self, keys: list[str]) -> dict[str, AnnotationOutcome]:
         if self.cache is None:
@@ -297,6 +336,8 @@ class OpenAIEnricher:
         for outcome in outcomes.values():
             self.stats.prompt_tokens += outcome.prompt_tokens or 0
             self.stats.completion_tokens += outcome.completion_tokens or 0
+            self.stats.provider_cached_tokens += outcome.provider_cached_tokens or 0
+            self.stats.budget_exhausted += outcome.error == BUDGET_EXHAUSTED
         failures = [outcome.error for outcome in outcomes.values() if outcome.error]
         if failures:
             log.warning(
@@ -320,11 +361,18 @@ class OpenAIEnricher:
         # however many conversations the chunk holds.
         async def worker(store: Callable[[str, AnnotationOutcome], None]) -> None:
             for request in pending:
+                if self.budget.exhausted:  # what is left is not sent (`budget.py`)
+                    outcomes[request.key] = AnnotationOutcome(error=BUDGET_EXHAUSTED)
+                    progress.advance()
+                    continue
                 outcome = await self._annotate_one(client, request, limiter, slots, retries)
+                self.budget.charge(self._cost(outcome))
                 outcomes[request.key] = outcome
                 store(request.key, outcome)
                 ok = outcome.annotation is not None
-                if (ok or not retries.in_tail) and self.breaker.record(ok, outcome.error):
+                if outcome.error == BUDGET_EXHAUSTED:  # not the endpoint's fault
+                    pass
+                elif (ok or not retries.in_tail) and self.breaker.record(ok, outcome.error):
                     log.warning("%s", self.breaker.unavailable_error())
                     retries.changed()  # wake the conversations waiting to retry
                 progress.advance()
@@ -360,6 +408,8 @@ class OpenAIEnricher:
             nonlocal sent_format
             async with slots:
                 retries.check()  # the breaker may have opened while this one queued
+                if self.budget.exhausted:  # reached while this one queued or waited to retry
+                    raise BudgetExhausted()
                 await limiter.acquire(request.estimated_tokens)
                 # Built now, not before the wait: the response format may have changed.
                 sent_format = self.response_format
@@ -411,6 +461,17 @@ class OpenAIEnricher:
     def _one_line(self, error: str) -> str:
         return one_line_error(error, self._scrub)
 
+    def _cost(self, outcome: AnnotationOutcome) -> float:
+        """What one answer cost, as the provider prices it (0 when the price is unknown)."""
+        if self.price is None:
+            return 0.0
+        factor = batch_api.BATCH_PRICE_FACTOR if self.mode == "batch" else 1.0
+        return factor * self.price.cost(
+            outcome.prompt_tokens or 0,
+            outcome.completion_tokens or 0,
+            outcome.provider_cached_tokens or 0,
+        )
+
     def _log_unexpected(self, doing: str, exc: BaseException) -> None:
         """Log a failure nobody anticipated with its traceback (for us), scrubbed of the key."""
         trace = "".join(traceback.format_exception(exc))
@@ -419,6 +480,9 @@ class OpenAIEnricher:
     async def _request_batch(
         self, client: openai.AsyncOpenAI, requests: list[_Request]
     ) -> dict[str, AnnotationOutcome]:
+        if self.budget.exhausted:
+            return {request.key: AnnotationOutcome(error=BUDGET_EXHAUSTED) for request in requests}
+
         async def call(op: Callable[[], Awaitable[T]]) -> T:
             async def counted() -> T:
                 self.stats.requests += 1
@@ -450,6 +514,7 @@ class OpenAIEnricher:
                 outcome = AnnotationOutcome(error=result.error if result else "no result")
             if outcome.error is not None:
                 outcome.error = self._one_line(outcome.error)
+            self.budget.charge(self._cost(outcome))
             outcomes[request.key] = outcome
         return outcomes
 
@@ -487,7 +552,9 @@ class OpenAIEnricher:
             )
         if self.price is not None:
             factor = batch_api.BATCH_PRICE_FACTOR if self.mode == "batch" else 1.0
-            spent = self.price.cost(stats.prompt_tokens, stats.completion_tokens)
+            spent = self.price.cost(
+                stats.prompt_tokens, stats.completion_tokens, stats.provider_cached_tokens
+            )
             stats.cost_usd = spent * factor
             saved = self.price.cost(stats.cached_prompt_tokens, stats.cached_completion_tokens)
             stats.saved_cost_usd = saved * factor

@@ -30,23 +30,26 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 
 from enrichment_assets.enrichers.annotation import ModelPrice
 from enrichment_assets.enrichers.base import Enricher
+from enrichment_assets.enrichers.budget import SpendBudget
 from enrichment_assets.enrichers.cache import EnrichmentCache
 from enrichment_assets.enrichers.http_client import DEFAULT_MAX_RESPONSE_BYTES
 from enrichment_assets.enrichers.openai import OpenAIEnricher
+from enrichment_assets.enrichers.pricing import DEFAULT_EXPECTED_COMPLETION_TOKENS
 from enrichment_assets.enrichers.retry import (
     DEFAULT_BREAKER_WINDOW,
     DEFAULT_RETRY_BUDGET_S,
     RetryPolicy,
 )
 
-# List prices in USD per 1M tokens when this was written; `ENRICH_LLM_PRICES`
-# (JSON: {"model": {"input_per_1m": .., "output_per_1m": ..}}) adds or overrides.
+# List prices in USD per 1M tokens when this was written (input, provider-cached input,
+# output); `ENRICH_LLM_PRICES` (JSON: {"model": {"input_per_1m": .., "output_per_1m": ..,
+# "cached_input_per_1m": ..}}) adds or overrides.
 DEFAULT_PRICES: dict[str, ModelPrice] = {
-    "gpt-4o-mini": ModelPrice(input_per_1m=0.15, output_per_1m=0.60),
-    "gpt-4o": ModelPrice(input_per_1m=2.50, output_per_1m=10.00),
-    "gpt-4.1": ModelPrice(input_per_1m=2.00, output_per_1m=8.00),
-    "gpt-4.1-mini": ModelPrice(input_per_1m=0.40, output_per_1m=1.60),
-    "gpt-4.1-nano": ModelPrice(input_per_1m=0.10, output_per_1m=0.40),
+    "gpt-4o-mini": ModelPrice(input_per_1m=0.15, output_per_1m=0.60, cached_input_per_1m=0.075),
+    "gpt-4o": ModelPrice(input_per_1m=2.50, output_per_1m=10.00, cached_input_per_1m=1.25),
+    "gpt-4.1": ModelPrice(input_per_1m=2.00, output_per_1m=8.00, cached_input_per_1m=0.50),
+    "gpt-4.1-mini": ModelPrice(input_per_1m=0.40, output_per_1m=1.60, cached_input_per_1m=0.10),
+    "gpt-4.1-nano": ModelPrice(input_per_1m=0.10, output_per_1m=0.40, cached_input_per_1m=0.025),
 }
 
 EnricherName = Literal["heuristic", "openai"]
@@ -88,8 +91,26 @@ class LLMSettings(BaseModel):
     tpm: int | None = Field(default=None, ge=1)
     mode: LLMMode = "online"
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    # Spend (`budget.py`, `pricing.py`): None is no limit.
+    budget_usd: float | None = Field(default=None, ge=0)
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+    expected_completion_tokens: int = Field(default=DEFAULT_EXPECTED_COMPLETION_TOKENS, ge=1)
+    # Low-confidence re-enrichment (`low_confidence.py`).
+    escalation_model: str | None = None  # None: re-ask the same model
+    low_confidence_below: float = Field(default=0.7, ge=0, le=1)
+    low_confidence_after_hours: float = Field(default=24.0, ge=0)
+    low_confidence_max_attempts: int = Field(default=5, ge=1)
 
-    @field_validator("base_url", "api_key", "rpm", "tpm", mode="before")
+    @field_validator(
+        "base_url",
+        "api_key",
+        "rpm",
+        "tpm",
+        "budget_usd",
+        "daily_budget_usd",
+        "escalation_model",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -111,6 +132,13 @@ class LLMSettings(BaseModel):
             "rpm": "ENRICH_LLM_RPM",
             "tpm": "ENRICH_LLM_TPM",
             "mode": "ENRICH_LLM_MODE",
+            "budget_usd": "ENRICH_LLM_BUDGET_USD",
+            "daily_budget_usd": "ENRICH_LLM_DAILY_BUDGET_USD",
+            "expected_completion_tokens": "ENRICH_LLM_EXPECTED_COMPLETION_TOKENS",
+            "escalation_model": "ENRICH_LLM_ESCALATION_MODEL",
+            "low_confidence_below": "ENRICH_LOW_CONFIDENCE_BELOW",
+            "low_confidence_after_hours": "ENRICH_LOW_CONFIDENCE_AFTER_HOURS",
+            "low_confidence_max_attempts": "ENRICH_LOW_CONFIDENCE_MAX_ATTEMPTS",
         }
         values: dict[str, Any] = {
             field: env[name].strip() for field, name in names.items() if env.get(name, "").strip()
@@ -119,8 +147,11 @@ class LLMSettings(BaseModel):
         values["prices"] = parse_prices(env.get("ENRICH_LLM_PRICES"))
         return cls(**values)
 
-    def build_enricher(self, cache_dir: Path | None = None) -> Enricher:
-        """The configured enricher; the `openai` one caches under `cache_dir` when given."""
+    def build_enricher(
+        self, cache_dir: Path | None = None, budget: SpendBudget | None = None
+    ) -> Enricher:
+        """The configured enricher; the `openai` one caches under `cache_dir` when given and
+        stops sending once `budget` is spent."""
         if self.enricher == "heuristic":
             # Imported here: the heuristic enricher must not pay for the OpenAI stack, and
             # the OpenAI settings must load even where the heuristic module is absent.
@@ -142,6 +173,8 @@ class LLMSettings(BaseModel):
             mode=self.mode,
             price=self.prices.get(self.model),
             cache=EnrichmentCache(cache_dir) if cache_dir is not None else None,
+            budget=budget,
+            expected_completion_tokens=self.expected_completion_tokens,
         )
 
 
@@ -176,6 +209,31 @@ class LLMResource(ConfigurableResource):
     tpm: int | None = None
     mode: str = Field(default="online", description="online | batch (the Batch API)")
     prices_json: str | None = Field(default=None, description="ENRICH_LLM_PRICES override")
+    budget_usd: float | None = Field(
+        default=None,
+        description="USD one run may spend (ENRICH_LLM_BUDGET_USD); over the estimate nothing "
+        "is sent, and sending stops when the measured spend reaches it. None: no limit.",
+    )
+    daily_budget_usd: float | None = Field(
+        default=None, description="USD all runs of one UTC day may spend; None: no limit."
+    )
+    expected_completion_tokens: int = Field(
+        default=DEFAULT_EXPECTED_COMPLETION_TOKENS,
+        description="Completion tokens per request the cost estimate assumes.",
+    )
+    escalation_model: str | None = Field(
+        default=None,
+        description="Model that re-asks low-confidence conversations; None: the same model.",
+    )
+    low_confidence_below: float = Field(
+        default=0.7, description="A confidence below this is re-asked (low-confidence rule)."
+    )
+    low_confidence_after_hours: float = Field(
+        default=24.0, description="Hours after its last attempt a low-confidence one is re-asked."
+    )
+    low_confidence_max_attempts: int = Field(
+        default=5, description="Attempts in all (the first included) of the low-confidence rule."
+    )
 
     _settings: LLMSettings | None = PrivateAttr(default=None)
 
@@ -200,6 +258,13 @@ class LLMResource(ConfigurableResource):
             tpm=settings.tpm,
             mode=settings.mode,
             prices_json=env.get("ENRICH_LLM_PRICES") or None,
+            budget_usd=settings.budget_usd,
+            daily_budget_usd=settings.daily_budget_usd,
+            expected_completion_tokens=settings.expected_completion_tokens,
+            escalation_model=settings.escalation_model,
+            low_confidence_below=settings.low_confidence_below,
+            low_confidence_after_hours=settings.low_confidence_after_hours,
+            low_confidence_max_attempts=settings.low_confidence_max_attempts,
         )
 
     def settings(self) -> LLMSettings:
@@ -219,8 +284,17 @@ class LLMResource(ConfigurableResource):
             tpm=self.tpm,
             mode=self.mode,
             prices=parse_prices(self.prices_json),
+            budget_usd=self.budget_usd,
+            daily_budget_usd=self.daily_budget_usd,
+            expected_completion_tokens=self.expected_completion_tokens,
+            escalation_model=self.escalation_model,
+            low_confidence_below=self.low_confidence_below,
+            low_confidence_after_hours=self.low_confidence_after_hours,
+            low_confidence_max_attempts=self.low_confidence_max_attempts,
         )
 
-    def build_enricher(self, cache_dir: Path | None = None) -> Enricher:
+    def build_enricher(
+        self, cache_dir: Path | None = None, budget: SpendBudget | None = None
+    ) -> Enricher:
         """The configured enricher (see LLMSettings.build_enricher)."""
-        return self.settings().build_enricher(cache_dir)
+        return self.settings().build_enricher(cache_dir, budget)

@@ -55,6 +55,16 @@ def conversation_view(found: dict[str, Any]) -> RenderableType:
         table.add_row(
             "validation", plain(f"{issue['rule']} at {issue['path']}: {issue['value']!r}")
         )
+    for attempt in found.get("enrichment_attempts", []):
+        confidence = attempt["confidence"]
+        table.add_row(
+            f"attempt {attempt['attempt']}",
+            plain(
+                f"{attempt['attempted_at']} {attempt['model']} ({attempt['reason']}): "
+                + (f"confidence {confidence}" if confidence is not None else f"{attempt['error']}")
+                + (" [current]" if attempt["current"] else "")
+            ),
+        )
     parts: list[RenderableType] = [table]
     for title, document in (
         ("raw document", found["raw"]),

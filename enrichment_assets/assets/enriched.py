@@ -13,6 +13,7 @@ from dagster import (
     AssetExecutionContext,
     Config,
     MaterializeResult,
+    MetadataValue,
     asset,
 )
 from pydantic import Field
@@ -32,8 +33,9 @@ from enrichment_assets.enrichers.base import Enricher, concurrent_chunks, confor
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.faults import fault_point
 from enrichment_assets.partitions import batch_partitions
+from enrichment_assets.redaction import PII_KINDS
 from enrichment_assets.reference import load_reference
-from enrichment_assets.resources import LakeResource
+from enrichment_assets.resources import LakeResource, PiiRedactionResource
 from enrichment_assets.sql_files import load_sql
 from enrichment_assets.status import apply_changes
 from enrichment_assets.workers import map_ordered_threads
@@ -141,6 +143,7 @@ def enriched_conversations(
     config: EnrichmentScope,
     lake: LakeResource,
     enricher: LLMResource,
+    pii: PiiRedactionResource,
 ) -> MaterializeResult:
     """Validated conversations with reference metadata, stats and AI annotations.
 
@@ -153,9 +156,13 @@ def enriched_conversations(
 
     Run config `conversation_ids` re-enriches only those conversations (the rest
     keep their previous annotations); `force` bypasses the enrichment cache.
+
+    What an LLM endpoint is sent is redacted in the `egress` and `export` PII modes (the
+    `pii` resource, `ENRICH_PII_MODE`): personal data is replaced by typed placeholders
+    before the request and its cache key are made; `pii_redacted` counts them per kind.
     """
     with partition_writer(lake.lake, context.partition_key, context.run.run_id, context.log.info):
-        return _enriched_conversations(context, config, lake, enricher)
+        return _enriched_conversations(context, config, lake, enricher, pii)
 
 
 def _enriched_conversations(
@@ -163,6 +170,7 @@ def _enriched_conversations(
     config: EnrichmentScope,
     lake: LakeResource,
     enricher: LLMResource,
+    pii: PiiRedactionResource,
 ) -> MaterializeResult:
     store = lake.lake
     prewarm_gate(store)
@@ -172,12 +180,15 @@ def _enriched_conversations(
     target = store.layer_path("enriched", batch)
     # The enrichment cache is shared by every partition and process (SQLite, WAL).
     cache_dir = None if config.force else store.data_dir / "cache" / "enrichment"
-    annotator = enricher.build_enricher(cache_dir)
+    pii_mode = pii.pii_mode
+    annotator = enricher.build_enricher(cache_dir, pii_mode=pii_mode, phone_region=pii.region)
     if hasattr(annotator, "on_progress"):
         annotator.on_progress = lambda done, total: context.log.debug(
             f"{annotator.name}: {done}/{total} conversations of this chunk annotated"
         )
     llm_totals: Counter[str] = Counter()
+    redacted: Counter[str] = Counter()
+    redacted_conversations = 0
     started = datetime.now(UTC)
     keep: pl.DataFrame | None = None
     scope = pl.read_parquet(source, columns=["record_index", "conversation_id"])
@@ -211,6 +222,9 @@ def _enriched_conversations(
             for chunk, annotations in annotated:
                 enriched = enrich_chunk(con, chunk, annotations)
                 llm_totals.update(_numeric_stats(annotator))
+                if (stats := getattr(annotator, "stats", None)) is not None:
+                    redacted.update(getattr(stats, "pii_redacted", {}))
+                    redacted_conversations += getattr(stats, "pii_redacted_conversations", 0)
                 out.write(enriched)
                 fault_point("enriched")
                 unknown_refs += int((enriched["unknown_reference_ids"] > 0).sum())
@@ -235,10 +249,19 @@ def _enriched_conversations(
         apply_changes(store, batch, pl.concat(changes), datetime.now(UTC))
 
     validated, enriched_rows = row_count(source), row_count(target)
+    # Only an enricher that sends text redacts it (the heuristic one sends nothing).
+    sends = hasattr(annotator, "pii_mode")
+    pii_metadata: dict[str, object] = {"pii_mode": pii_mode if sends else "nothing sent"}
+    if sends and pii_mode != "off":
+        pii_metadata["pii_redacted"] = MetadataValue.json(
+            {kind: redacted.get(kind, 0) for kind in PII_KINDS}
+        )
+        pii_metadata["pii_redacted_conversations"] = redacted_conversations
     return MaterializeResult(
         metadata={
             "rows": enriched_rows,
             "enricher": annotator.name,
+            **pii_metadata,
             "annotation_errors": errors,
             "unknown_reference_ids": unknown_refs,
             **{name: round(value, 6) for name, value in sorted(llm_totals.items())},

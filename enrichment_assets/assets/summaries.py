@@ -42,7 +42,7 @@ from enrichment_assets.env import env_int
 from enrichment_assets.faults import fault_point
 from enrichment_assets.lake import Lake, atomic_path, hidden_temp
 from enrichment_assets.partitions import summary_days
-from enrichment_assets.resources import AppDatabaseResource, LakeResource
+from enrichment_assets.resources import AppDatabaseResource, LakeResource, PiiRedactionResource
 from enrichment_assets.sql_files import load_sql
 
 ASSET_NAME = "conversation_summaries"
@@ -264,6 +264,7 @@ def conversation_summaries(
     lake: LakeResource,
     enricher: LLMResource,
     app_db: AppDatabaseResource,
+    pii: PiiRedactionResource,
 ) -> MaterializeResult:
     """Per user and time window of the UTC day: summary, key topics, tone.
 
@@ -286,7 +287,8 @@ def conversation_summaries(
     # sensor counts this day stale for any batch newer than the watermark.
     watermark = latest_normalized_storage_id(context)
     cache_dir = store.data_dir / "cache" / "enrichment"
-    annotator = enricher.build_enricher(cache_dir)
+    # What goes to an LLM endpoint is redacted here too (the `pii` resource's mode).
+    annotator = enricher.build_enricher(cache_dir, pii_mode=pii.pii_mode, phone_region=pii.region)
     generated_at = datetime.now(UTC)
     summaries = summarize_day(
         store, day, config, annotator, generated_at=generated_at, chunk_rows=lake.chunk_rows

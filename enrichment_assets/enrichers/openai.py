@@ -9,6 +9,10 @@ a default.
 How a chunk is annotated:
 1. each conversation gets a content-hash cache key (`cache.py`); hits come from
    the cache with zero new tokens, and duplicates within the chunk are paid once;
+   In the `egress` and `export` PII modes the turns are redacted first
+   (`redaction.redact_turns`: typed placeholders, consistent within the conversation), so
+   what is sent, and the cache key, are of the redacted text; the counts per kind are in
+   `stats.pii_redacted`;
 2. the misses go out online (async client, `concurrency` requests in flight,
    optional requests/tokens-per-minute pacing, our own retries: the client's are
    off) or through the Batch API (`batch.py`) when `mode="batch"`;
@@ -84,6 +88,7 @@ from enrichment_assets.enrichers.retry import (
     call_with_retries,
     rejects_json_schema,
 )
+from enrichment_assets.redaction import DEFAULT_PHONE_REGION, PiiMode, parse_mode, redact_turns
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -131,9 +136,14 @@ class OpenAIEnricher:
         retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
         breaker_window: int = DEFAULT_BREAKER_WINDOW,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        pii_mode: PiiMode = "egress",
+        phone_region: str = DEFAULT_PHONE_REGION,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        # Redacting is the default: personal data leaves only when someone turned it off.
+        self.pii_mode: PiiMode = parse_mode(pii_mode, "pii_mode")
+        self.phone_region = phone_region
         self.model, self.base_url, self.mode = model, base_url, mode
         self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key or "")
         self._scrub = SecretScrubber(self._api_key)
@@ -158,7 +168,8 @@ class OpenAIEnricher:
 
     def __repr__(self) -> str:  # never the key
         return (
-            f"OpenAIEnricher(model={self.model!r}, base_url={self.base_url!r}, mode={self.mode!r})"
+            f"OpenAIEnricher(model={self.model!r}, base_url={self.base_url!r}, mode={self.mode!r}, "
+            f"pii_mode={self.pii_mode!r})"
         )
 
     def annotate(self, conversations: pl.DataFrame) -> pl.DataFrame:
@@ -181,6 +192,11 @@ class OpenAIEnricher:
             strict=True,
         ):
             turns = [(m["role"], m["content"]) for m in messages or []]
+            if self.pii_mode != "off":
+                # Before anything is keyed or sent: the request (and its cache key) is of the
+                # redacted text only.
+                turns, found = redact_turns(turns, phone_region=self.phone_region)
+                self.stats.count_redactions(found)
             key = annotation_cache_key(
                 model=self.model,
                 prompt_version=PROMPT_VERSION,

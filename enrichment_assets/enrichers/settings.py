@@ -38,6 +38,7 @@ from enrichment_assets.enrichers.retry import (
     DEFAULT_RETRY_BUDGET_S,
     RetryPolicy,
 )
+from enrichment_assets.redaction import DEFAULT_MODE, DEFAULT_PHONE_REGION, PiiMode
 
 # List prices in USD per 1M tokens when this was written; `ENRICH_LLM_PRICES`
 # (JSON: {"model": {"input_per_1m": .., "output_per_1m": ..}}) adds or overrides.
@@ -119,8 +120,15 @@ class LLMSettings(BaseModel):
         values["prices"] = parse_prices(env.get("ENRICH_LLM_PRICES"))
         return cls(**values)
 
-    def build_enricher(self, cache_dir: Path | None = None) -> Enricher:
-        """The configured enricher; the `openai` one caches under `cache_dir` when given."""
+    def build_enricher(
+        self,
+        cache_dir: Path | None = None,
+        *,
+        pii_mode: PiiMode = DEFAULT_MODE,
+        phone_region: str = DEFAULT_PHONE_REGION,
+    ) -> Enricher:
+        """The configured enricher; the `openai` one caches under `cache_dir` when given and
+        redacts what it sends unless `pii_mode` is `off` (the heuristic sends nothing)."""
         if self.enricher == "heuristic":
             # Imported here: the heuristic enricher must not pay for the OpenAI stack, and
             # the OpenAI settings must load even where the heuristic module is absent.
@@ -142,6 +150,8 @@ class LLMSettings(BaseModel):
             mode=self.mode,
             price=self.prices.get(self.model),
             cache=EnrichmentCache(cache_dir) if cache_dir is not None else None,
+            pii_mode=pii_mode,
+            phone_region=phone_region,
         )
 
 
@@ -221,6 +231,14 @@ class LLMResource(ConfigurableResource):
             prices=parse_prices(self.prices_json),
         )
 
-    def build_enricher(self, cache_dir: Path | None = None) -> Enricher:
+    def build_enricher(
+        self,
+        cache_dir: Path | None = None,
+        *,
+        pii_mode: PiiMode = DEFAULT_MODE,
+        phone_region: str = DEFAULT_PHONE_REGION,
+    ) -> Enricher:
         """The configured enricher (see LLMSettings.build_enricher)."""
-        return self.settings().build_enricher(cache_dir)
+        return self.settings().build_enricher(
+            cache_dir, pii_mode=pii_mode, phone_region=phone_region
+        )

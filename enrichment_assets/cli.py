@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,6 +27,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
+    from enrichment_assets.assets.dataset import DatasetOutcome
     from enrichment_assets.lake import Lake
     from enrichment_assets.runner import CommandState, PartitionOutcome
 
@@ -86,10 +88,19 @@ def _partition_problem(outcome: PartitionOutcome) -> str:
     return f"{outcome.partition}: did not complete: {reason} (run {outcome.run_id})"
 
 
+# What `CommandState.running` says while the training dataset is built.
+DATASET_STEP = "the training dataset"
+
+
 def _describe_interrupt(state: CommandState) -> str:
     """What an interrupt leaves undone, in one line."""
-    undone = ([f"{state.running} (was running)"] if state.running else []) + state.pending
     log = f" (log: {state.log_path.resolve()})" if state.log_path else ""
+    if state.running == DATASET_STEP:
+        return (
+            "every partition had completed; the training dataset was not rebuilt (its files "
+            f"are those of its last complete build). Run the same command again to build it{log}"
+        )
+    undone = ([f"{state.running} (was running)"] if state.running else []) + state.pending
     if not undone:
         return f"every partition had completed; nothing was published afterwards{log}"
     named = ", ".join(undone[:5]) + (f" and {len(undone) - 5} more" if len(undone) > 5 else "")
@@ -100,7 +111,12 @@ def _describe_interrupt(state: CommandState) -> str:
 
 
 def _run_pipeline(
-    paths: list[Path], *, title: str, summaries: bool = True, verbose: bool = False
+    paths: list[Path],
+    *,
+    title: str,
+    summaries: bool = True,
+    dataset: bool = True,
+    verbose: bool = False,
 ) -> None:
     from enrichment_assets.lake import Lake
     from enrichment_assets.run_log import open_command_log, others_write_to
@@ -108,11 +124,26 @@ def _run_pipeline(
     lake = Lake(_data_dir())
     log_path = open_command_log(lake.data_dir, verbose=verbose)
     with nullcontext() if verbose else others_write_to(log_path):
-        _run_logged(paths, lake, log_path, title=title, summaries=summaries, verbose=verbose)
+        _run_logged(
+            paths,
+            lake,
+            log_path,
+            title=title,
+            steps=_Steps(summaries=summaries, dataset=dataset),
+            verbose=verbose,
+        )
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """What `enrich run` / `enrich demo` do after the partitions."""
+
+    summaries: bool = True
+    dataset: bool = True
 
 
 def _run_logged(
-    paths: list[Path], lake: Lake, log_path: Path, *, title: str, summaries: bool, verbose: bool
+    paths: list[Path], lake: Lake, log_path: Path, *, title: str, steps: _Steps, verbose: bool
 ) -> None:
     import uuid
 
@@ -157,17 +188,20 @@ def _run_logged(
         _recover_dead_runs(instance)
         add_partitions(instance, unique)
         with claim(lake.data_dir, unique, owner=state.tags[COMMAND_TAG]):
-            outcomes, days = run_interruptibly(
-                lambda: _materialize(instance, lake, unique, summaries, state),
+            outcomes, days, dataset = run_interruptibly(
+                lambda: _materialize(instance, lake, unique, steps, state),
                 lambda signum: _on_interrupt(instance, lake, state, signum),
             )
     _print_results(lake, unique, days, title)
+    if dataset is not None:
+        _print_dataset(dataset)
     err.print(plain(f"log: {log_path.resolve()}"), soft_wrap=True)
     _fail_on_problems(
         report.problems + found.missing,
         [o for o in outcomes if not o.success],
         files=len(found.files) + len(found.missing),
         runs=len(outcomes),
+        dataset=dataset,
     )
 
 
@@ -188,12 +222,15 @@ def _materialize(
     instance: DagsterInstance,
     lake: Lake,
     partitions: list[str],
-    summaries: bool,
+    steps: _Steps,
     state: CommandState,
-) -> tuple[list[PartitionOutcome], list[str]]:
-    """The partitions' runs, then the summary days their messages fall on."""
+) -> tuple[list[PartitionOutcome], list[str], DatasetOutcome | None]:
+    """The partitions' runs, then the summary days their messages fall on, then the default
+    training dataset over every partition."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from enrichment_assets.assets.dataset import materialize_training_dataset
+    from enrichment_assets.run_log import append_run_events
     from enrichment_assets.runner import (
         materialize_partitions,
         materialize_summary_days,
@@ -213,12 +250,25 @@ def _materialize(
             instance, partitions, on_done=lambda _: progress.advance(task), state=state
         )
         # Then the summary days the batches' messages fall on (today's waits for midnight).
-        days = summary_days_of(lake, partitions) if summaries else []
+        days = summary_days_of(lake, partitions) if steps.summaries else []
         day_task = progress.add_task("summarizing days", total=len(days))
         outcomes += materialize_summary_days(
             instance, days, on_done=lambda _: progress.advance(day_task), state=state
         )
-    return outcomes, days
+        dataset = None
+        if steps.dataset:
+            # Last, over every partition: an interrupt before this point ends the process, so
+            # no dataset is built from a command that did not finish its partitions.
+            dataset_task = progress.add_task("building the training dataset", total=1)
+            state.running = DATASET_STEP
+            dataset = materialize_training_dataset(
+                instance, tags=state.tags, run_when_unchanged=False
+            )
+            state.running = None
+            if state.log_path is not None and not dataset.unchanged:
+                append_run_events(instance, dataset.run_id, state.log_path)
+            progress.advance(dataset_task)
+    return outcomes, days, dataset
 
 
 def _on_interrupt(instance: DagsterInstance, lake: Lake, state: CommandState, signum: int) -> str:
@@ -228,6 +278,7 @@ def _on_interrupt(instance: DagsterInstance, lake: Lake, state: CommandState, si
 
     from dagster import DagsterRunStatus, RunsFilter
 
+    from enrichment_assets.dataset.publish import RENAMING
     from enrichment_assets.debris import remove_own_leftovers
     from enrichment_assets.runner import COMMAND_TAG
 
@@ -247,6 +298,9 @@ def _on_interrupt(instance: DagsterInstance, lake: Lake, state: CommandState, si
             instance.report_run_failed(run, f"interrupted by {name}: the command was stopped")
     finally:
         remove_own_leftovers(lake.data_dir)
+        # A dataset publication under way finishes its renames first (milliseconds); none
+        # starts after this: the files of two builds are never left mixed.
+        RENAMING.acquire(timeout=2.0)
     return _describe_interrupt(state)
 
 
@@ -267,12 +321,54 @@ def _print_results(lake: Lake, partitions: list[str], days: list[str], title: st
     out.print(plain(f"lake:    {(lake.data_dir / 'lake').resolve()}"))
 
 
+def _print_dataset(dataset: DatasetOutcome) -> None:
+    """One line: what the training dataset kept and removed, and where it is."""
+    where = plain(str(dataset.folder.resolve())) if dataset.folder is not None else "-"
+    if not dataset.success:
+        out.print(f"training dataset {dataset.name}: not published (see below); {where}")
+        return
+    counts = dataset.counts or {}
+    removed = counts.get("removed", {})
+    removed_text = ", ".join(f"{n} {step.replace('_', ' ')}" for step, n in removed.items() if n)
+    out.print(
+        plain(
+            f"training dataset {dataset.name}: {counts.get('train', 0)} train + "
+            f"{counts.get('validation', 0)} validation lines of {counts.get('completed', 0)} "
+            f"completed conversations; removed: {removed_text or 'none'}"
+            f"{' (inputs unchanged: files left as they were)' if dataset.unchanged else ''}"
+            f" -> {where}"
+        ),
+        soft_wrap=True,
+    )
+
+
+def _dataset_problem(dataset: DatasetOutcome) -> str:
+    reason = (
+        f"gate failed ({', '.join(dataset.failed_checks)})"
+        if dataset.failed_checks
+        else dataset.error or "not published"
+    )
+    return (
+        f"training dataset {dataset.name}: not published, its files kept as they were: "
+        f"{reason} (run {dataset.run_id})"
+    )
+
+
 def _fail_on_problems(
-    file_problems: list[str], failed_runs: list[PartitionOutcome], *, files: int, runs: int
+    file_problems: list[str],
+    failed_runs: list[PartitionOutcome],
+    *,
+    files: int,
+    runs: int,
+    dataset: DatasetOutcome | None = None,
 ) -> None:
-    """Exit 1, after everything else ran, when a file could not be read or a partition
-    did not complete: one line per problem (at most MAX_PROBLEM_LINES), then a count."""
+    """Exit 1, after everything else ran, when a file could not be read, a partition did not
+    complete or the training dataset was not published: one line per problem (at most
+    MAX_PROBLEM_LINES), then a count."""
+    dataset_failed = dataset is not None and not dataset.success
     lines = list(file_problems) + [_partition_problem(o) for o in failed_runs]
+    if dataset_failed:
+        lines.append(_dataset_problem(dataset))  # type: ignore[arg-type]
     if not lines:
         return
     for line in lines[:MAX_PROBLEM_LINES]:
@@ -284,6 +380,8 @@ def _fail_on_problems(
         parts.append(f"{len(file_problems)} of {files} file(s) could not be read")
     if failed_runs:
         parts.append(f"{len(failed_runs)} of {runs} partition(s) did not complete")
+    if dataset_failed:
+        parts.append("the training dataset was not published")
     raise CommandError("; ".join(parts))
 
 
@@ -295,6 +393,14 @@ def run(
         typer.Option(
             "--summaries/--no-summaries",
             help="Also materialize the daily summaries of the days the batches cover.",
+        ),
+    ] = True,
+    dataset: Annotated[
+        bool,
+        typer.Option(
+            "--dataset/--no-dataset",
+            help="Then build the default training dataset over every partition "
+            "(export/dataset/default/; skipped when its inputs did not change).",
         ),
     ] = True,
     verbose: Annotated[
@@ -314,14 +420,18 @@ def run(
     one line per problem. The runs' full event log goes to a file under
     <data dir>/logs/ (its path is printed) and to the Dagster UI. SIGINT or SIGTERM
     stops it within seconds (exit 130 or 143), saying what did not complete; nothing
-    is published from partial data, and the next run finishes it. Arguments after
+    is published from partial data, and the next run finishes it. At the end the
+    default training dataset is built over every partition (its counts and folder are
+    printed; a failed gate keeps its previous files and exits 1). Arguments after
     `--` are always paths.
 
     Example: enrich run ./conversations/2024-06-01.jsonl ./more/
 
     Example: enrich run -- -rf.jsonl
     """
-    _run_pipeline(paths, title="rows per layer", summaries=summaries, verbose=verbose)
+    _run_pipeline(
+        paths, title="rows per layer", summaries=summaries, dataset=dataset, verbose=verbose
+    )
 
 
 @app.command()

@@ -6,7 +6,6 @@ the loopback OpenAI-compatible server, which records every request body as it ar
 
 from __future__ import annotations
 
-import random
 import re
 from collections import Counter
 from pathlib import Path
@@ -25,7 +24,7 @@ from enrichment_assets.lake import Lake
 from enrichment_assets.redaction import PII_KINDS
 from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
 from enrichment_assets.runner import land_files
-from enrichment_assets.sample_pii import PlantedValue, clean_messages, planted_conversations
+from enrichment_assets.sample_pii import planted_conversations, planted_corpus
 from tests.factories import conversation, message, read_jsonl, write_jsonl
 from tests.llm_server import LoopbackLLMServer
 
@@ -78,25 +77,6 @@ def sent_conversations(server: LoopbackLLMServer) -> list[str]:
             messages = orjson.loads(body)["messages"]
             texts.append(next(m["content"] for m in reversed(messages) if m["role"] == "user"))
     return texts
-
-
-def planted_corpus(n: int) -> tuple[list[dict], list[PlantedValue], list[tuple[str, str]]]:
-    """`n` conversations with planted PII, where about half of the PII-free messages are
-    replaced by PII-free text full of numbers (dates, prices, ids, versions); returns the
-    records, every planted value, and every PII-free message as (role, content)."""
-    rng = random.Random(5)
-    clean = iter(clean_messages(10 * n))
-    records, values, pii_free = [], [], []
-    for record, planted in planted_conversations(n):
-        for m in record["messages"]:
-            if any(v.text in m["content"] for v in planted):
-                continue
-            if rng.random() < 0.5:
-                m["content"] = next(clean)
-            pii_free.append((m["role"], m["content"]))
-        records.append(record)
-        values += planted
-    return records, values, pii_free
 
 
 def test_no_planted_value_reaches_the_endpoint_and_clean_text_is_sent_as_is(

@@ -327,6 +327,9 @@ def _print_dataset(dataset: DatasetOutcome) -> None:
     if not dataset.success:
         out.print(f"training dataset {dataset.name}: not published (see below); {where}")
         return
+    if dataset.withheld is not None:  # another command's batches changed while it was built
+        out.print(plain(f"training dataset {dataset.name}: not published: {dataset.withheld}"))
+        return
     counts = dataset.counts or {}
     removed = counts.get("removed", {})
     removed_text = ", ".join(f"{n} {step.replace('_', ' ')}" for step, n in removed.items() if n)

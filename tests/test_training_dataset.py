@@ -30,6 +30,7 @@ from enrichment_assets.assets.dataset import (
     materialize_training_dataset,
 )
 from enrichment_assets.dataset.build import DatasetSpec, stage_dataset
+from enrichment_assets.dataset.publish import dataset_dir, publish_dataset
 from enrichment_assets.lake import Lake, write_bytes_atomic
 from enrichment_assets.runner import land_files, materialize_partitions
 from enrichment_assets.sample_data import generate_conversations, to_openai
@@ -305,6 +306,19 @@ def test_unchanged_inputs_skip_the_work_and_a_rewritten_input_rebuilds_the_same_
         corpus.instance, name=name, config={"split_seed": "other"}, run_when_unchanged=False
     )
     assert reseeded.success and not reseeded.unchanged
+
+
+def test_a_build_whose_inputs_changed_while_it_ran_publishes_nothing(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    spec = DatasetSpec(name="raced")
+    staged = stage_dataset(corpus.lake, spec, {}, tmp_path / "staged.parquet")
+    stale = publish_dataset(corpus.lake, spec, staged, is_current=lambda: False)
+    assert stale.stale and stale.changed == []
+    folder = dataset_dir(corpus.lake, "raced")
+    assert sorted(p.name for p in folder.iterdir()) == [".publish.lock"]  # no temporaries
+    current = publish_dataset(corpus.lake, spec, staged, is_current=lambda: True)
+    assert not current.stale and sorted(current.changed) == sorted(FILES)
 
 
 def staged_lines(corpus: Corpus, tmp_path: Path, **settings: object) -> tuple[pl.DataFrame, dict]:

@@ -350,6 +350,7 @@ class DatasetOutcome:
     error: str | None = None
     counts: dict | None = None  # the manifest's counts when the files are published
     unchanged: bool = False  # inputs unchanged since the last build: nothing was rebuilt
+    withheld: str | None = None  # why a build that ran published nothing
 
 
 def materialize_training_dataset(
@@ -404,12 +405,15 @@ def materialize_training_dataset(
     folder = dataset_dir(LakeResource().lake, name) if DATASET_NAME.fullmatch(name) else None
     manifest = folder / MANIFEST if folder is not None else None
     success = result.success and not failed_checks
-    unchanged = any(
-        "skipped" in event.materialization.metadata
+    metadata = {
+        key: value
         for event in result.get_asset_materialization_events()
-    )
+        for key, value in event.materialization.metadata.items()
+    }
+    withheld = metadata.get("withheld")
     return DatasetOutcome(
-        unchanged=unchanged,
+        unchanged="skipped" in metadata,
+        withheld=str(withheld.value) if withheld is not None else None,  # type: ignore[attr-defined]
         name=name,
         success=success,
         run_id=result.run_id,

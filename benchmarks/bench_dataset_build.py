@@ -9,8 +9,12 @@ folder and Dagster instance. Then, in the same process:
 - floor: the least any dataset build pays on this lake: DuckDB reads the completed rows'
   messages from every normalized file (joined with the status files) and writes them as one
   OpenAI chat JSONL file;
-- changed: `materialize_training_dataset` after its last publication was forgotten (what
-  `enrich run` pays after new or re-run batches): every step, the GX gate, the publication;
+- changed: `materialize_training_dataset` after its last publication and near-duplicate
+  verdicts were forgotten (what `enrich run` pays after a new batch): every step, the GX
+  gate, the publication;
+- changed, same rows: its last publication forgotten, its verdicts kept (what `enrich run`
+  pays after re-running batches whose content did not change): the near-duplicate verdicts
+  are reused;
 - unchanged: the same call again on the same inputs: the fingerprint of the inputs matches,
   the run reads and writes nothing; and as `enrich run` makes it, with no run launched;
 - the steps of the changed build, one by one through the library (candidates, near
@@ -97,6 +101,7 @@ def main() -> None:
         remove_near_duplicates,
         select_candidates,
         stage_lines,
+        verdicts_path,
     )
     from enrichment_assets.dataset.fingerprint import forget_publication, inputs_fingerprint
     from enrichment_assets.lake import Lake
@@ -132,8 +137,12 @@ def main() -> None:
         first = timed("changed (first build)", build, results)
         assert first.success and first.counts is not None, first
         forget_publication(lake, "default")
+        verdicts_path(lake, "default").unlink()
         changed = timed("changed", build, results)
         assert changed.success and not changed.unchanged, changed
+        forget_publication(lake, "default")  # as a batch re-run with the same content
+        rerun = timed("changed, same rows", build, results)
+        assert rerun.success and not rerun.unchanged, rerun
         unchanged = timed("unchanged", build, results)
         assert unchanged.success and unchanged.unchanged, unchanged
         unchanged = timed(
@@ -151,7 +160,7 @@ def main() -> None:
         candidates = timed(
             "candidates + exact dups", lambda: select_candidates(lake, parts, spec, runs), results
         )
-        candidates, flagged = timed(
+        candidates, flagged, _ = timed(
             "near duplicates",
             lambda: remove_near_duplicates(lake, candidates, spec.near_duplicates),
             results,
@@ -167,7 +176,7 @@ def main() -> None:
         f"{counts.get('kept')} kept ({lines} lines in the floor's file), {flagged} LSH candidates"
     )
     floor_wall = results["floor"][0]
-    for label in ("changed", "unchanged", "unchanged (as enrich run)"):
+    for label in ("changed", "changed, same rows", "unchanged", "unchanged (as enrich run)"):
         wall, cpu = results[label]
         ratio = wall / floor_wall
         print(f"{label:>26}: {wall:7.2f} s wall, {cpu:7.2f} s CPU = {ratio:6.2f} x floor")

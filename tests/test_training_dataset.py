@@ -294,7 +294,11 @@ def test_unchanged_inputs_skip_the_work_and_a_rewritten_input_rebuilds_the_same_
     for file in FILES:
         after = (folder / file).stat()
         assert (after.st_ino, after.st_mtime_ns) == (stats[file].st_ino, stats[file].st_mtime_ns)
-    assert latest_metadata(corpus.instance, rebuilt.run_id)["files_rewritten"].value == []
+    rebuilt_metadata = latest_metadata(corpus.instance, rebuilt.run_id)
+    assert rebuilt_metadata["files_rewritten"].value == []
+    # The same rows to compare: the last build's near-duplicate verdicts are reused.
+    assert latest_metadata(corpus.instance, built.run_id)["near_duplicates_reused"].value is False
+    assert rebuilt_metadata["near_duplicates_reused"].value is True
 
     # A published file edited by hand: the next build does the work and puts it back.
     (folder / "train.jsonl").write_bytes(b'{"messages": []}\n')
@@ -306,6 +310,16 @@ def test_unchanged_inputs_skip_the_work_and_a_rewritten_input_rebuilds_the_same_
         corpus.instance, name=name, config={"split_seed": "other"}, run_when_unchanged=False
     )
     assert reseeded.success and not reseeded.unchanged
+    stricter = materialize_training_dataset(
+        corpus.instance,
+        name=name,
+        config={"near_duplicate_threshold": 0.9},
+        run_when_unchanged=False,
+    )
+    assert stricter.success and not stricter.unchanged
+    assert (
+        latest_metadata(corpus.instance, stricter.run_id)["near_duplicates_reused"].value is False
+    )
 
 
 def test_a_build_whose_inputs_changed_while_it_ran_publishes_nothing(

@@ -215,6 +215,7 @@ def training_dataset(
             "train": counts["train"],
             "validation": counts["validation"],
             "near_duplicate_candidates": staged.near_duplicate_candidates,
+            "near_duplicates_reused": staged.near_duplicates_reused,
             "partitions": len(staged.partitions),
             "pii_mode": spec.pii_mode,
             "path": path_value(dataset_dir(store, spec.name)),

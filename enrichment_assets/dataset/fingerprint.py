@@ -2,7 +2,8 @@
 
 The fingerprint of a dataset's inputs is a sha256 over everything its lines depend on:
 - the settings (`DatasetSpec.settings()`, the PII mode and phone region), the dataset format
-  version, the libraries' versions and the text of the `sql/training_dataset_*.sql` files;
+  version, the libraries' versions, the source of the dataset code (`code_version`) and the
+  text of the `sql/training_dataset_*.sql` files;
 - for each partition read: the identity of its normalized layer file, its status file and
   its manifest (size, modification time in ns, inode: every write of the lake is a rename of
   a new file, so a rewrite changes them), and the run that materialized its normalized layer
@@ -26,7 +27,12 @@ from typing import Any
 
 import orjson
 
-from enrichment_assets.dataset.build import FORMAT_VERSION, DatasetSpec, library_versions
+from enrichment_assets.dataset.build import (
+    FORMAT_VERSION,
+    DatasetSpec,
+    code_version,
+    library_versions,
+)
 from enrichment_assets.lake import Lake, write_bytes_atomic
 from enrichment_assets.sql_files import load_sql
 
@@ -60,6 +66,7 @@ def inputs_fingerprint(
         "settings": spec.settings(),
         "phone_region": spec.phone_region,
         "libraries": library_versions(),
+        "code": code_version(),
         "sql": {name: hashlib.sha256(load_sql(name).encode()).hexdigest() for name in _SQL_FILES},
         "partitions": [
             [

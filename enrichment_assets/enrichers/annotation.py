@@ -329,11 +329,11 @@ class EnrichmentStats:
     pii_redacted: dict[str, int] = field(default_factory=dict)
     pii_redacted_conversations: int = 0
 
-    def count_redactions(self, found: Mapping[str, int]) -> None:
-        """Add one conversation's redaction counts (kind -> values replaced)."""
+    def count_redactions(self, found: Mapping[str, int], conversations: int) -> None:
+        """Add redaction counts (kind -> values replaced in `conversations` conversations)."""
         for kind, n in found.items():
             self.pii_redacted[kind] = self.pii_redacted.get(kind, 0) + n
-        self.pii_redacted_conversations += any(found.values())
+        self.pii_redacted_conversations += conversations
 
     def as_metadata(self) -> dict[str, float | int | str]:
         """Scalar figures as `llm_*` metadata (the PII counts are reported by the asset)."""

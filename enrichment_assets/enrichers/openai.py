@@ -10,7 +10,7 @@ How a chunk is annotated:
 1. each conversation gets a content-hash cache key (`cache.py`); hits come from
    the cache with zero new tokens, and duplicates within the chunk are paid once;
    In the `egress` and `export` PII modes the turns are redacted first
-   (`redaction.redact_turns`: typed placeholders, consistent within the conversation), so
+   (`redaction.redact_messages`: typed placeholders, consistent within a conversation), so
    what is sent, and the cache key, are of the redacted text; the counts per kind are in
    `stats.pii_redacted`;
 2. the misses go out online (async client, `concurrency` requests in flight,
@@ -88,7 +88,12 @@ from enrichment_assets.enrichers.retry import (
     call_with_retries,
     rejects_json_schema,
 )
-from enrichment_assets.redaction import DEFAULT_PHONE_REGION, PiiMode, parse_mode, redact_turns
+from enrichment_assets.redaction import (
+    DEFAULT_PHONE_REGION,
+    PiiMode,
+    parse_mode,
+    redact_messages,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -186,17 +191,22 @@ class OpenAIEnricher:
     async def _annotate(self, conversations: pl.DataFrame) -> pl.DataFrame:
         row_keys: list[tuple[str, str]] = []
         requests: dict[str, _Request] = {}
+        if self.pii_mode != "off":
+            # Before anything is keyed or sent: the requests (and their cache keys) are of the
+            # redacted text only. One Polars scan of the chunk's messages finds the candidates;
+            # the exact detectors see those only (placeholders numbered per conversation).
+            redacted = redact_messages(
+                conversations.select("conversation_id", "messages"),
+                phone_region=self.phone_region,
+            )
+            conversations = redacted.frame
+            self.stats.count_redactions(redacted.counts, redacted.conversations)
         for conversation_id, messages in zip(
             conversations.get_column("conversation_id").to_list(),
             conversations.get_column("messages").to_list(),
             strict=True,
         ):
             turns = [(m["role"], m["content"]) for m in messages or []]
-            if self.pii_mode != "off":
-                # Before anything is keyed or sent: the request (and its cache key) is of the
-                # redacted text only.
-                turns, found = redact_turns(turns, phone_region=self.phone_region)
-                self.stats.count_redactions(found)
             key = annotation_cache_key(
                 model=self.model,
                 prompt_version=PROMPT_VERSION,

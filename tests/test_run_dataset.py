@@ -1,5 +1,5 @@
-"""`enrich run` ends with the default training dataset: built, gated, printed; an interrupt
-during its build publishes nothing and says so."""
+"""`enrich run` ends with the default training dataset: an interrupt during its build
+publishes nothing and says so; the next run builds it, gated, and prints its counts."""
 
 from __future__ import annotations
 
@@ -45,33 +45,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return write_sample_files(folder, 80, files=2, seed=9, formats=("jsonl", "openai_jsonl"))
 
 
-def test_enrich_run_builds_the_default_dataset_and_prints_its_counts(
-    tmp_path: Path, inputs: list[Path]
-) -> None:
-    data_dir = tmp_path / "data"
-    done = start(["run", "--no-summaries", *map(str, inputs)], data_dir)
-    stdout, stderr = done.communicate(timeout=240)
-    assert done.returncode == 0, stderr
-
-    (line,) = [m for m in map(DATASET_LINE.search, stdout.splitlines()) if m]
-    folder = data_dir / "export" / "dataset" / "default"
-    manifest = orjson.loads((folder / "manifest.json").read_bytes())
-    counts = manifest["counts"]
-    assert [int(line[i]) for i in (1, 2, 3)] == [
-        counts["train"],
-        counts["validation"],
-        counts["completed"],
-    ]
-    assert counts["completed"] > 0 and Path(line[5]) == folder.resolve()
-    for split in ("train", "validation"):
-        lines = (folder / f"{split}.jsonl").read_bytes().count(b"\n")
-        assert lines == counts[split] == manifest["files"][f"{split}.jsonl"]["lines"]
-    assert set(manifest["partitions"]) == {
-        p.stem for p in (data_dir / "lake" / "normalized").glob("*.parquet")
-    }
-
-
-def test_an_interrupt_during_the_dataset_build_publishes_nothing_and_says_so(
+def test_an_interrupt_during_the_dataset_build_publishes_nothing_and_the_next_run_prints_it(
     tmp_path: Path, inputs: list[Path]
 ) -> None:
     data_dir = tmp_path / "data"
@@ -101,9 +75,22 @@ def test_an_interrupt_during_the_dataset_build_publishes_nothing_and_says_so(
     kept = sorted(p.name for p in (data_dir / "lake" / "dataset").iterdir())
     assert kept == ["default.near_duplicates.json"]
 
-    # The next run builds it.
+    # The next run builds it, gated, and prints its counts and folder.
     rerun = start(["run", "--no-summaries", *map(str, inputs)], data_dir)
     stdout, stderr = rerun.communicate(timeout=240)
     assert rerun.returncode == 0, stderr
-    assert DATASET_LINE.search(stdout)
-    assert (folder / "manifest.json").is_file()
+    (line,) = [m for m in map(DATASET_LINE.search, stdout.splitlines()) if m]
+    manifest = orjson.loads((folder / "manifest.json").read_bytes())
+    counts = manifest["counts"]
+    assert [int(line[i]) for i in (1, 2, 3)] == [
+        counts["train"],
+        counts["validation"],
+        counts["completed"],
+    ]
+    assert counts["completed"] > 0 and Path(line[5]) == folder.resolve()
+    for split in ("train", "validation"):
+        lines = (folder / f"{split}.jsonl").read_bytes().count(b"\n")
+        assert lines == counts[split] == manifest["files"][f"{split}.jsonl"]["lines"]
+    assert set(manifest["partitions"]) == {
+        p.stem for p in (data_dir / "lake" / "normalized").glob("*.parquet")
+    }

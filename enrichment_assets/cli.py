@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,6 +27,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
+    from enrichment_assets.assets.dataset import DatasetOutcome
     from enrichment_assets.lake import Lake
     from enrichment_assets.runner import CommandState, PartitionOutcome
 
@@ -86,10 +88,19 @@ def _partition_problem(outcome: PartitionOutcome) -> str:
     return f"{outcome.partition}: did not complete: {reason} (run {outcome.run_id})"
 
 
+# What `CommandState.running` says while the training dataset is built.
+DATASET_STEP = "the training dataset"
+
+
 def _describe_interrupt(state: CommandState) -> str:
     """What an interrupt leaves undone, in one line."""
-    undone = ([f"{state.running} (was running)"] if state.running else []) + state.pending
     log = f" (log: {state.log_path.resolve()})" if state.log_path else ""
+    if state.running == DATASET_STEP:
+        return (
+            "every partition had completed; the training dataset was not rebuilt (its files "
+            f"are those of its last complete build). Run the same command again to build it{log}"
+        )
+    undone = ([f"{state.running} (was running)"] if state.running else []) + state.pending
     if not undone:
         return f"every partition had completed; nothing was published afterwards{log}"
     named = ", ".join(undone[:5]) + (f" and {len(undone) - 5} more" if len(undone) > 5 else "")
@@ -104,6 +115,7 @@ def _run_pipeline(
     *,
     title: str,
     summaries: bool = True,
+    dataset: bool = True,
     verbose: bool = False,
     dry_run: bool = False,
 ) -> None:
@@ -118,10 +130,18 @@ def _run_pipeline(
             lake,
             log_path,
             title=title,
-            summaries=summaries,
+            steps=_Steps(summaries=summaries, dataset=dataset),
             verbose=verbose,
             dry_run=dry_run,
         )
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """What `enrich run` / `enrich demo` do after the partitions."""
+
+    summaries: bool = True
+    dataset: bool = True
 
 
 def _run_logged(
@@ -130,7 +150,7 @@ def _run_logged(
     log_path: Path,
     *,
     title: str,
-    summaries: bool,
+    steps: _Steps,
     verbose: bool,
     dry_run: bool = False,
 ) -> None:
@@ -182,17 +202,20 @@ def _run_logged(
             _fail_on_problems(report.problems + found.missing, [], files=len(found.files), runs=0)
             return
         with claim(lake.data_dir, unique, owner=state.tags[COMMAND_TAG]):
-            outcomes, days = run_interruptibly(
-                lambda: _materialize(instance, lake, unique, summaries, state),
+            outcomes, days, dataset = run_interruptibly(
+                lambda: _materialize(instance, lake, unique, steps, state),
                 lambda signum: _on_interrupt(instance, lake, state, signum),
             )
     _print_results(lake, unique, days, title)
+    if dataset is not None:
+        _print_dataset(dataset)
     err.print(plain(f"log: {log_path.resolve()}"), soft_wrap=True)
     _fail_on_problems(
         report.problems + found.missing,
         [o for o in outcomes if not o.success],
         files=len(found.files) + len(found.missing),
         runs=len(outcomes),
+        dataset=dataset,
     )
 
 
@@ -260,12 +283,15 @@ def _materialize(
     instance: DagsterInstance,
     lake: Lake,
     partitions: list[str],
-    summaries: bool,
+    steps: _Steps,
     state: CommandState,
-) -> tuple[list[PartitionOutcome], list[str]]:
-    """The partitions' runs, then the summary days their messages fall on."""
+) -> tuple[list[PartitionOutcome], list[str], DatasetOutcome | None]:
+    """The partitions' runs, then the summary days their messages fall on, then the default
+    training dataset over every partition."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from enrichment_assets.assets.dataset import materialize_training_dataset
+    from enrichment_assets.run_log import append_run_events
     from enrichment_assets.runner import (
         materialize_partitions,
         materialize_summary_days,
@@ -285,12 +311,25 @@ def _materialize(
             instance, partitions, on_done=lambda _: progress.advance(task), state=state
         )
         # Then the summary days the batches' messages fall on (today's waits for midnight).
-        days = summary_days_of(lake, partitions) if summaries else []
+        days = summary_days_of(lake, partitions) if steps.summaries else []
         day_task = progress.add_task("summarizing days", total=len(days))
         outcomes += materialize_summary_days(
             instance, days, on_done=lambda _: progress.advance(day_task), state=state
         )
-    return outcomes, days
+        dataset = None
+        if steps.dataset:
+            # Last, over every partition: an interrupt before this point ends the process, so
+            # no dataset is built from a command that did not finish its partitions.
+            dataset_task = progress.add_task("building the training dataset", total=1)
+            state.running = DATASET_STEP
+            dataset = materialize_training_dataset(
+                instance, tags=state.tags, run_when_unchanged=False
+            )
+            state.running = None
+            if state.log_path is not None and not dataset.unchanged:
+                append_run_events(instance, dataset.run_id, state.log_path)
+            progress.advance(dataset_task)
+    return outcomes, days, dataset
 
 
 def _on_interrupt(instance: DagsterInstance, lake: Lake, state: CommandState, signum: int) -> str:
@@ -300,6 +339,7 @@ def _on_interrupt(instance: DagsterInstance, lake: Lake, state: CommandState, si
 
     from dagster import DagsterRunStatus, RunsFilter
 
+    from enrichment_assets.dataset.publish import RENAMING
     from enrichment_assets.debris import remove_own_leftovers
     from enrichment_assets.runner import COMMAND_TAG
 
@@ -319,6 +359,9 @@ def _on_interrupt(instance: DagsterInstance, lake: Lake, state: CommandState, si
             instance.report_run_failed(run, f"interrupted by {name}: the command was stopped")
     finally:
         remove_own_leftovers(lake.data_dir)
+        # A dataset publication under way finishes its renames first (milliseconds); none
+        # starts after this: the files of two builds are never left mixed.
+        RENAMING.acquire(timeout=2.0)
     return _describe_interrupt(state)
 
 
@@ -339,12 +382,57 @@ def _print_results(lake: Lake, partitions: list[str], days: list[str], title: st
     out.print(plain(f"lake:    {(lake.data_dir / 'lake').resolve()}"))
 
 
+def _print_dataset(dataset: DatasetOutcome) -> None:
+    """One line: what the training dataset kept and removed, and where it is."""
+    where = plain(str(dataset.folder.resolve())) if dataset.folder is not None else "-"
+    if not dataset.success:
+        out.print(f"training dataset {dataset.name}: not published (see below); {where}")
+        return
+    if dataset.withheld is not None:  # another command's batches changed while it was built
+        out.print(plain(f"training dataset {dataset.name}: not published: {dataset.withheld}"))
+        return
+    counts = dataset.counts or {}
+    removed = counts.get("removed", {})
+    removed_text = ", ".join(f"{n} {step.replace('_', ' ')}" for step, n in removed.items() if n)
+    out.print(
+        plain(
+            f"training dataset {dataset.name}: {counts.get('train', 0)} train + "
+            f"{counts.get('validation', 0)} validation lines of {counts.get('completed', 0)} "
+            f"completed conversations; removed: {removed_text or 'none'}"
+            f"{' (inputs unchanged: files left as they were)' if dataset.unchanged else ''}"
+            f" -> {where}"
+        ),
+        soft_wrap=True,
+    )
+
+
+def _dataset_problem(dataset: DatasetOutcome) -> str:
+    reason = (
+        f"gate failed ({', '.join(dataset.failed_checks)})"
+        if dataset.failed_checks
+        else dataset.error or "not published"
+    )
+    return (
+        f"training dataset {dataset.name}: not published, its files kept as they were: "
+        f"{reason} (run {dataset.run_id})"
+    )
+
+
 def _fail_on_problems(
-    file_problems: list[str], failed_runs: list[PartitionOutcome], *, files: int, runs: int
+    file_problems: list[str],
+    failed_runs: list[PartitionOutcome],
+    *,
+    files: int,
+    runs: int,
+    dataset: DatasetOutcome | None = None,
 ) -> None:
-    """Exit 1, after everything else ran, when a file could not be read or a partition
-    did not complete: one line per problem (at most MAX_PROBLEM_LINES), then a count."""
+    """Exit 1, after everything else ran, when a file could not be read, a partition did not
+    complete or the training dataset was not published: one line per problem (at most
+    MAX_PROBLEM_LINES), then a count."""
+    dataset_failed = dataset is not None and not dataset.success
     lines = list(file_problems) + [_partition_problem(o) for o in failed_runs]
+    if dataset_failed:
+        lines.append(_dataset_problem(dataset))  # type: ignore[arg-type]
     if not lines:
         return
     for line in lines[:MAX_PROBLEM_LINES]:
@@ -356,6 +444,8 @@ def _fail_on_problems(
         parts.append(f"{len(file_problems)} of {files} file(s) could not be read")
     if failed_runs:
         parts.append(f"{len(failed_runs)} of {runs} partition(s) did not complete")
+    if dataset_failed:
+        parts.append("the training dataset was not published")
     raise CommandError("; ".join(parts))
 
 
@@ -370,6 +460,14 @@ def run(
         typer.Option(
             "--summaries/--no-summaries",
             help="Also materialize the daily summaries of the days the batches cover.",
+        ),
+    ] = True,
+    dataset: Annotated[
+        bool,
+        typer.Option(
+            "--dataset/--no-dataset",
+            help="Then build the default training dataset over every partition "
+            "(export/dataset/default/; skipped when its inputs did not change).",
         ),
     ] = True,
     verbose: Annotated[
@@ -405,7 +503,9 @@ def run(
     one line per problem. The runs' full event log goes to a file under
     <data dir>/logs/ (its path is printed) and to the Dagster UI. SIGINT or SIGTERM
     stops it within seconds (exit 130 or 143), saying what did not complete; nothing
-    is published from partial data, and the next run finishes it. Arguments after
+    is published from partial data, and the next run finishes it. At the end the
+    default training dataset is built over every partition (its counts and folder are
+    printed; a failed gate keeps its previous files and exits 1). Arguments after
     `--` are always paths.
 
     Example: enrich run ./conversations/2024-06-01.jsonl ./more/
@@ -420,7 +520,12 @@ def run(
     if not paths:
         raise typer.BadParameter("give files or folders to run, or --stale")
     _run_pipeline(
-        paths, title="rows per layer", summaries=summaries, verbose=verbose, dry_run=dry_run
+        paths,
+        title="rows per layer",
+        summaries=summaries,
+        dataset=dataset,
+        verbose=verbose,
+        dry_run=dry_run,
     )
 
 

@@ -5,7 +5,8 @@ killer or `kill -9` would) when it reaches that point; `ENRICH_TEST_ENOSPC_AT=<p
 it fail there as a full disk does. Unset (always, outside tests) they cost one dictionary
 lookup. The points: `landing` (bytes copied, manifest not written), `raw`, `validated`,
 `enriched` (mid-enrichment: the first chunk annotated), `normalized` (layer written, exports
-not), `exports` (one export file written), `summaries` (a day's Parquet written).
+not), `exports` (one export file written), `summaries` (a day's Parquet written), `dataset`
+(the training dataset staged and gated, nothing published).
 `ENRICH_TEST_PAUSE_AT=<point>` waits there instead, after writing the point's name and the pid
 to the file `ENRICH_TEST_PAUSE_FILE`, so that a test can send a signal at a known moment (once:
 when the file exists already, the point is passed).

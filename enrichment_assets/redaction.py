@@ -262,11 +262,8 @@ class ConversationRedactor:
 def redact_turns(
     turns: Sequence[tuple[str, str]], *, phone_region: str = DEFAULT_PHONE_REGION
 ) -> tuple[list[tuple[str, str]], Counter[str]]:
-    """One conversation's `(role, content)` turns redacted, and the count per kind.
-
-    What the `openai` enricher sends goes through here in the `egress` and `export` modes:
-    `turns, counts = redact_turns(turns)` before the request is rendered.
-    """
+    """One conversation's `(role, content)` turns redacted, and the count per kind (the
+    same result as `redact_messages` on a frame holding that one conversation)."""
     redactor = ConversationRedactor(phone_region)
     redacted = [(role, redactor.redact(content)) for role, content in turns]
     return redacted, redactor.counts
@@ -286,6 +283,10 @@ def redact_messages(
     frame: pl.DataFrame, *, phone_region: str = DEFAULT_PHONE_REGION, messages: str = "messages"
 ) -> RedactedFrame:
     """`frame` with the `content` of every message in its `messages` list redacted.
+
+    What the `openai` enricher sends goes through here in the `egress` and `export` modes
+    (each chunk of conversations, before any request or cache key is made), and the training
+    dataset's lines in the `export` mode.
 
     Each row is one conversation (placeholders are numbered per row). The candidate scan is
     one Polars regex over the whole exploded content column; the Python detectors see only

@@ -7,7 +7,9 @@ For the redaction tests and `benchmarks/bench_redaction.py`:
   addresses written into their messages, each planted value recorded;
 - `clean_messages(n)`: the generator's messages with the numbers PII detectors trip over
   added (dates, times, prices, order and ticket ids, versions, error codes, quantities):
-  none of them is personal data, so a redactor should leave them as they are.
+  none of them is personal data, so a redactor should leave them as they are;
+- `planted_corpus(n)`: both in one corpus (what the egress acceptance test and
+  `benchmarks/bench_pii_egress.py` send through the enricher).
 
 Deterministic for a seed. Every planted value is checked against the library that defines it
 (`phonenumbers`, `stdnum`, `ipaddress`) when it is made, so a value the redactor misses is
@@ -254,3 +256,24 @@ def clean_messages(n: int, *, seed: int = 13) -> list[str]:
             if len(out) == n:
                 return out
     return out
+
+
+def planted_corpus(
+    n: int, *, seed: int = 11, clean_share: float = 0.5
+) -> tuple[list[dict], list[PlantedValue], list[tuple[str, str]]]:
+    """`planted_conversations(n)` where `clean_share` of the messages without a planted value
+    are replaced by `clean_messages` text; returns the records, every planted value, and every
+    PII-free message as (role, content)."""
+    rng = random.Random(seed + 1)
+    clean = iter(clean_messages(16 * n + 16, seed=seed + 2))
+    records, values, pii_free = [], [], []
+    for record, planted in planted_conversations(n, seed=seed):
+        for m in record["messages"]:
+            if any(v.text in m["content"] for v in planted):
+                continue
+            if rng.random() < clean_share:
+                m["content"] = next(clean)
+            pii_free.append((m["role"], m["content"]))
+        records.append(record)
+        values += planted
+    return records, values, pii_free

@@ -220,10 +220,13 @@ def _error(message: str, kind: str = "server_error", param: str | None = None) -
 
 
 class _State:
-    def __init__(self, faults: Faults) -> None:
+    def __init__(self, faults: Faults, record_bodies: bool = False) -> None:
         self.lock = threading.Lock()
         self.faults = faults
         self.counters = Counters()
+        # Every POST body as received (chat requests, batch input uploads, batch creations),
+        # in arrival order; None when not asked for (a long benchmark would hold them all).
+        self.bodies: list[tuple[str, bytes]] | None = [] if record_bodies else None
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
 
@@ -262,6 +265,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?")[0]
         body = self._body()
+        state = self.server.state
+        if state.bodies is not None:
+            with state.lock:
+                state.bodies.append((path, body))
         if path in ("/v1/chat/completions", MOVED_CHAT_PATH):
             self._count(path)
             # The moved route (a same-origin redirect's target) answers without targeted faults.
@@ -645,9 +652,9 @@ class _Server(ThreadingHTTPServer):
 class LoopbackLLMServer:
     """The server on 127.0.0.1 with an ephemeral port, served from a daemon thread."""
 
-    def __init__(self, faults: Faults | None = None) -> None:
+    def __init__(self, faults: Faults | None = None, *, record_bodies: bool = False) -> None:
         self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.state = _State(faults or Faults())
+        self._server.state = _State(faults or Faults(), record_bodies)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
         self._thread.daemon = True
 
@@ -664,12 +671,23 @@ class LoopbackLLMServer:
     def faults(self) -> Faults:
         return self._server.state.faults
 
+    @property
+    def recorded_bodies(self) -> list[tuple[str, bytes]]:
+        """(path, raw body) of every POST received, in order (`record_bodies=True` only)."""
+        bodies = self._server.state.bodies
+        if bodies is None:
+            raise RuntimeError("start the server with record_bodies=True to record bodies")
+        with self._server.state.lock:
+            return list(bodies)
+
     def configure(self, faults: Faults, *, keep_counters: bool = False) -> None:
         """Replace the fault plan and clear the counters (unless `keep_counters`)."""
         with self._server.state.lock:
             self._server.state.faults = faults
             if not keep_counters:
                 self._server.state.counters = Counters()
+                if self._server.state.bodies is not None:
+                    self._server.state.bodies.clear()
 
     def start(self) -> LoopbackLLMServer:
         self._thread.start()

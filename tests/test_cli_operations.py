@@ -21,7 +21,7 @@ from dagster import DagsterInstance, instance_for_test, materialize
 from enrichment_assets.enrichers.heuristic import HeuristicEnricher
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
-from enrichment_assets.resources import LakeResource
+from enrichment_assets.resources import LakeResource, PiiRedactionResource
 from enrichment_assets.runner import BULK_REQUEST_TAG, land_files, materialize_partitions
 from enrichment_assets.status import read_status
 from tests.cli import enrich
@@ -485,7 +485,7 @@ class DyingEnricher:
 class DyingLLMResource(LLMResource):
     """Test-only: the enricher resource whose enricher dies mid-partition."""
 
-    def build_enricher(self, cache_dir: Path | None = None) -> DyingEnricher:  # type: ignore[override]
+    def build_enricher(self, cache_dir: Path | None = None, **_: object) -> DyingEnricher:  # type: ignore[override]
         return DyingEnricher()
 
 
@@ -502,7 +502,11 @@ def test_a_run_that_dies_mid_enrichment_is_recovered_by_the_next_run(
         LAYER_ASSETS,
         partition_key=partition,
         instance=instance,
-        resources={"lake": LakeResource(enrich_chunk_rows=2), "enricher": DyingLLMResource()},
+        resources={
+            "lake": LakeResource(enrich_chunk_rows=2),
+            "enricher": DyingLLMResource(),
+            "pii": PiiRedactionResource(),
+        },
         raise_on_error=False,
     )
     assert not crashed.success

@@ -89,15 +89,16 @@ def instance_of(data_dir: Path) -> DagsterInstance:
 
 
 def snapshot(data_dir: Path) -> dict[str, bytes]:
-    """Every export file, by relative path; summary lines without `generated_at`."""
+    """Every export file, by relative path; summary lines without `generated_at`, and the
+    training dataset's provenance without `run_id` (a recovered batch is another run)."""
     files: dict[str, bytes] = {}
     for path in sorted((data_dir / "export").rglob("*.jsonl")):
         data = path.read_bytes()
-        if path.parent.name == "summaries":
+        volatile = {"summaries": "generated_at", "provenance.jsonl": "run_id"}
+        if field := volatile.get(path.parent.name) or volatile.get(path.name):
             lines = [orjson.loads(line) for line in data.splitlines()]
             data = b"\n".join(
-                orjson.dumps({k: v for k, v in line.items() if k != "generated_at"})
-                for line in lines
+                orjson.dumps({k: v for k, v in line.items() if k != field}) for line in lines
             )
         files[str(path.relative_to(data_dir))] = data
     return files

@@ -19,7 +19,7 @@ from enrichment_assets.definitions import LAYER_ASSETS
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.queries import conversation_status, layer_counts
-from enrichment_assets.resources import LakeResource, app_database
+from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
 from enrichment_assets.runner import land_files, materialize_partitions
 from enrichment_assets.status import read_status
 from tests.factories import conversation, message, read_jsonl, write_jsonl
@@ -240,7 +240,12 @@ def test_only_new_content_is_sent_to_the_llm(
                 LAYER_ASSETS,
                 partition_key=key,
                 instance=instance,
-                resources={"lake": LakeResource(), "enricher": enricher, "app_db": app_database()},
+                resources={
+                    "lake": LakeResource(),
+                    "enricher": enricher,
+                    "app_db": app_database(),
+                    "pii": PiiRedactionResource(),
+                },
                 raise_on_error=False,
             )
             assert result.success

@@ -16,7 +16,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 from enrichment_assets.definitions import LAYER_ASSETS
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
-from enrichment_assets.resources import LakeResource, app_database
+from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
 from enrichment_assets.runner import land_files
 from enrichment_assets.status import status_counts
 from tests.factories import conversation, message, read_jsonl, write_jsonl
@@ -46,7 +46,12 @@ def run_partition(
         LAYER_ASSETS,
         partition_key=partition,
         instance=instance,
-        resources={"lake": LakeResource(), "enricher": enricher, "app_db": app_database()},
+        resources={
+            "lake": LakeResource(),
+            "enricher": enricher,
+            "app_db": app_database(),
+            "pii": PiiRedactionResource(),
+        },
         raise_on_error=False,
     )
     return result.success

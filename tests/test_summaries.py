@@ -30,7 +30,7 @@ from enrichment_assets.checks.gx_suites import CONTRACT_CHECK, validate_layer
 from enrichment_assets.definitions import defs
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
-from enrichment_assets.resources import AppDatabaseResource, LakeResource
+from enrichment_assets.resources import AppDatabaseResource, LakeResource, PiiRedactionResource
 from enrichment_assets.runner import land_files, materialize_partitions, summary_days_of
 from enrichment_assets.summaries_automation import SUMMARIES_JOB, stale_summaries
 from tests.cli import enrich
@@ -92,6 +92,7 @@ def summarize(
             "lake": LakeResource(),
             "enricher": LLMResource(),
             "app_db": AppDatabaseResource(url=app_db_url),
+            "pii": PiiRedactionResource(),
         },
         run_config={"ops": {"conversation_summaries": {"config": config}}} if config else None,
         tags=tags,

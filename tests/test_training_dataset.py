@@ -30,7 +30,8 @@ from enrichment_assets.assets.dataset import (
     materialize_training_dataset,
 )
 from enrichment_assets.dataset.build import DatasetSpec, stage_dataset
-from enrichment_assets.lake import Lake
+from enrichment_assets.dataset.publish import dataset_dir, publish_dataset
+from enrichment_assets.lake import Lake, write_bytes_atomic
 from enrichment_assets.runner import land_files, materialize_partitions
 from enrichment_assets.sample_data import generate_conversations, to_openai
 from enrichment_assets.sample_pii import planted_conversations
@@ -259,6 +260,79 @@ def test_unchanged_input_leaves_every_file_byte_for_byte_and_a_new_batch_updates
     # Lines kept before keep their place in their split: batch b only adds lines after them.
     for name in ("train.jsonl", "validation.jsonl"):
         assert both[name].startswith(alone[name])
+
+
+def test_unchanged_inputs_skip_the_work_and_a_rewritten_input_rebuilds_the_same_bytes(
+    corpus: Corpus,
+) -> None:
+    name = "fingerprinted"
+    built = materialize_training_dataset(corpus.instance, name=name)
+    assert built.success and not built.unchanged and built.folder is not None
+    folder, before = built.folder, dataset_files(built.folder)
+
+    # The same inputs: the run skips the work, reporting the last build's figures and gate.
+    again = materialize_training_dataset(corpus.instance, name=name)
+    assert again.success and again.unchanged and again.failed_checks == []
+    assert again.run_id != built.run_id and again.counts == built.counts
+    metadata = latest_metadata(corpus.instance, again.run_id)
+    assert metadata["unchanged_since_run"].value == built.run_id
+    assert metadata["dagster/row_count"].value == built.counts["kept"]  # type: ignore[index]
+    assert metadata["files_rewritten"].value == []
+    # As `enrich run` asks: no run is launched at all.
+    quick = materialize_training_dataset(corpus.instance, name=name, run_when_unchanged=False)
+    assert quick.success and quick.unchanged and quick.run_id == built.run_id
+    assert dataset_files(folder) == before
+
+    # An input file rewritten with the same content: the work is done again, and publishes
+    # the same bytes without rewriting any file.
+    status = corpus.lake.layer_path("status", corpus.partitions[1])
+    write_bytes_atomic(status, status.read_bytes())
+    stats = {name: (folder / name).stat() for name in FILES}
+    rebuilt = materialize_training_dataset(corpus.instance, name=name, run_when_unchanged=False)
+    assert rebuilt.success and not rebuilt.unchanged and rebuilt.run_id != built.run_id
+    assert dataset_files(folder) == before
+    for file in FILES:
+        after = (folder / file).stat()
+        assert (after.st_ino, after.st_mtime_ns) == (stats[file].st_ino, stats[file].st_mtime_ns)
+    rebuilt_metadata = latest_metadata(corpus.instance, rebuilt.run_id)
+    assert rebuilt_metadata["files_rewritten"].value == []
+    # The same rows to compare: the last build's near-duplicate verdicts are reused.
+    assert latest_metadata(corpus.instance, built.run_id)["near_duplicates_reused"].value is False
+    assert rebuilt_metadata["near_duplicates_reused"].value is True
+
+    # A published file edited by hand: the next build does the work and puts it back.
+    (folder / "train.jsonl").write_bytes(b'{"messages": []}\n')
+    restored = materialize_training_dataset(corpus.instance, name=name, run_when_unchanged=False)
+    assert restored.success and not restored.unchanged
+    assert dataset_files(folder) == before
+    # Another setting is another input.
+    reseeded = materialize_training_dataset(
+        corpus.instance, name=name, config={"split_seed": "other"}, run_when_unchanged=False
+    )
+    assert reseeded.success and not reseeded.unchanged
+    stricter = materialize_training_dataset(
+        corpus.instance,
+        name=name,
+        config={"near_duplicate_threshold": 0.9},
+        run_when_unchanged=False,
+    )
+    assert stricter.success and not stricter.unchanged
+    assert (
+        latest_metadata(corpus.instance, stricter.run_id)["near_duplicates_reused"].value is False
+    )
+
+
+def test_a_build_whose_inputs_changed_while_it_ran_publishes_nothing(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    spec = DatasetSpec(name="raced")
+    staged = stage_dataset(corpus.lake, spec, {}, tmp_path / "staged.parquet")
+    stale = publish_dataset(corpus.lake, spec, staged, is_current=lambda: False)
+    assert stale.stale and stale.changed == []
+    folder = dataset_dir(corpus.lake, "raced")
+    assert sorted(p.name for p in folder.iterdir()) == [".publish.lock"]  # no temporaries
+    current = publish_dataset(corpus.lake, spec, staged, is_current=lambda: True)
+    assert not current.stale and sorted(current.changed) == sorted(FILES)
 
 
 def staged_lines(corpus: Corpus, tmp_path: Path, **settings: object) -> tuple[pl.DataFrame, dict]:

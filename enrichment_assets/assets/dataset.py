@@ -6,8 +6,6 @@ the automation that rebuilds the default dataset after layer runs, and
 `materialize_training_dataset`, the one call `enrich run` / `enrich demo` make at the end.
 """
 
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +44,23 @@ from enrichment_assets.dataset.build import (
     dataset_partitions,
     stage_dataset,
 )
+from enrichment_assets.dataset.fingerprint import (
+    PublishedRecord,
+    inputs_fingerprint,
+    record_publication,
+    unchanged_since,
+)
 from enrichment_assets.dataset.near_duplicates import NearDuplicateSettings
-from enrichment_assets.dataset.publish import MANIFEST, dataset_dir, publish_dataset
+from enrichment_assets.dataset.publish import (
+    FILES,
+    MANIFEST,
+    Publication,
+    dataset_dir,
+    publish_dataset,
+)
 from enrichment_assets.env import env_int
+from enrichment_assets.faults import fault_point
+from enrichment_assets.lake import Lake, hidden_temp
 from enrichment_assets.resources import LakeResource, PiiRedactionResource
 
 ASSET_NAME = "training_dataset"
@@ -178,11 +190,20 @@ def training_dataset(
     spec.check()
     partitions = dataset_partitions(store, spec.partitions)
     run_ids = normalized_run_ids(context.instance, partitions)
-    staging_dir = store.data_dir / "lake" / "dataset"
-    staging_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{spec.name}.", suffix=".parquet", dir=staging_dir)
-    os.close(fd)
-    staged_path = Path(name)
+    # Taken before anything is read: inputs that change during the build make the next
+    # build's fingerprint differ, so it does the work again.
+    fingerprint = inputs_fingerprint(store, spec, partitions, run_ids)
+    folder = dataset_dir(store, spec.name)
+    previous = unchanged_since(store, spec.name, folder, fingerprint)
+    if previous is not None:
+        context.log.info(
+            f"dataset {spec.name}: inputs unchanged since run {previous.run_id}; "
+            "files left as they were, nothing rebuilt"
+        )
+        return _unchanged(previous, folder)
+    # Named after this process (`lake.hidden_temp`): an interrupt removes it, and the next
+    # command removes it when its writer died.
+    staged_path = hidden_temp(store.data_dir / "lake" / "dataset" / f"{spec.name}.parquet")
     try:
         staged = stage_dataset(store, spec, run_ids, staged_path)
         gate = validate_layer(store, ASSET_NAME, staged.path, spec.name)
@@ -194,6 +215,7 @@ def training_dataset(
             "train": counts["train"],
             "validation": counts["validation"],
             "near_duplicate_candidates": staged.near_duplicate_candidates,
+            "near_duplicates_reused": staged.near_duplicates_reused,
             "partitions": len(staged.partitions),
             "pii_mode": spec.pii_mode,
             "path": path_value(dataset_dir(store, spec.name)),
@@ -213,9 +235,49 @@ def training_dataset(
             metadata={"counts": MetadataValue.json(counts)},
         )
         if gate.blocked_reason is None and staged.conserved:
-            publication = publish_dataset(store, spec, staged)
+            checks = [
+                {
+                    "check_name": result.check_name,
+                    "passed": result.passed,
+                    "severity": result.severity.value,
+                }
+                for result in [*gate.check_results, conservation]
+            ]
+            kept_metadata = {
+                key: value
+                for key, value in metadata.items()
+                if isinstance(value, int | float | str) and key != "path"
+            }
+            if staged.redacted is not None:
+                kept_metadata["pii_redacted"] = staged.redacted
+
+            def remember(publication: Publication) -> None:
+                record_publication(
+                    store,
+                    spec.name,
+                    folder,
+                    [*FILES, MANIFEST],
+                    fingerprint=fingerprint,
+                    run_id=context.run.run_id,
+                    metadata=kept_metadata,
+                    checks=checks,
+                )
+
+            def still_current() -> bool:
+                now = dataset_partitions(store, spec.partitions)
+                runs = normalized_run_ids(context.instance, now)
+                return inputs_fingerprint(store, spec, now, runs) == fingerprint
+
+            fault_point("dataset")  # staged and gated, nothing published yet
+            publication = publish_dataset(
+                store, spec, staged, on_published=remember, is_current=still_current
+            )
             metadata["manifest"] = path_value(publication.paths[MANIFEST])
             metadata["files_rewritten"] = MetadataValue.json(publication.changed)
+            if publication.stale:
+                reason = "its inputs changed while it was built: the next build publishes"
+                context.log.warning(f"dataset {spec.name}: nothing published: {reason}")
+                metadata["withheld"] = MetadataValue.text(reason)
             context.log.info(
                 f"dataset {spec.name}: {counts['train']} train + {counts['validation']} "
                 f"validation lines of {counts['completed']} completed conversations; "
@@ -230,6 +292,36 @@ def training_dataset(
         )
     finally:
         staged_path.unlink(missing_ok=True)
+
+
+def _unchanged(previous: PublishedRecord, folder: Path) -> MaterializeResult:
+    """The result of a build skipped because its inputs did not change: the last build's
+    figures and gate outcome, evaluated on the same inputs."""
+    since = {"unchanged_since_run": previous.run_id}
+    metadata: dict[str, object] = {
+        **previous.metadata,
+        **{
+            key: MetadataValue.json(value)
+            for key, value in previous.metadata.items()
+            if isinstance(value, dict | list)
+        },
+        **since,
+        "skipped": MetadataValue.text("inputs unchanged: files left as they were"),
+        "files_rewritten": MetadataValue.json([]),
+        "path": path_value(folder),
+        "manifest": path_value(folder / MANIFEST),
+    }
+    checks = [
+        AssetCheckResult(
+            check_name=check["check_name"],
+            asset_key=ASSET_NAME,
+            passed=bool(check["passed"]),
+            severity=AssetCheckSeverity(check["severity"]),
+            metadata={**since, "evaluated": "on the same inputs by that run"},
+        )
+        for check in previous.checks
+    ]
+    return MaterializeResult(metadata=metadata, check_results=checks)
 
 
 training_dataset_job = define_asset_job(
@@ -258,6 +350,8 @@ class DatasetOutcome:
     failed_checks: list[str] = field(default_factory=list)
     error: str | None = None
     counts: dict | None = None  # the manifest's counts when the files are published
+    unchanged: bool = False  # inputs unchanged since the last build: nothing was rebuilt
+    withheld: str | None = None  # why a build that ran published nothing
 
 
 def materialize_training_dataset(
@@ -267,12 +361,32 @@ def materialize_training_dataset(
     partitions: Iterable[str] = (),
     tags: dict[str, str] | None = None,
     config: dict | None = None,
+    run_when_unchanged: bool = True,
 ) -> DatasetOutcome:
     """Build one dataset in-process through `training_dataset_job` (what `enrich run` and
     `enrich demo` call last: the default dataset over every partition). `config` adds any
-    other `TrainingDatasetConfig` field."""
+    other `TrainingDatasetConfig` field. Inputs unchanged since the files were published:
+    the run skips the work (its metadata says so); with `run_when_unchanged=False` (the
+    command line) no run is launched at all, and the outcome names the run that built them."""
     from enrichment_assets.definitions import defs
     from enrichment_assets.runner import QUIET_RUN_CONFIG
+
+    store = LakeResource().lake
+    previous = (
+        None
+        if run_when_unchanged
+        else _published_and_unchanged(instance, store, name, partitions, config)
+    )
+    if previous is not None:
+        folder = dataset_dir(store, name)
+        return DatasetOutcome(
+            name=name,
+            success=True,
+            run_id=previous.run_id,
+            folder=folder,
+            counts=orjson.loads((folder / MANIFEST).read_bytes())["counts"],
+            unchanged=True,
+        )
 
     run_config = {
         **QUIET_RUN_CONFIG,
@@ -292,7 +406,15 @@ def materialize_training_dataset(
     folder = dataset_dir(LakeResource().lake, name) if DATASET_NAME.fullmatch(name) else None
     manifest = folder / MANIFEST if folder is not None else None
     success = result.success and not failed_checks
+    metadata = {
+        key: value
+        for event in result.get_asset_materialization_events()
+        for key, value in event.materialization.metadata.items()
+    }
+    withheld = metadata.get("withheld")
     return DatasetOutcome(
+        unchanged="skipped" in metadata,
+        withheld=str(withheld.value) if withheld is not None else None,  # type: ignore[attr-defined]
         name=name,
         success=success,
         run_id=result.run_id,
@@ -303,6 +425,28 @@ def materialize_training_dataset(
         if success and manifest is not None and manifest.is_file()
         else None,
     )
+
+
+def _published_and_unchanged(
+    instance: DagsterInstance,
+    store: Lake,
+    name: str,
+    partitions: Iterable[str],
+    config: dict | None,
+) -> PublishedRecord | None:
+    """The last publication's record when a build with these settings would read the same
+    inputs (a `stat` per file and one query of the instance); None when it must run."""
+    try:
+        settings = TrainingDatasetConfig(name=name, partitions=list(partitions), **(config or {}))
+        spec = settings.spec(PiiRedactionResource())
+        spec.check()
+        selected = dataset_partitions(store, spec.partitions)
+        fingerprint = inputs_fingerprint(
+            store, spec, selected, normalized_run_ids(instance, selected)
+        )
+        return unchanged_since(store, name, dataset_dir(store, name), fingerprint)
+    except (ValueError, OSError, KeyError):  # the run says what is wrong, in one line
+        return None
 
 
 def _failure(result: object) -> str:

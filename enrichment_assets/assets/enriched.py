@@ -13,6 +13,7 @@ from dagster import (
     AssetExecutionContext,
     Config,
     MaterializeResult,
+    MetadataValue,
     asset,
 )
 from pydantic import Field
@@ -46,8 +47,9 @@ from enrichment_assets.low_confidence import (
     record_attempts,
 )
 from enrichment_assets.partitions import batch_partitions
+from enrichment_assets.redaction import PII_KINDS
 from enrichment_assets.reference import load_reference
-from enrichment_assets.resources import LakeResource
+from enrichment_assets.resources import LakeResource, PiiRedactionResource
 from enrichment_assets.sql_files import load_sql
 from enrichment_assets.status import apply_changes
 from enrichment_assets.workers import map_ordered_threads
@@ -164,6 +166,7 @@ def enriched_conversations(
     config: EnrichmentScope,
     lake: LakeResource,
     enricher: LLMResource,
+    pii: PiiRedactionResource,
 ) -> MaterializeResult:
     """Validated conversations with reference metadata, stats and AI annotations.
 
@@ -176,9 +179,13 @@ def enriched_conversations(
 
     Run config `conversation_ids` re-enriches only those conversations (the rest
     keep their previous annotations); `force` bypasses the enrichment cache.
+
+    What an LLM endpoint is sent is redacted in the `egress` and `export` PII modes (the
+    `pii` resource, `ENRICH_PII_MODE`): personal data is replaced by typed placeholders
+    before the request and its cache key are made; `pii_redacted` counts them per kind.
     """
     with partition_writer(lake.lake, context.partition_key, context.run.run_id, context.log.info):
-        return _enriched_conversations(context, config, lake, enricher)
+        return _enriched_conversations(context, config, lake, enricher, pii)
 
 
 def _enriched_conversations(
@@ -186,6 +193,7 @@ def _enriched_conversations(
     config: EnrichmentScope,
     lake: LakeResource,
     enricher: LLMResource,
+    pii: PiiRedactionResource,
 ) -> MaterializeResult:
     store = lake.lake
     prewarm_gate(store)
@@ -197,12 +205,13 @@ def _enriched_conversations(
     # A low-confidence re-ask bypasses it too: the cache holds the answer being doubted.
     bypass_cache = config.force or config.low_confidence
     cache_dir = None if bypass_cache else store.data_dir / "cache" / "enrichment"
+    pii_mode = pii.pii_mode
     settings = enricher.settings()
     if config.low_confidence and settings.escalation_model:
         settings = settings.model_copy(update={"model": settings.escalation_model})
-        annotator = settings.build_enricher(cache_dir)
+        annotator = settings.build_enricher(cache_dir, pii_mode=pii_mode, phone_region=pii.region)
     else:  # through the resource: a resource subclass may build its own enricher
-        annotator = enricher.build_enricher(cache_dir)
+        annotator = enricher.build_enricher(cache_dir, pii_mode=pii_mode, phone_region=pii.region)
     # Before anything is sent: the estimate against what the run may spend (`llm_spend.py`).
     estimate = estimate_layer(
         annotator, source, lake.enrich_chunk_rows, config.conversation_ids or None
@@ -216,6 +225,8 @@ def _enriched_conversations(
             f"{annotator.name}: {done}/{total} conversations of this chunk annotated"
         )
     llm_totals: Counter[str] = Counter()
+    redacted: Counter[str] = Counter()
+    redacted_conversations = 0
     started = datetime.now(UTC)
     keep: pl.DataFrame | None = None
     previous: pl.DataFrame | None = None  # a low-confidence re-ask keeps the better answer
@@ -265,6 +276,9 @@ def _enriched_conversations(
             for chunk, annotations in annotated:
                 enriched = enrich_chunk(con, chunk, annotations)
                 llm_totals.update(_numeric_stats(annotator))
+                if (stats := getattr(annotator, "stats", None)) is not None:
+                    redacted.update(getattr(stats, "pii_redacted", {}))
+                    redacted_conversations += getattr(stats, "pii_redacted_conversations", 0)
                 out.write(enriched)
                 fault_point("enriched")
                 unknown_refs += int((enriched["unknown_reference_ids"] > 0).sum())
@@ -298,10 +312,19 @@ def _enriched_conversations(
     )
 
     validated, enriched_rows = row_count(source), row_count(target)
+    # Only an enricher that sends text redacts it (the heuristic one sends nothing).
+    sends = hasattr(annotator, "pii_mode")
+    pii_metadata: dict[str, object] = {"pii_mode": pii_mode if sends else "nothing sent"}
+    if sends and pii_mode != "off":
+        pii_metadata["pii_redacted"] = MetadataValue.json(
+            {kind: redacted.get(kind, 0) for kind in PII_KINDS}
+        )
+        pii_metadata["pii_redacted_conversations"] = redacted_conversations
     return MaterializeResult(
         metadata={
             "rows": enriched_rows,
             "enricher": annotator.name,
+            **pii_metadata,
             "annotation_errors": errors,
             "enrichment_attempts_logged": attempts_logged,
             **({"low_confidence_reasked": scope.height} if config.low_confidence else {}),

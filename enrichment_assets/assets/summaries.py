@@ -44,7 +44,7 @@ from enrichment_assets.env import env_int
 from enrichment_assets.faults import fault_point
 from enrichment_assets.lake import Lake, atomic_path, hidden_temp
 from enrichment_assets.partitions import summary_days
-from enrichment_assets.resources import AppDatabaseResource, LakeResource
+from enrichment_assets.resources import AppDatabaseResource, LakeResource, PiiRedactionResource
 from enrichment_assets.sql_files import load_sql
 
 ASSET_NAME = "conversation_summaries"
@@ -268,6 +268,7 @@ def conversation_summaries(
     lake: LakeResource,
     enricher: LLMResource,
     app_db: AppDatabaseResource,
+    pii: PiiRedactionResource,
 ) -> MaterializeResult:
     """Per user and time window of the UTC day: summary, key topics, tone.
 
@@ -293,7 +294,9 @@ def conversation_summaries(
     settings = enricher.settings()
     # The run's LLM budget and today's daily limit stop its sending too (`llm_spend.py`).
     budget = run_budget(context.instance, settings, None)
-    annotator = enricher.build_enricher(cache_dir)  # through the resource, as ever
+    annotator = enricher.build_enricher(  # through the resource, as ever
+        cache_dir, pii_mode=pii.pii_mode, phone_region=pii.region
+    )
     if hasattr(annotator, "budget"):
         annotator.budget = budget
     generated_at = datetime.now(UTC)

@@ -17,6 +17,7 @@ settings stage the same lines.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,12 +25,13 @@ from importlib.metadata import version
 from pathlib import Path
 
 import duckdb
+import orjson
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from enrichment_assets.dataset.near_duplicates import NearDuplicateSettings, find_near_duplicates
-from enrichment_assets.lake import Lake, atomic_path
+from enrichment_assets.lake import Lake, atomic_path, write_bytes_atomic
 from enrichment_assets.redaction import (
     DEFAULT_PHONE_REGION,
     PII_KINDS,
@@ -151,6 +153,7 @@ class StagedDataset:
     partitions: list[str]
     counts: dict[str, int]  # completed, each removal step, kept, train, validation
     near_duplicate_candidates: int
+    near_duplicates_reused: bool  # the last build's verdicts, on the same rows and settings
     annotation_sources: list[dict]  # {enricher, model, prompt_version, lines}
     redacted: dict[str, int] | None  # kind -> values replaced (export mode only)
     redacted_conversations: int
@@ -166,6 +169,18 @@ class StagedDataset:
 
 def library_versions() -> dict[str, str]:
     return {name: version(name) for name in LIBRARIES}
+
+
+def code_version() -> str:
+    """sha256 of the code that decides the dataset's lines (this package and the redaction):
+    a new release of it is a new input, whatever else stayed the same."""
+    import enrichment_assets.redaction as redaction
+
+    digest = hashlib.sha256()
+    sources = [*sorted(Path(__file__).parent.glob("*.py")), Path(redaction.__file__)]
+    for source in sources:
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
 
 
 def dataset_partitions(lake: Lake, requested: tuple[str, ...] = ()) -> list[str]:
@@ -294,26 +309,81 @@ def _text_chunks(lake: Lake, rows: pl.DataFrame, chunk_rows: int) -> Iterator[pl
 
 
 def remove_near_duplicates(
-    lake: Lake, candidates: pl.DataFrame, settings: NearDuplicateSettings
-) -> tuple[pl.DataFrame, int]:
+    lake: Lake,
+    candidates: pl.DataFrame,
+    settings: NearDuplicateSettings,
+    verdicts: Path | None = None,
+) -> tuple[pl.DataFrame, int, bool]:
     """`candidates` with `removed_by = 'near_duplicate'` where a row is near a kept row
-    before it; and how many rows the LSH flagged for a closer look."""
+    before it; how many rows the LSH flagged for a closer look; and whether the verdicts of
+    the last build were reused.
+
+    `verdicts` (a file) keeps the last outcome with the key of what it was decided on: the
+    rows left to compare, in order, with their normalized content hash, and the settings.
+    The same key again (a batch re-run with the same content, a changed filter that removes
+    nothing more) reuses it instead of reading and comparing every text again."""
     remaining = candidates.filter(pl.col("removed_by").is_null())
-    verdict = find_near_duplicates(
-        lambda: _text_chunks(lake, remaining, settings.chunk_rows), settings
-    )
-    if len(verdict.keep) != remaining.height:
-        raise RuntimeError(
-            f"near-duplicate texts out of step: {len(verdict.keep)} verdicts for "
-            f"{remaining.height} rows (a normalized file changed while the dataset was built?)"
+    key = _verdict_key(remaining, settings)
+    cached = _read_verdicts(verdicts, key) if verdicts is not None else None
+    if cached is not None:
+        removed_rows, flagged = cached
+    else:
+        verdict = find_near_duplicates(
+            lambda: _text_chunks(lake, remaining, settings.chunk_rows), settings
         )
-    removed = remaining.filter(pl.Series(~verdict.keep)).select(
-        "partition", "record_index", pl.lit("near_duplicate").alias("near")
-    )
+        if len(verdict.keep) != remaining.height:
+            raise RuntimeError(
+                f"near-duplicate texts out of step: {len(verdict.keep)} verdicts for "
+                f"{remaining.height} rows (a normalized file changed while the dataset was "
+                "built?)"
+            )
+        removed_rows = remaining.filter(pl.Series(~verdict.keep)).select(
+            "partition", "record_index"
+        )
+        flagged = verdict.candidates
+        if verdicts is not None:
+            _write_verdicts(verdicts, key, removed_rows, flagged)
+    removed = removed_rows.with_columns(pl.lit("near_duplicate").alias("near"))
     updated = candidates.join(
         removed, on=["partition", "record_index"], how="left", maintain_order="left"
     ).with_columns(pl.coalesce("removed_by", "near").alias("removed_by"))
-    return updated.drop("near"), verdict.candidates
+    return updated.drop("near"), flagged, cached is not None
+
+
+def _verdict_key(remaining: pl.DataFrame, settings: NearDuplicateSettings) -> str:
+    """sha256 of the rows to compare, in order (partition, record index, content hash), the
+    near-duplicate settings, rensa's version and the dataset code's."""
+    digest = hashlib.sha256(
+        orjson.dumps([repr(settings), version("rensa"), FORMAT_VERSION, code_version()])
+    )
+    digest.update(
+        remaining.select("partition", "record_index", "content_hash").write_csv().encode()
+    )
+    return digest.hexdigest()
+
+
+def _read_verdicts(path: Path, key: str) -> tuple[pl.DataFrame, int] | None:
+    try:
+        kept = orjson.loads(path.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+    if kept.get("key") != key:
+        return None
+    rows = pl.DataFrame(
+        kept["removed"], schema={"partition": pl.String, "record_index": pl.Int64}, orient="row"
+    )
+    return rows, int(kept["flagged"])
+
+
+def _write_verdicts(path: Path, key: str, removed: pl.DataFrame, flagged: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"key": key, "flagged": flagged, "removed": removed.rows()}
+    write_bytes_atomic(path, orjson.dumps(payload))
+
+
+def verdicts_path(lake: Lake, name: str) -> Path:
+    """Where the near-duplicate verdicts of dataset `name` are kept between builds."""
+    return lake.data_dir / "lake" / "dataset" / f"{name}.near_duplicates.json"
 
 
 def assign_lines(candidates: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
@@ -375,7 +445,9 @@ def stage_dataset(
     spec.check()
     partitions = dataset_partitions(lake, spec.partitions)
     candidates = select_candidates(lake, partitions, spec, run_ids)
-    candidates, flagged = remove_near_duplicates(lake, candidates, spec.near_duplicates)
+    candidates, flagged, reused = remove_near_duplicates(
+        lake, candidates, spec.near_duplicates, verdicts_path(lake, spec.name)
+    )
     lines = assign_lines(candidates, spec)
     redacted, redacted_conversations = stage_lines(lake, lines, spec, target)
     removed = dict(candidates.get_column("removed_by").drop_nulls().value_counts().iter_rows())
@@ -392,6 +464,7 @@ def stage_dataset(
         partitions=partitions,
         counts=counts,
         near_duplicate_candidates=flagged,
+        near_duplicates_reused=reused,
         annotation_sources=annotation_sources(lines),
         redacted=redacted,
         redacted_conversations=redacted_conversations,

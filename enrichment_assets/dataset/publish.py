@@ -18,7 +18,8 @@ import filecmp
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +35,15 @@ from enrichment_assets.dataset.build import (
     StagedDataset,
     library_versions,
 )
-from enrichment_assets.lake import Lake
+from enrichment_assets.lake import HOST_TAG, Lake
 from enrichment_assets.sql_files import load_sql
 
 FILES = ("train.jsonl", "validation.jsonl", "provenance.jsonl")
 MANIFEST = "manifest.json"
+# Held while the files of one publication are renamed into place (milliseconds): a command
+# that is interrupted takes it before it exits, so that it never leaves the files of two
+# builds mixed (`enrich run`'s interrupt handler).
+RENAMING = threading.Lock()
 
 
 def dataset_dir(lake: Lake, name: str) -> Path:
@@ -53,11 +58,15 @@ class Publication:
     paths: dict[str, Path]
     changed: list[str]
     manifest: dict[str, Any]
+    stale: bool = False  # the inputs changed while it was built: nothing was published
 
 
 def _temporary(folder: Path, name: str) -> Path:
-    # Created exclusively with the default mode (the user's umask), as any new file would be.
-    tmp = folder / f".{name}.{secrets.token_hex(8)}.tmp"
+    # Named as `lake.hidden_temp` names them, after this process (an interrupt removes it, the
+    # next command removes it when its writer died); created exclusively with the default
+    # mode (the user's umask), as any new file would be.
+    tag = hashlib.sha256(os.fsencode(name)).hexdigest()[:10]
+    tmp = folder / f".{tag}.{HOST_TAG}-{os.getpid()}-{secrets.token_hex(8)}.tmp"
     tmp.touch(exist_ok=False)
     return tmp
 
@@ -125,15 +134,32 @@ def _publishing(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def publish_dataset(lake: Lake, spec: DatasetSpec, staged: StagedDataset) -> Publication:
-    """Write the dataset's files from the staged lines (see the module docstring)."""
+def publish_dataset(
+    lake: Lake,
+    spec: DatasetSpec,
+    staged: StagedDataset,
+    on_published: Callable[[Publication], None] | None = None,
+    is_current: Callable[[], bool] | None = None,
+) -> Publication:
+    """Write the dataset's files from the staged lines (see the module docstring);
+    `on_published` runs once they are in place, before another build may publish.
+
+    `is_current()` is asked under the publication lock, before anything is renamed: False
+    (the inputs changed while this build read them: a newer build follows) publishes nothing,
+    so a slow build never replaces the files of a newer one."""
     folder = dataset_dir(lake, spec.name)
     folder.mkdir(parents=True, exist_ok=True)
     with _publishing(folder):
-        return _publish(folder, spec, staged)
+        return _publish(folder, spec, staged, on_published, is_current)
 
 
-def _publish(folder: Path, spec: DatasetSpec, staged: StagedDataset) -> Publication:
+def _publish(
+    folder: Path,
+    spec: DatasetSpec,
+    staged: StagedDataset,
+    on_published: Callable[[Publication], None] | None,
+    is_current: Callable[[], bool] | None,
+) -> Publication:
     temporary = {name: _temporary(folder, name) for name in (*FILES, MANIFEST)}
     try:
         with duckdb.connect() as con:
@@ -152,17 +178,29 @@ def _publish(folder: Path, spec: DatasetSpec, staged: StagedDataset) -> Publicat
         files = {name: _digest(temporary[name]) for name in FILES}
         manifest = build_manifest(spec, staged, files)
         temporary[MANIFEST].write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
-        changed = [
-            name
-            for name in (*FILES, MANIFEST)
-            if _replace_if_changed(temporary[name], folder / name)
-        ]
+        if is_current is not None and not is_current():
+            return Publication(
+                folder=folder,
+                paths={name: folder / name for name in (*FILES, MANIFEST)},
+                changed=[],
+                manifest=manifest,
+                stale=True,
+            )
+        with RENAMING:
+            changed = [
+                name
+                for name in (*FILES, MANIFEST)
+                if _replace_if_changed(temporary[name], folder / name)
+            ]
+            publication = Publication(
+                folder=folder,
+                paths={name: folder / name for name in (*FILES, MANIFEST)},
+                changed=changed,
+                manifest=manifest,
+            )
+            if on_published is not None:
+                on_published(publication)
     finally:
         for tmp in temporary.values():
             tmp.unlink(missing_ok=True)
-    return Publication(
-        folder=folder,
-        paths={name: folder / name for name in (*FILES, MANIFEST)},
-        changed=changed,
-        manifest=manifest,
-    )
+    return publication

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -352,10 +352,21 @@ class EnrichmentStats:
     cost_usd: float | None = None  # None: no price known for the model
     saved_cost_usd: float | None = None
     elapsed_s: float = 0.0
+    # What the PII redaction replaced in the texts sent (kind -> values), and in how many
+    # conversations; empty when the PII mode is off.
+    pii_redacted: dict[str, int] = field(default_factory=dict)
+    pii_redacted_conversations: int = 0
+
+    def count_redactions(self, found: Mapping[str, int], conversations: int) -> None:
+        """Add redaction counts (kind -> values replaced in `conversations` conversations)."""
+        for kind, n in found.items():
+            self.pii_redacted[kind] = self.pii_redacted.get(kind, 0) + n
+        self.pii_redacted_conversations += conversations
 
     def as_metadata(self) -> dict[str, float | int | str]:
+        """Scalar figures as `llm_*` metadata (the PII counts are reported by the asset)."""
         return {
             f"llm_{name}": round(value, 6) if isinstance(value, float) else value
             for name, value in asdict(self).items()
-            if value is not None
+            if value is not None and not name.startswith("pii_")
         }

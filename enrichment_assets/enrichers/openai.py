@@ -9,6 +9,10 @@ a default.
 How a chunk is annotated:
 1. each conversation gets a content-hash cache key (`cache.py`); hits come from
    the cache with zero new tokens, and duplicates within the chunk are paid once;
+   In the `egress` and `export` PII modes the turns are redacted first
+   (`redaction.redact_messages`: typed placeholders, consistent within a conversation), so
+   what is sent, and the cache key, are of the redacted text; the counts per kind are in
+   `stats.pii_redacted`;
 2. the misses go out online (async client, `concurrency` requests in flight,
    optional requests/tokens-per-minute pacing, our own retries: the client's are
    off) or through the Batch API (`batch.py`) when `mode="batch"`;
@@ -95,6 +99,12 @@ from enrichment_assets.enrichers.retry import (
     call_with_retries,
     rejects_json_schema,
 )
+from enrichment_assets.redaction import (
+    DEFAULT_PHONE_REGION,
+    PiiMode,
+    parse_mode,
+    redact_messages,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,9 +154,14 @@ class OpenAIEnricher:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         budget: SpendBudget | None = None,
         expected_completion_tokens: int = DEFAULT_EXPECTED_COMPLETION_TOKENS,
+        pii_mode: PiiMode = "egress",
+        phone_region: str = DEFAULT_PHONE_REGION,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        # Redacting is the default: personal data leaves only when someone turned it off.
+        self.pii_mode: PiiMode = parse_mode(pii_mode, "pii_mode")
+        self.phone_region = phone_region
         self.model, self.base_url, self.mode = model, base_url, mode
         self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key or "")
         self._scrub = SecretScrubber(self._api_key)
@@ -174,7 +189,8 @@ class OpenAIEnricher:
 
     def __repr__(self) -> str:  # never the key
         return (
-            f"OpenAIEnricher(model={self.model!r}, base_url={self.base_url!r}, mode={self.mode!r})"
+            f"OpenAIEnricher(model={self.model!r}, base_url={self.base_url!r}, mode={self.mode!r}, "
+            f"pii_mode={self.pii_mode!r})"
         )
 
     def annotate(self, conversations: pl.DataFrame) -> pl.DataFrame:
@@ -206,7 +222,7 @@ class OpenAIEnricher:
         )
 
     async def _annotate(self, conversations: pl.DataFrame) -> pl.DataFrame:
-        row_keys, requests = self._requests(conversations)
+        row_keys, requests = self._requests(conversations, count=True)
         outcomes = self._from_cache(list(requests))
         misses = [request for key, request in requests.items() if key not in outcomes]
         if misses:
@@ -214,11 +230,23 @@ class OpenAIEnricher:
         return self._rows(row_keys, outcomes)
 
     def _requests(
-        self, conversations: pl.DataFrame
+        self, conversations: pl.DataFrame, *, count: bool = False
     ) -> tuple[list[tuple[str, str]], dict[str, _Request]]:
-        """Each row's (conversation_id, cache key), and one request per distinct key."""
+        """Each row's (conversation_id, cache key), and one request per distinct key;
+        `count`: add the redactions to the stats (once per annotated chunk, not estimates)."""
         row_keys: list[tuple[str, str]] = []
         requests: dict[str, _Request] = {}
+        if self.pii_mode != "off":
+            # Before anything is keyed or sent: the requests (and their cache keys) are of the
+            # redacted text only. One Polars scan of the chunk's messages finds the candidates;
+            # the exact detectors see those only (placeholders numbered per conversation).
+            redacted = redact_messages(
+                conversations.select("conversation_id", "messages"),
+                phone_region=self.phone_region,
+            )
+            conversations = redacted.frame
+            if count:
+                self.stats.count_redactions(redacted.counts, redacted.conversations)
         for conversation_id, messages in zip(
             conversations.get_column("conversation_id").to_list(),
             conversations.get_column("messages").to_list(),

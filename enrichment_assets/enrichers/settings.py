@@ -40,6 +40,7 @@ from enrichment_assets.enrichers.retry import (
     DEFAULT_RETRY_BUDGET_S,
     RetryPolicy,
 )
+from enrichment_assets.redaction import DEFAULT_MODE, DEFAULT_PHONE_REGION, PiiMode
 
 # List prices in USD per 1M tokens when this was written (input, provider-cached input,
 # output); `ENRICH_LLM_PRICES` (JSON: {"model": {"input_per_1m": .., "output_per_1m": ..,
@@ -148,10 +149,16 @@ class LLMSettings(BaseModel):
         return cls(**values)
 
     def build_enricher(
-        self, cache_dir: Path | None = None, budget: SpendBudget | None = None
+        self,
+        cache_dir: Path | None = None,
+        budget: SpendBudget | None = None,
+        *,
+        pii_mode: PiiMode = DEFAULT_MODE,
+        phone_region: str = DEFAULT_PHONE_REGION,
     ) -> Enricher:
-        """The configured enricher; the `openai` one caches under `cache_dir` when given and
-        stops sending once `budget` is spent."""
+        """The configured enricher; the `openai` one caches under `cache_dir` when given,
+        stops sending once `budget` is spent and redacts what it sends unless `pii_mode` is
+        `off` (the heuristic sends nothing)."""
         if self.enricher == "heuristic":
             # Imported here: the heuristic enricher must not pay for the OpenAI stack, and
             # the OpenAI settings must load even where the heuristic module is absent.
@@ -175,6 +182,8 @@ class LLMSettings(BaseModel):
             cache=EnrichmentCache(cache_dir) if cache_dir is not None else None,
             budget=budget,
             expected_completion_tokens=self.expected_completion_tokens,
+            pii_mode=pii_mode,
+            phone_region=phone_region,
         )
 
 
@@ -294,7 +303,14 @@ class LLMResource(ConfigurableResource):
         )
 
     def build_enricher(
-        self, cache_dir: Path | None = None, budget: SpendBudget | None = None
+        self,
+        cache_dir: Path | None = None,
+        budget: SpendBudget | None = None,
+        *,
+        pii_mode: PiiMode = DEFAULT_MODE,
+        phone_region: str = DEFAULT_PHONE_REGION,
     ) -> Enricher:
         """The configured enricher (see LLMSettings.build_enricher)."""
-        return self.settings().build_enricher(cache_dir, budget)
+        return self.settings().build_enricher(
+            cache_dir, budget, pii_mode=pii_mode, phone_region=phone_region
+        )

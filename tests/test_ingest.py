@@ -22,6 +22,7 @@ from enrichment_assets.ingest import (
     read_raw_records,
 )
 from enrichment_assets.ingest.files import content_problem
+from enrichment_assets.ingest.limits import RecordLimits
 
 
 def sniff_unreadable(path: Path) -> str | None:
@@ -133,6 +134,35 @@ def test_reads_array_elements_as_rows_numbered_from_1(tmp_path):
     assert [row["position"] for row in rows] == [1, 2, 3]
     assert records_of(rows) == records
     assert [row["raw_text"] for row in rows] == [orjson.dumps(r).decode() for r in records]
+
+
+def test_a_one_line_array_over_the_record_limit_is_read_element_by_element(tmp_path):
+    # A compact export: the whole array on one line, longer than one record may be.
+    records = [canonical_record() for _ in range(40)]
+    path = write_json(tmp_path / "export.json", records)
+    limits = RecordLimits(max_record_bytes=path.stat().st_size // 4)
+    rows = [
+        row
+        for table in read_raw_records(path, path.name, limits=limits)
+        for row in table.to_pylist()
+    ]
+
+    assert [row["position"] for row in rows] == list(range(1, 41))
+    assert records_of(rows) == records
+
+
+def test_a_one_line_object_over_the_record_limit_stays_one_record_too_large(tmp_path):
+    record = canonical_record()
+    path = write_json(tmp_path / "big.json", record)
+    limits = RecordLimits(max_record_bytes=path.stat().st_size // 4)
+    rows = [
+        row
+        for table in read_raw_records(path, path.name, limits=limits)
+        for row in table.to_pylist()
+    ]
+
+    assert len(rows) == 1
+    assert "over the limit" in (rows[0]["parse_error"] or "")
 
 
 def test_reads_pretty_printed_array(tmp_path):

@@ -121,12 +121,17 @@ def _sniff(
     Layouts: "empty", "one_line" (one JSON value on one line), "document" (a value
     spread over many lines) and "lines" (JSON Lines). Reads from the current position.
     """
+    start = stream.tell()
     lines = iter_lines(stream, encoding, limits.max_record_bytes)
     first = next(lines, None)
     if first is None:
         return "empty", None, None
     if isinstance(first, OversizedLine):
-        return "lines", None, None
+        # A JSON array written on one line (a compact export) is a document of records,
+        # each held to the limits; only a single over-long record is one record too large.
+        stream.seek(start)
+        starts_array = encoding.is_utf8 and stream.read(4096).lstrip().startswith(b"[")
+        return ("document" if starts_array else "lines"), None, None
     second = next(lines, None)
     first, value, error = parse_text(first)
     if error is None and second is None:

@@ -149,13 +149,25 @@ def test_a_line_over_the_size_limit_is_measured_as_it_streams_and_the_next_lines
     assert rows_in_ranges(path, limits, range_bytes=1000) == rows
 
 
-def test_a_single_line_file_over_the_size_limit_is_one_row(tmp_path):
+def test_a_single_line_object_over_the_size_limit_is_one_row(tmp_path):
     limits = RecordLimits(max_record_bytes=1000)
     path = tmp_path / "one.json"
-    path.write_bytes(orjson.dumps([conversation() for _ in range(10)]))
+    path.write_bytes(orjson.dumps(conversation(messages=[message("user", "w" * 5000)])))
 
     (row,) = rows_whole(path, limits)
     assert row["parse_rule"] == "record_too_large" and row["position"] == 1
+
+
+def test_a_single_line_array_over_the_size_limit_holds_each_element_to_it(tmp_path):
+    limits = RecordLimits(max_record_bytes=1000)
+    small = [conversation() for _ in range(9)]
+    big = conversation(messages=[message("user", "w" * 5000), message("assistant")])
+    path = tmp_path / "one.json"
+    path.write_bytes(orjson.dumps([*small[:4], big, *small[4:]]))
+
+    rows = rows_whole(path, limits)
+    assert [row["position"] for row in rows] == list(range(1, 11))
+    assert [row["parse_rule"] for row in rows] == [None] * 4 + ["record_too_large"] + [None] * 5
 
 
 def test_a_pretty_object_over_the_size_limit_is_one_row_never_loaded(tmp_path):

@@ -33,11 +33,11 @@ from dagster import (
 from pydantic import Field
 
 from enrichment_assets.app_db import publish_summaries
-from enrichment_assets.assets.metadata import path_value, preview
+from enrichment_assets.assets.metadata import layer_table, path_value, preview
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.checks.gx_suites import GateReport, gate_specs, validate_layer
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
-from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.enrichers.settings import LLMResource, enricher_kinds, enricher_tags
 from enrichment_assets.env import env_int
 from enrichment_assets.faults import fault_point
 from enrichment_assets.lake import Lake, atomic_path, hidden_temp
@@ -252,11 +252,12 @@ def latest_normalized_storage_id(context: AssetExecutionContext) -> int:
 @asset(
     partitions_def=summary_days,
     group_name="summaries",
-    kinds={"duckdb", "parquet"},
+    kinds={"duckdb", "parquet", *enricher_kinds()},
+    tags=enricher_tags(),
     # A day reads every batch: which batches hold its messages is only known from their data.
     # Backfills over a range of days run one day per run (the asset reads one partition key).
     deps=[AssetDep(normalized_conversations, partition_mapping=AllPartitionMapping())],
-    check_specs=gate_specs(ASSET_NAME),
+    check_specs=gate_specs(ASSET_NAME, summary_days),
 )
 def conversation_summaries(
     context: AssetExecutionContext,
@@ -300,7 +301,8 @@ def conversation_summaries(
     fault_point("summaries")
     target = summaries_path(store, day)
     metadata: dict[str, object] = {
-        "rows": summaries.height,
+        # The day's file: this run's rows, or the last ones that passed when the gate held.
+        **(layer_table(target) if target.exists() else {"dagster/row_count": summaries.height}),
         "users": summaries["user_id"].n_unique(),
         "messages_summarized": int(summaries["message_count"].sum()),
         "failed_annotations": int(summaries["error"].is_not_null().sum()),

@@ -30,6 +30,7 @@ from enrichment_assets.checks.gx_suites import CONTRACT_CHECK, validate_layer
 from enrichment_assets.definitions import defs
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
+from enrichment_assets.partitions import register_summary_days
 from enrichment_assets.resources import AppDatabaseResource, LakeResource
 from enrichment_assets.runner import land_files, materialize_partitions, summary_days_of
 from enrichment_assets.summaries_automation import SUMMARIES_JOB, stale_summaries
@@ -84,6 +85,7 @@ def summarize(
     app_db_url: str = "",
     **config: Any,
 ) -> ExecuteInProcessResult:
+    register_summary_days(instance, [day])  # a day partition exists once it holds data
     result = materialize(
         [conversation_summaries],
         partition_key=day,

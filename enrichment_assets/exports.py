@@ -134,6 +134,13 @@ def write_exports(
     return written
 
 
+def receipt_lines(lake: Lake, partition: str, kind: str) -> int | None:
+    """The lines the partition's last write of this kind held (0: no file, by design);
+    None when its receipt does not know the kind."""
+    entry = _read_receipt(lake, partition).get(kind)
+    return entry.get("lines") if isinstance(entry, dict) else None
+
+
 def _read_receipt(lake: Lake, partition: str) -> dict:
     path = receipt_path(lake, partition)
     if not path.exists():

@@ -308,12 +308,19 @@ def test_no_empty_export_file_and_receipts_still_verify(operated: Operated) -> N
     receipt = receipt_path(lake, operated.clean).read_text()
     assert '"quarantine": {\n    "lines": 0,\n    "bytes": 0' in receipt
     assert lake.export_path("quarantine", operated.mixed).read_bytes().count(b"\n") == 1
-    exports = [
-        path
-        for kind in ("enriched", "training", "quarantine")
-        for path in sorted((lake.data_dir / "export" / kind).glob("*.jsonl"))
-    ]
+    exports = sorted((lake.data_dir / "export").rglob("*.jsonl"))
+    # The early day's one short conversation makes no summary: no summaries file either.
+    assert not (lake.data_dir / "export" / "summaries" / f"{EARLY_DAY}.jsonl").exists()
     assert exports and all(path.stat().st_size > 0 for path in exports)
+    # Asked for, the partition's quarantine is there, and empty.
+    out = lake.data_dir.parent / "clean-quarantine.jsonl"
+    assert (
+        enrich_in_process(
+            "export", "--what", "quarantine", "--partition", operated.clean, "--out", str(out)
+        )
+        == 0
+    )
+    assert out.read_bytes() == b""
     # Receipts and files agree where a partition's statuses are final (the mixed one's
     # gate was failed on purpose after its exports).
     assert verify_exports(lake, {operated.clean: 3, operated.early: 1}) == []

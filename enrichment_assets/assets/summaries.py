@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 import orjson
 import polars as pl
+import pyarrow.parquet as pq
 from dagster import (
     AllPartitionMapping,
     AssetDep,
@@ -227,9 +228,13 @@ def replace_summaries(lake: Lake, day: str, summaries: pl.DataFrame) -> GateRepo
         staged.unlink(missing_ok=True)
 
 
-def write_summaries_export(lake: Lake, day: str) -> Path:
-    """Replace `export/summaries/<day>.jsonl` atomically from the day's Parquet file."""
+def write_summaries_export(lake: Lake, day: str) -> Path | None:
+    """Replace `export/summaries/<day>.jsonl` atomically from the day's Parquet file; a day
+    without a summary has no export file (an earlier one is removed): None."""
     target = summaries_export_path(lake, day)
+    if pq.ParquetFile(summaries_path(lake, day)).metadata.num_rows == 0:
+        target.unlink(missing_ok=True)
+        return None
     con = summary_connection()
     try:
         con.execute(load_sql("macros"))
@@ -319,7 +324,8 @@ def conversation_summaries(
         ),
     }
     if gate.blocked_reason is None:
-        metadata["export"] = path_value(write_summaries_export(store, day))
+        if (export := write_summaries_export(store, day)) is not None:
+            metadata["export"] = path_value(export)
         if app_db.app_db_url is not None:
             published = publish_summaries(app_db.app_db_url, day, summaries)
             metadata["published"] = MetadataValue.text(

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -26,6 +26,9 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
+    RunRequest,
+    SkipReason,
+    build_schedule_context,
     evaluate_automation_conditions,
     instance_for_test,
     materialize,
@@ -39,6 +42,8 @@ from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.exports import receipt_path, verify_exports
 from enrichment_assets.lake import Lake
 from enrichment_assets.partitions import is_summary_day, summary_days
+from enrichment_assets.resources import LakeResource
+from enrichment_assets.summaries_automation import summaries_daily
 from tests.factories import conversation, message, write_jsonl
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -137,7 +142,8 @@ def operated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operated]:
         requested = second.get_num_requested(AssetKey("pipeline_health"))
 
         early = write_jsonl(root / "in" / "early.jsonl", [on_day(EARLY_DAY)])
-        codes.append(enrich_in_process("run", str(early)))
+        # Without its summaries: the daily schedule finds the day (see its test).
+        codes.append(enrich_in_process("run", "--no-summaries", str(early)))
         early_key = next(
             b for b in instance.get_dynamic_partitions("batches") if b.startswith("early")
         )
@@ -309,8 +315,15 @@ def test_no_empty_export_file_and_receipts_still_verify(operated: Operated) -> N
     assert '"quarantine": {\n    "lines": 0,\n    "bytes": 0' in receipt
     assert lake.export_path("quarantine", operated.mixed).read_bytes().count(b"\n") == 1
     exports = sorted((lake.data_dir / "export").rglob("*.jsonl"))
-    # The early day's one short conversation makes no summary: no summaries file either.
-    assert not (lake.data_dir / "export" / "summaries" / f"{EARLY_DAY}.jsonl").exists()
+    # 2024-06-01 was summarized with no user-window of 5 messages: no summaries file either.
+    (summary,) = operated.instance.fetch_materializations(
+        AssetRecordsFilter(
+            asset_key=AssetKey("conversation_summaries"), asset_partitions=["2024-06-01"]
+        ),
+        limit=1,
+    ).records
+    assert summary.asset_materialization.metadata["dagster/row_count"].value == 0
+    assert not (lake.data_dir / "export" / "summaries" / "2024-06-01.jsonl").exists()
     assert exports and all(path.stat().st_size > 0 for path in exports)
     # Asked for, the partition's quarantine is there, and empty.
     out = lake.data_dir.parent / "clean-quarantine.jsonl"
@@ -329,11 +342,23 @@ def test_no_empty_export_file_and_receipts_still_verify(operated: Operated) -> N
 def test_summary_days_are_the_days_with_data_and_an_earlier_day_extends_them(
     operated: Operated,
 ) -> None:
+    instance = operated.instance
     assert operated.days_after_first_run == ["2024-06-01"]
-    assert sorted(operated.instance.get_dynamic_partitions(summary_days.name)) == [
-        EARLY_DAY,
-        "2024-06-01",
-    ]
+    assert instance.get_dynamic_partitions(summary_days.name) == ["2024-06-01"]
+
+    def schedule_at(moment: datetime) -> RunRequest | SkipReason:
+        with build_schedule_context(
+            instance=instance, scheduled_execution_time=moment, resources={"lake": LakeResource()}
+        ) as context:
+            return summaries_daily(context)
+
+    # 00:15 UTC after a day without messages: nothing to run, no partition.
+    skipped = schedule_at(datetime(2024, 6, 3, 0, 15, tzinfo=UTC))
+    assert isinstance(skipped, SkipReason) and "2024-06-02" in str(skipped.skip_message)
+    # After the early batch's day: registered (before every other day) and requested.
+    request = schedule_at(datetime(2024, 5, 21, 0, 15, tzinfo=UTC))
+    assert isinstance(request, RunRequest) and request.partition_key == EARLY_DAY
+    assert sorted(instance.get_dynamic_partitions(summary_days.name)) == [EARLY_DAY, "2024-06-01"]
 
 
 def test_summaries_start_date_bounds_the_summary_days(monkeypatch: pytest.MonkeyPatch) -> None:

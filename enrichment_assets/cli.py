@@ -123,6 +123,9 @@ def _run_pipeline(
     from enrichment_assets.run_log import open_command_log, others_write_to
 
     lake = Lake(_data_dir())
+    # The folder the new_raw_files sensor watches: there from the first command on, so
+    # that files can be dropped in and the sensor has somewhere to look.
+    lake.landing_dir.mkdir(parents=True, exist_ok=True)
     log_path = open_command_log(lake.data_dir, verbose=verbose)
     with nullcontext() if verbose else others_write_to(log_path):
         _run_logged(
@@ -294,6 +297,7 @@ def _materialize(
     from enrichment_assets.run_log import append_run_events
     from enrichment_assets.runner import (
         materialize_partitions,
+        materialize_pipeline_health,
         materialize_summary_days,
         summary_days_of,
     )
@@ -329,6 +333,8 @@ def _materialize(
             if state.log_path is not None and not dataset.unchanged:
                 append_run_events(instance, dataset.run_id, state.log_path)
             progress.advance(dataset_task)
+        # Then the health over every partition, with its threshold checks.
+        outcomes.append(materialize_pipeline_health(instance, state=state))
     return outcomes, days, dataset
 
 

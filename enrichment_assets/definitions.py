@@ -10,15 +10,25 @@ from enrichment_assets.assets.dataset import (
     training_dataset_job,
 )
 from enrichment_assets.assets.enriched import enriched_conversations
-from enrichment_assets.assets.health import pipeline_health_asset
+from enrichment_assets.assets.health import (
+    pipeline_health_asset,
+    pipeline_health_automation,
+    pipeline_health_job,
+)
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.assets.raw import raw_conversations
 from enrichment_assets.assets.summaries import conversation_summaries
 from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.automation import SENSORS
+from enrichment_assets.automation.health_alerts import health_alerts
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.partitions import batch_partitions
-from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
+from enrichment_assets.resources import (
+    AlertWebhookResource,
+    LakeResource,
+    PiiRedactionResource,
+    app_database,
+)
 from enrichment_assets.summaries_automation import stale_summaries, summaries_daily, summaries_job
 
 LAYER_ASSETS = [
@@ -38,8 +48,14 @@ conversations_pipeline = define_asset_job(
 
 defs = Definitions(
     assets=[*LAYER_ASSETS, pipeline_health_asset, conversation_summaries, training_dataset],
-    jobs=[conversations_pipeline, summaries_job, training_dataset_job],
-    sensors=[*SENSORS, stale_summaries, training_dataset_automation],
+    jobs=[conversations_pipeline, summaries_job, training_dataset_job, pipeline_health_job],
+    sensors=[
+        *SENSORS,
+        stale_summaries,
+        training_dataset_automation,
+        pipeline_health_automation,
+        health_alerts,
+    ],
     schedules=[summaries_daily],
     resources={
         "lake": LakeResource(),
@@ -48,5 +64,7 @@ defs = Definitions(
         "app_db": app_database(),
         # ENRICH_PII_MODE, ENRICH_PII_PHONE_REGION read when a run starts.
         "pii": PiiRedactionResource(),
+        # ENRICH_ALERT_WEBHOOK_URL read when the sensor ticks; unset = alerts off.
+        "alert_webhook": AlertWebhookResource(),
     },
 )

@@ -4,7 +4,8 @@
 `export/quarantine/<partition>.jsonl` are written by DuckDB (`sql/export_*.sql`) into a
 hidden temporary file beside the target, flushed to disk, renamed, and the folder
 flushed: after `write_exports` returns, the lines survive a crash or a power cut. Only
-then may a conversation be called `completed`.
+then may a conversation be called `completed`. A kind with no line has no file (none is
+written, an earlier one is removed); its receipt says 0 lines.
 
 The enriched and training files hold only the current version of each conversation
 (`identity.py`): records that a newer version replaced are left out. When a partition's
@@ -19,8 +20,9 @@ is well while a completed conversation has no export line.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +35,7 @@ import pyarrow as pa
 from enrichment_assets.app_db import app_db_url
 from enrichment_assets.faults import fault_point
 from enrichment_assets.identity import identity_index
-from enrichment_assets.lake import Lake, atomic_path, write_bytes_atomic
+from enrichment_assets.lake import Lake, hidden_temp, write_bytes_atomic
 from enrichment_assets.locks import partition_lock
 from enrichment_assets.sql_files import load_sql
 from enrichment_assets.status import apply_changes, read_status
@@ -68,19 +70,37 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def staged_export(target: Path) -> Iterator[Path]:
+    """A hidden temporary path beside `target`, removed at exit (the caller renames it)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = hidden_temp(target)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_one(lake: Lake, partition: str, kind: str, excluded: pa.Table) -> ExportFile:
     layer, statement = EXPORTS[kind]
     target = lake.export_path(kind, partition)
     # One thread: a file in record order is written by one thread anyway, and more threads
     # only read ahead of it, buffering rows (1.5 GB at 300,000 conversations against 230 MB).
-    with duckdb.connect(config={"threads": 1}) as con, atomic_path(target) as tmp:
+    with duckdb.connect(config={"threads": 1}) as con, staged_export(target) as tmp:
         con.execute(load_sql("macros"))
         con.register("excluded_records", excluded)
         (lines,) = con.execute(
             load_sql(statement), [str(lake.layer_path(layer, partition)), str(tmp)]
         ).fetchone()
-        _fsync(tmp)
-        size = tmp.stat().st_size
+        if lines:
+            _fsync(tmp)
+            size = tmp.stat().st_size
+            os.replace(tmp, target)
+        else:
+            # No line, no file (a batch with nothing rejected has no quarantine export);
+            # the receipt says 0 lines, and a file an earlier run wrote goes.
+            size = 0
+            target.unlink(missing_ok=True)
     _fsync(target.parent)
     if kind == "enriched":
         fault_point("exports")
@@ -112,6 +132,13 @@ def write_exports(
     )
     _fsync(receipt_path(lake, partition).parent)
     return written
+
+
+def receipt_lines(lake: Lake, partition: str, kind: str) -> int | None:
+    """The lines the partition's last write of this kind held (0: no file, by design);
+    None when its receipt does not know the kind."""
+    entry = _read_receipt(lake, partition).get(kind)
+    return entry.get("lines") if isinstance(entry, dict) else None
 
 
 def _read_receipt(lake: Lake, partition: str) -> dict:

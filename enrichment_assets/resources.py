@@ -158,3 +158,28 @@ class PiiRedactionResource(ConfigurableResource):
             if self.phone_region
             else phone_region_from_env()
         )
+
+
+ALERT_WEBHOOK_URL_ENV = "ENRICH_ALERT_WEBHOOK_URL"
+
+
+class AlertWebhookResource(ConfigurableResource):
+    """Where health threshold level changes are posted (Slack-compatible JSON).
+
+    Empty `url` = `ENRICH_ALERT_WEBHOOK_URL`, read when the sensor ticks; unset both, and
+    alerts are off. `timeout_s` bounds one post, so a webhook that is down never holds
+    the sensor (the change is posted on a later tick).
+    """
+
+    url: str = Field(
+        default="",
+        description="Incoming-webhook URL (Slack or compatible); empty = "
+        "ENRICH_ALERT_WEBHOOK_URL; both unset = alerts off.",
+    )
+    timeout_s: float = Field(
+        default=5.0, description="Seconds one post may take (connect and answer) at most."
+    )
+
+    @property
+    def webhook_url(self) -> str | None:
+        return (self.url or os.environ.get(ALERT_WEBHOOK_URL_ENV, "")).strip() or None

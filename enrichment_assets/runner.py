@@ -18,7 +18,7 @@ from dagster import DagsterInstance, Definitions
 
 from enrichment_assets.inputs import register_files
 from enrichment_assets.lake import Lake
-from enrichment_assets.partitions import batch_partitions, summary_days
+from enrichment_assets.partitions import batch_partitions, is_summary_day, register_summary_days
 from enrichment_assets.run_log import append_run_events
 
 
@@ -169,8 +169,8 @@ def reenrich_conversations(
 
 
 def summary_days_of(lake: Lake, partitions: Iterable[str]) -> list[str]:
-    """The summary days (UTC, existing day partitions) on which these batches' normalized
-    Parquet holds summarizable messages, by DuckDB; today is not a partition until it ends."""
+    """The summary days (UTC days that are over, `is_summary_day`) on which these batches'
+    normalized Parquet holds summarizable messages, by DuckDB; today is not one until it ends."""
     from enrichment_assets.assets.summaries import register_normalized, summary_connection
     from enrichment_assets.sql_files import load_sql
 
@@ -180,7 +180,7 @@ def summary_days_of(lake: Lake, partitions: Iterable[str]) -> list[str]:
         touched = con.sql(load_sql("conversation_summaries_days")).fetchall()
     finally:
         con.close()
-    return sorted({day for _, day, _ in touched if summary_days.has_partition_key(day)})
+    return sorted({day for _, day, _ in touched if is_summary_day(day)})
 
 
 def materialize_summary_days(
@@ -191,10 +191,12 @@ def materialize_summary_days(
     on_done: Callable[[PartitionOutcome], None] | None = None,
     state: CommandState | None = None,
 ) -> list[PartitionOutcome]:
-    """Run `conversation_summaries_job` for each day, one in-process run each."""
+    """Register these day partitions, then run `conversation_summaries_job` for each day,
+    one in-process run each."""
     from enrichment_assets.summaries_automation import SUMMARIES_JOB
 
     state = state or CommandState()
+    register_summary_days(instance, days)
     outcomes = []
     for day in dict.fromkeys(days):
         state.running = f"summaries of {day}"
@@ -214,9 +216,34 @@ def materialize_summary_days(
     return outcomes
 
 
+def materialize_pipeline_health(
+    instance: DagsterInstance, *, state: CommandState | None = None
+) -> PartitionOutcome:
+    """Run `pipeline_health_job` once, in-process: the health over every partition and
+    its threshold checks (what `enrich run` / `enrich demo` do after their partitions)."""
+    from enrichment_assets.assets.health import HEALTH_JOB
+
+    state = state or CommandState()
+    state.running = "pipeline health"
+    outcome = _execute(
+        instance, None, tags=state.tags, run_config=state.run_config, job_name=HEALTH_JOB
+    )
+    state.running = None
+    if state.log_path is not None:
+        append_run_events(instance, outcome.run_id, state.log_path)
+    # Its checks report levels: a critical threshold is news (and an alert), not a failed
+    # command; only a run that failed is.
+    return PartitionOutcome(
+        partition=outcome.partition,
+        success=outcome.error is None,
+        run_id=outcome.run_id,
+        error=outcome.error,
+    )
+
+
 def _execute(
     instance: DagsterInstance,
-    key: str,
+    key: str | None,
     *,
     tags: dict[str, str],
     run_config: dict,
@@ -224,8 +251,9 @@ def _execute(
     job_name: str | None = None,
     definitions: Definitions | None = None,
 ) -> PartitionOutcome:
-    """One in-process run of a job (default: the pipeline) for one partition, as an outcome
-    (`definitions`: those of the code location unless given)."""
+    """One in-process run of a job (default: the pipeline) for one partition (None: an
+    unpartitioned job), as an outcome (`definitions`: those of the code location unless
+    given)."""
     from enrichment_assets.definitions import conversations_pipeline, defs
 
     job = (definitions or defs).resolve_job_def(job_name or conversations_pipeline.name)
@@ -243,7 +271,7 @@ def _execute(
         if not e.passed and e.severity.value == "ERROR"
     ]
     return PartitionOutcome(
-        partition=key,
+        partition=key or job.name,
         success=result.success and not failed_checks,
         run_id=result.run_id,
         failed_checks=failed_checks,

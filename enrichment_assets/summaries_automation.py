@@ -1,13 +1,18 @@
 """What keeps the daily summaries current: a schedule for yesterday, a sensor for late data.
 
+Day partitions are dynamic (`partitions.summary_days`): a day exists once it is over and
+holds messages. Both register the days they find before requesting them.
+
 - `summaries_daily` (schedule): shortly after midnight UTC (`ENRICH_SUMMARIES_SCHEDULE_MINUTE`,
-  default 15 past), materializes the day that just ended.
+  default 15 past), registers and materializes the day that just ended, when a batch holds
+  messages on it (else the tick is skipped, and no empty day appears).
 - `stale_summaries` (sensor): a batch landed late can hold messages of a day already
   summarized. Each tick takes the normalized materializations recorded since its cursor
   (a bounded number, `ENRICH_STALE_SUMMARIES_MAX_BATCHES_PER_TICK`), asks DuckDB which
   UTC days their Parquet holds messages on, and re-requests each such day whose latest
   summary run could not have seen that batch (its `normalized_watermark` is older). The
-  run's tags and the tick's log say which batches made the day stale.
+  run's tags and the tick's log say which batches made the day stale. Days it finds that
+  are not partitions yet are registered (shown in the UI, left to the schedule or a backfill).
 
 The dynamic batch → daily mapping depends on the data (message timestamps), so no
 partition mapping or automation condition can express it; the sensor computes it.
@@ -16,6 +21,7 @@ partition mapping or automation condition can express it; the sensor computes it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetKey,
@@ -23,10 +29,12 @@ from dagster import (
     DagsterInstance,
     DefaultScheduleStatus,
     RunRequest,
+    ScheduleEvaluationContext,
     SensorEvaluationContext,
     SensorResult,
-    build_schedule_from_partitioned_job,
+    SkipReason,
     define_asset_job,
+    schedule,
     sensor,
 )
 
@@ -43,7 +51,7 @@ from enrichment_assets.automation.new_raw_files import TRIGGER_TAG
 from enrichment_assets.automation.settings import default_sensor_status
 from enrichment_assets.env import env_int
 from enrichment_assets.lake import Lake
-from enrichment_assets.partitions import summary_days
+from enrichment_assets.partitions import is_summary_day, register_summary_days, summary_days
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.sql_files import load_sql
 
@@ -59,15 +67,49 @@ summaries_job = define_asset_job(
     description="Summaries of one UTC day (per user, persona and window).",
 )
 
-summaries_daily = build_schedule_from_partitioned_job(
-    summaries_job,
+SCHEDULE_MINUTE = env_int("ENRICH_SUMMARIES_SCHEDULE_MINUTE", 15, minimum=0)
+
+
+def days_with_messages(lake: Lake, since: datetime) -> list[str]:
+    """The summary days (over, `is_summary_day`) on which batches normalized since `since`
+    hold messages: a day's messages are in batches written on that day or later."""
+    from enrichment_assets.runner import summary_days_of
+
+    cutoff = since.timestamp()
+    recent = [
+        batch
+        for batch in lake.registered_batches()
+        if (path := lake.layer_path("normalized", batch)).exists()
+        and path.stat().st_mtime >= cutoff
+    ]
+    return summary_days_of(lake, recent) if recent else []
+
+
+@schedule(
     name="summaries_daily",
-    description="Shortly after midnight UTC: summarize the day that just ended.",
-    hour_of_day=0,
-    minute_of_hour=env_int("ENRICH_SUMMARIES_SCHEDULE_MINUTE", 15, minimum=0),
+    job=summaries_job,
+    cron_schedule=f"{SCHEDULE_MINUTE} 0 * * *",
+    execution_timezone="UTC",
     default_status=DefaultScheduleStatus(default_sensor_status().value),
-    tags={TRIGGER_TAG: "summaries_daily"},
+    description="Shortly after midnight UTC: summarize the day that just ended, when it "
+    "holds messages (the day partition is registered then).",
 )
+def summaries_daily(
+    context: ScheduleEvaluationContext, lake: LakeResource
+) -> RunRequest | SkipReason:
+    """Yesterday (UTC), registered as a day partition and requested, when it has messages."""
+    now = context.scheduled_execution_time or datetime.now(UTC)
+    day_start = datetime.combine(
+        now.astimezone(UTC).date() - timedelta(days=1), datetime.min.time(), UTC
+    )
+    day = day_start.date().isoformat()
+    if not context.instance.has_dynamic_partition(summary_days.name, day):
+        if day not in days_with_messages(lake.lake, day_start):
+            return SkipReason(f"no batch holds messages on {day}: no summary day to run")
+        register_summary_days(context.instance, [day])
+    return RunRequest(
+        partition_key=day, run_key=f"summaries_daily:{day}", tags={TRIGGER_TAG: "summaries_daily"}
+    )
 
 
 @dataclass
@@ -94,6 +136,7 @@ class StalePlan:
     stale: list[StaleDay]
     cursor: int
     notes: list[str]
+    new_days: list[str] = field(default_factory=list)  # day partitions to register
 
 
 def _summary_watermark(instance: DagsterInstance, day: str) -> tuple[int, str] | None:
@@ -141,8 +184,8 @@ def plan_stale_days(
     days: dict[str, StaleDay] = {}
     watermarks: dict[str, tuple[int, str] | None] = {}
     for batch, day, messages in touched:
-        if batch not in newest or not summary_days.has_partition_key(day):
-            continue  # not a day partition yet (today) or before the start date
+        if batch not in newest or not is_summary_day(day):
+            continue  # not over yet (today), or before ENRICH_SUMMARIES_START_DATE
         if day not in watermarks:
             watermarks[day] = _summary_watermark(instance, day)
         seen = watermarks[day]
@@ -154,7 +197,14 @@ def plan_stale_days(
     unsummarized = sorted(d for d, seen in watermarks.items() if seen is None)
     if unsummarized:
         notes.append(f"days never summarized, left to the schedule/backfills: {unsummarized}")
-    return StalePlan(sorted(days.values(), key=lambda s: s.day), cursor, notes)
+    new_days = sorted(
+        d
+        for d, seen in watermarks.items()
+        if seen is None and not instance.has_dynamic_partition(summary_days.name, d)
+    )
+    if new_days:
+        notes.append(f"new summary day partitions: {new_days}")
+    return StalePlan(sorted(days.values(), key=lambda s: s.day), cursor, notes, new_days)
 
 
 def run_request_for(stale: StaleDay) -> RunRequest:
@@ -181,10 +231,15 @@ def stale_summaries_tick(
     requests = [run_request_for(stale) for stale in plan.stale]
     for stale in plan.stale:
         context.log.info(f"{stale.day} is stale: {stale.reason()}")
+    new_days = [summary_days.build_add_request(plan.new_days)] if plan.new_days else []
     if not requests:
         skip = "no summarized day holds messages of a newer batch"
-        return SensorResult(skip_reason=skip, cursor=str(plan.cursor))
-    return SensorResult(run_requests=requests, cursor=str(plan.cursor))
+        return SensorResult(
+            skip_reason=skip, cursor=str(plan.cursor), dynamic_partitions_requests=new_days
+        )
+    return SensorResult(
+        run_requests=requests, cursor=str(plan.cursor), dynamic_partitions_requests=new_days
+    )
 
 
 @sensor(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from dagster import DagsterInstance, RunsFilter
+from dagster import AssetKey, DagsterInstance, EventLogRecord, RunsFilter
 from dagster._core.instance.ref import InstanceRef
 
 from tests.factories import conversation, read_jsonl, write_jsonl
@@ -30,10 +30,11 @@ from tests.factories import conversation, read_jsonl, write_jsonl
 pytestmark = pytest.mark.timeout(600)
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-# A bound that catches a hang, not a speed target: the daemon ticks every few seconds,
-# and two test workers share the machine.
+# A bound that catches a hang, not a speed target: the batch run, the dataset and the
+# health automation share two cores with another test worker.
 DEADLINE_S = 300
-EXPORT_KINDS = ("enriched", "training", "quarantine")
+# A batch with nothing rejected has no quarantine export (no line, no file).
+EXPORT_KINDS = ("enriched", "training")
 
 INSTANCE_YAML = """\
 telemetry:
@@ -96,6 +97,7 @@ def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
         "ENRICH_NEW_FILES_SETTLE_S": "1",
         "ENRICH_RETRY_INTERVAL_S": "5",
         "ENRICH_DATASET_AUTOMATION_INTERVAL_S": "2",
+        "ENRICH_HEALTH_AUTOMATION_INTERVAL_S": "2",
         "ENRICH_SENSORS_DEFAULT_STATUS": "running",
         "ENRICH_SENSOR_RUN_EXECUTOR": "in_process",
         "GX_ANALYTICS_ENABLED": "false",
@@ -145,6 +147,7 @@ def test_a_file_dropped_in_the_landing_folder_becomes_exports_with_no_other_acti
     )
     assert all(d["status"] == "completed" for d in documents)
     assert len(read_jsonl(exports["training"][0])) == 3
+    assert not list((daemon.data_dir / "export" / "quarantine").glob("*.jsonl"))
 
     # Automation then rebuilds the training dataset from the new batch.
     manifest = daemon.data_dir / "export" / "dataset" / "default" / "manifest.json"
@@ -165,3 +168,30 @@ def test_a_file_dropped_in_the_landing_folder_becomes_exports_with_no_other_acti
         assert run.tags["enrich/trigger"] == "new_raw_files"
         assert run.tags["enrich/files"] == "chats-2024-06-01.jsonl"
         assert instance.get_dynamic_partitions("batches") == [enriched.stem]
+
+    # Automation re-computes the health, and evaluates its checks, after the layer run.
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(daemon.home))) as instance:
+        health = _health_of_conversations(instance, 3)
+        while health is None and time.monotonic() < deadline:
+            assert daemon.process.poll() is None, f"the daemon exited:\n{daemon.log_tail()}"
+            time.sleep(0.5)
+            health = _health_of_conversations(instance, 3)
+        assert health is not None, f"no pipeline_health after the layer run:\n{daemon.log_tail()}"
+        checks = [
+            record
+            for record in instance.get_records_for_run(health.run_id).records
+            if record.event_log_entry.dagster_event is not None
+            and record.event_log_entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+        ]
+        assert len(checks) == 6
+
+
+def _health_of_conversations(
+    instance: DagsterInstance, conversations: int
+) -> EventLogRecord | None:
+    """The latest pipeline_health materialization record if it counted `conversations`."""
+    records = instance.fetch_materializations(AssetKey("pipeline_health"), limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    counted = records[0].asset_materialization.metadata.get("conversations")
+    return records[0] if counted is not None and counted.value == conversations else None

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 from dagster import DagsterInstance
 
+from enrichment_assets.exports import receipt_lines
 from enrichment_assets.lake import Lake
 from enrichment_assets.queries import conversation_status, layer_counts
 from enrichment_assets.runner import PartitionOutcome, land_files, materialize_partitions
@@ -214,11 +215,14 @@ def test_repairs_mojibake_and_leaves_correct_text_alone_in_exports(
     assert doc["messages"][1]["content"] == record["messages"][1]["content"]
 
 
-def test_an_empty_batch_runs_and_exports_empty_files(
+def test_an_empty_batch_runs_and_writes_no_empty_export_file(
     lake: Lake, instance: DagsterInstance, tmp_path: Path
 ) -> None:
     source = write_jsonl(tmp_path / "only-bad.jsonl", [conversation(tier="gold")])
     (outcome,) = run_files(lake, instance, [source])
     assert outcome.success
-    assert lake.export_path("enriched", outcome.partition).read_bytes() == b""
+    # No completed conversation: no enriched nor training file, and the receipt says 0 lines.
+    for kind in ("enriched", "training"):
+        assert not lake.export_path(kind, outcome.partition).exists()
+        assert receipt_lines(lake, outcome.partition, kind) == 0
     assert len(read_jsonl(lake.export_path("quarantine", outcome.partition))) == 1

@@ -30,6 +30,7 @@ from enrichment_assets.checks.gx_suites import CONTRACT_CHECK, validate_layer
 from enrichment_assets.definitions import defs
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
+from enrichment_assets.partitions import register_summary_days
 from enrichment_assets.resources import AppDatabaseResource, LakeResource, PiiRedactionResource
 from enrichment_assets.runner import land_files, materialize_partitions, summary_days_of
 from enrichment_assets.summaries_automation import SUMMARIES_JOB, stale_summaries
@@ -84,6 +85,7 @@ def summarize(
     app_db_url: str = "",
     **config: Any,
 ) -> ExecuteInProcessResult:
+    register_summary_days(instance, [day])  # a day partition exists once it holds data
     result = materialize(
         [conversation_summaries],
         partition_key=day,
@@ -236,7 +238,7 @@ def test_rerunning_a_day_replaces_its_rows(
     # A stricter threshold on the same day leaves none of the earlier rows behind.
     summarize(instance, min_messages=6)
     assert summaries_of(lake).height == 0
-    assert read_jsonl(summaries_export_path(lake, DAY)) == []
+    assert not summaries_export_path(lake, DAY).exists()  # no line, no file
 
 
 def test_late_batch_marks_its_day_stale_and_the_rerun_updates_it(
@@ -406,7 +408,7 @@ def test_enrich_run_summarizes_the_days_its_batches_cover(
     assert "summaries: 1 over 2 day(s) 2024-06-01..2024-06-02" in result.stdout
     (line,) = read_jsonl(summaries_export_path(lake, DAY))
     assert line["user_id"] == "user-run" and line["message_count"] == 5
-    assert read_jsonl(summaries_export_path(lake, "2024-06-02")) == []
+    assert not summaries_export_path(lake, "2024-06-02").exists()  # no line, no file
     # Today is not a summary day until it is over.
     assert not summaries_export_path(lake, today).exists()
     batches = instance.get_dynamic_partitions("batches")

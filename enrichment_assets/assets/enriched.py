@@ -9,7 +9,6 @@ import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     Config,
     MaterializeResult,
@@ -27,9 +26,14 @@ from enrichment_assets.assets.layer_io import (
     write_layer,
 )
 from enrichment_assets.assets.llm_spend import estimate_layer, run_budget
-from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
+from enrichment_assets.assets.metadata import ProgressLog, layer_table, path_value, preview
 from enrichment_assets.assets.validated import validated_conversations
-from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
+from enrichment_assets.checks.gx_suites import (
+    gate_specs,
+    partitioned_check_spec,
+    prewarm_gate,
+    run_gate,
+)
 from enrichment_assets.enrichers.base import (
     Enricher,
     concurrent_chunks,
@@ -37,7 +41,12 @@ from enrichment_assets.enrichers.base import (
     empty_annotations,
 )
 from enrichment_assets.enrichers.code_version import enrichment_code_version
-from enrichment_assets.enrichers.settings import LLMResource, LLMSettings
+from enrichment_assets.enrichers.settings import (
+    LLMResource,
+    LLMSettings,
+    enricher_kinds,
+    enricher_tags,
+)
 from enrichment_assets.faults import fault_point
 from enrichment_assets.low_confidence import (
     ATTEMPT_COLUMNS,
@@ -139,26 +148,30 @@ def enrich_chunk(
 @asset(
     partitions_def=batch_partitions,
     group_name="conversations",
-    kinds={"duckdb", "parquet", "openai"},
+    # What the code location was loaded with (ENRICH_ENRICHER): `heuristic` or `openai`.
+    kinds={"duckdb", "parquet", *enricher_kinds()},
+    tags=enricher_tags(),
     deps=[validated_conversations],
     # Parallel runs share the LLM endpoint's limits: `dagster instance concurrency set llm N`.
     pool="llm",
     # Enricher, model, prompt version, output schema: a change marks partitions stale.
     code_version=enrichment_code_version(LLMSettings.from_env()),
     check_specs=[
-        AssetCheckSpec(
+        partitioned_check_spec(
             "validated_rows_conserved",
             asset="enriched_conversations",
+            partitions_def=batch_partitions,
             blocking=True,
             description="validated rows = enriched rows, for this partition.",
         ),
-        AssetCheckSpec(
+        partitioned_check_spec(
             "reference_ids_known",
             asset="enriched_conversations",
+            partitions_def=batch_partitions,
             blocking=False,
             description="Reference ids (persona, arc, topic, template) the reference data knows.",
         ),
-        *gate_specs("enriched_conversations"),
+        *gate_specs("enriched_conversations", batch_partitions),
     ],
 )
 def enriched_conversations(
@@ -322,7 +335,7 @@ def _enriched_conversations(
         pii_metadata["pii_redacted_conversations"] = redacted_conversations
     return MaterializeResult(
         metadata={
-            "rows": enriched_rows,
+            **layer_table(target, enriched_rows),
             "enricher": annotator.name,
             **pii_metadata,
             "annotation_errors": errors,

@@ -1,31 +1,67 @@
-"""`pipeline_health`: the data-quality and health report across all partitions."""
+"""`pipeline_health`: the data-quality and health report across all partitions.
+
+It stays current by itself: `enrich run` / `enrich demo` materialize it after their
+partitions (`materialize_pipeline_health`), and `pipeline_health_automation` requests it
+once layer runs have updated any batch (`HEALTH_AUTOMATION`), checks included.
+"""
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
     MaterializeResult,
     MetadataValue,
     asset,
+    define_asset_job,
 )
 
+from enrichment_assets.assets.enriched import enriched_conversations
 from enrichment_assets.assets.metadata import path_value
 from enrichment_assets.assets.normalized import normalized_conversations
+from enrichment_assets.assets.raw import raw_conversations
+from enrichment_assets.assets.validated import validated_conversations
+from enrichment_assets.automation.settings import default_sensor_status
 from enrichment_assets.checks.health import CRITICAL, OK, THRESHOLDS, pipeline_health
+from enrichment_assets.env import env_int
 from enrichment_assets.health_report import write_health_files
 from enrichment_assets.queries import layer_counts
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.run_liveness import active_partitions
 
 HEALTH_ASSET = "pipeline_health"
+HEALTH_JOB = "pipeline_health_job"
+# Metadata key of the materialization: {threshold: level}, what the alert sensor reads.
+LEVELS_KEY = "levels"
+
+# Any layer partition materialized since the last request (a run stopped by a gate
+# updates the layers before it, and changes the health as much as a completed one),
+# none of them still in progress; never two health runs at once. Unlike `eager()`,
+# a partition never normalized (its gate failed) does not hold the health back.
+HEALTH_AUTOMATION = (
+    (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated())
+    .since_last_handled()
+    .with_label("missing or a layer updated")
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+).with_label("after layer runs")
 
 
 @asset(
     name=HEALTH_ASSET,
     group_name="reports",
     kinds={"duckdb", "html"},
-    deps=[normalized_conversations],
+    # It reads every layer's statuses, so any layer's run can change it.
+    deps=[
+        raw_conversations,
+        validated_conversations,
+        enriched_conversations,
+        normalized_conversations,
+    ],
+    automation_condition=HEALTH_AUTOMATION,
     check_specs=[
         AssetCheckSpec(
             t.metric,
@@ -55,6 +91,7 @@ def pipeline_health_asset(context: AssetExecutionContext, lake: LakeResource) ->
     return MaterializeResult(
         metadata={
             "overall": health["overall"],
+            LEVELS_KEY: MetadataValue.json(health["levels"]),
             "conversations": metrics["conversations"],
             "partitions": metrics["partitions"],
             "completeness_rate": _number(metrics["completeness_rate"]),
@@ -94,3 +131,19 @@ def pipeline_health_asset(context: AssetExecutionContext, lake: LakeResource) ->
 
 def _number(value: float | None) -> MetadataValue:
     return MetadataValue.float(float(value)) if value is not None else MetadataValue.null()
+
+
+pipeline_health_job = define_asset_job(
+    HEALTH_JOB,
+    selection=AssetSelection.assets(pipeline_health_asset),
+    description="The health report over every partition, and its threshold checks.",
+)
+
+pipeline_health_automation = AutomationConditionSensorDefinition(
+    "pipeline_health_automation",
+    target=AssetSelection.assets(pipeline_health_asset),
+    default_status=default_sensor_status(),
+    minimum_interval_seconds=env_int("ENRICH_HEALTH_AUTOMATION_INTERVAL_S", 30, minimum=1),
+    description="Re-computes pipeline_health (and its checks) once layer runs have updated "
+    "a batch.",
+)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
 PREVIEW_ROWS = 5
@@ -29,6 +30,18 @@ def preview(frame: pl.DataFrame, columns: list[str]) -> MetadataValue:
         TableRecord({k: _cell(v) for k, v in row.items()}) for row in head.iter_rows(named=True)
     ]
     return MetadataValue.table(records=records, schema=schema)
+
+
+def layer_table(path: Path, rows: int | None = None) -> dict[str, Any]:
+    """Dagster's standard table metadata of a layer file: `dagster/row_count` and
+    `dagster/column_schema` (each column with its Arrow type), read from the Parquet footer."""
+    schema = pq.read_schema(path)
+    return {
+        "dagster/row_count": rows if rows is not None else pq.ParquetFile(path).metadata.num_rows,
+        "dagster/column_schema": MetadataValue.table_schema(
+            TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in schema])
+        ),
+    }
 
 
 def path_value(path: Path) -> MetadataValue:

@@ -7,7 +7,6 @@ import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     MaterializeResult,
     MetadataValue,
@@ -23,8 +22,13 @@ from enrichment_assets.assets.layer_io import (
     row_count,
     write_layer,
 )
-from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
-from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
+from enrichment_assets.assets.metadata import ProgressLog, layer_table, path_value, preview
+from enrichment_assets.checks.gx_suites import (
+    gate_specs,
+    partitioned_check_spec,
+    prewarm_gate,
+    run_gate,
+)
 from enrichment_assets.exports import CONVERSATION_KINDS, retire_superseded, write_exports
 from enrichment_assets.faults import fault_point
 from enrichment_assets.identity import identity_index
@@ -41,22 +45,24 @@ from enrichment_assets.workers import loaded
     kinds={"duckdb", "polars", "parquet"},
     deps=[enriched_conversations],
     check_specs=[
-        AssetCheckSpec(
+        partitioned_check_spec(
             "enriched_rows_conserved",
             asset="normalized_conversations",
+            partitions_def=batch_partitions,
             blocking=True,
             description="enriched rows = normalized rows, for this partition.",
         ),
-        AssetCheckSpec(
+        partitioned_check_spec(
             "exports_hold_completed",
             asset="normalized_conversations",
+            partitions_def=batch_partitions,
             blocking=True,
             description=(
                 "Every completed conversation of this partition has exactly one line in the "
                 "enriched and in the training export, written durably before it is completed."
             ),
         ),
-        *gate_specs("normalized_conversations"),
+        *gate_specs("normalized_conversations", batch_partitions),
     ],
 )
 def normalized_conversations(
@@ -125,8 +131,7 @@ def normalized_conversations(
     lines = {kind: exports[kind].lines for kind in CONVERSATION_KINDS}
     return MaterializeResult(
         metadata={
-            "dagster/row_count": normalized_rows,
-            "rows": normalized_rows,
+            **layer_table(target, normalized_rows),
             "completed": completed,
             "normalization_failed": failed,
             "superseded_here": len(stale.own),

@@ -10,7 +10,13 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from enrichment_assets.assets.layer_io import partition_writer, write_layer
-from enrichment_assets.assets.metadata import PREVIEW_ROWS, ProgressLog, path_value, preview
+from enrichment_assets.assets.metadata import (
+    PREVIEW_ROWS,
+    ProgressLog,
+    layer_table,
+    path_value,
+    preview,
+)
 from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
 from enrichment_assets.faults import fault_point
 from enrichment_assets.ingest import (
@@ -85,7 +91,7 @@ def _read_entry(
     partitions_def=batch_partitions,
     group_name="conversations",
     kinds={"parquet", "polars"},
-    check_specs=gate_specs("raw_conversations"),
+    check_specs=gate_specs("raw_conversations", batch_partitions),
 )
 def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     """Every record of the batch's frozen input files, one row each.
@@ -142,7 +148,7 @@ def _raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Ma
     register_records(store, batch, records, ingested_at)
     return MaterializeResult(
         metadata={
-            "rows": writer.rows,
+            **layer_table(target, writer.rows),
             "parse_errors": int(parse_errors),
             "files": len(manifest.files),
             "input_bytes": sum(e.size for e in manifest.files),

@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 import orjson
 import polars as pl
+import pyarrow.parquet as pq
 from dagster import (
     AllPartitionMapping,
     AssetDep,
@@ -34,12 +35,17 @@ from pydantic import Field
 
 from enrichment_assets.app_db import publish_summaries
 from enrichment_assets.assets.llm_spend import run_budget
-from enrichment_assets.assets.metadata import path_value, preview
+from enrichment_assets.assets.metadata import layer_table, path_value, preview
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.checks.gx_suites import GateReport, gate_specs, validate_layer
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
 from enrichment_assets.enrichers.code_version import enrichment_code_version
-from enrichment_assets.enrichers.settings import LLMResource, LLMSettings
+from enrichment_assets.enrichers.settings import (
+    LLMResource,
+    LLMSettings,
+    enricher_kinds,
+    enricher_tags,
+)
 from enrichment_assets.env import env_int
 from enrichment_assets.faults import fault_point
 from enrichment_assets.lake import Lake, atomic_path, hidden_temp
@@ -229,9 +235,13 @@ def replace_summaries(lake: Lake, day: str, summaries: pl.DataFrame) -> GateRepo
         staged.unlink(missing_ok=True)
 
 
-def write_summaries_export(lake: Lake, day: str) -> Path:
-    """Replace `export/summaries/<day>.jsonl` atomically from the day's Parquet file."""
+def write_summaries_export(lake: Lake, day: str) -> Path | None:
+    """Replace `export/summaries/<day>.jsonl` atomically from the day's Parquet file; a day
+    without a summary has no export file (an earlier one is removed): None."""
     target = summaries_export_path(lake, day)
+    if pq.ParquetFile(summaries_path(lake, day)).metadata.num_rows == 0:
+        target.unlink(missing_ok=True)
+        return None
     con = summary_connection()
     try:
         con.execute(load_sql("macros"))
@@ -254,13 +264,14 @@ def latest_normalized_storage_id(context: AssetExecutionContext) -> int:
 @asset(
     partitions_def=summary_days,
     group_name="summaries",
-    kinds={"duckdb", "parquet"},
+    kinds={"duckdb", "parquet", *enricher_kinds()},
+    tags=enricher_tags(),
     # The same annotation code version as enriched_conversations (`code_version.py`).
     code_version=enrichment_code_version(LLMSettings.from_env()),
     # A day reads every batch: which batches hold its messages is only known from their data.
     # Backfills over a range of days run one day per run (the asset reads one partition key).
     deps=[AssetDep(normalized_conversations, partition_mapping=AllPartitionMapping())],
-    check_specs=gate_specs(ASSET_NAME),
+    check_specs=gate_specs(ASSET_NAME, summary_days),
 )
 def conversation_summaries(
     context: AssetExecutionContext,
@@ -312,7 +323,8 @@ def conversation_summaries(
     fault_point("summaries")
     target = summaries_path(store, day)
     metadata: dict[str, object] = {
-        "rows": summaries.height,
+        # The day's file: this run's rows, or the last ones that passed when the gate held.
+        **(layer_table(target) if target.exists() else {"dagster/row_count": summaries.height}),
         "users": summaries["user_id"].n_unique(),
         "messages_summarized": int(summaries["message_count"].sum()),
         "failed_annotations": int(summaries["error"].is_not_null().sum()),
@@ -331,7 +343,8 @@ def conversation_summaries(
         ),
     }
     if gate.blocked_reason is None:
-        metadata["export"] = path_value(write_summaries_export(store, day))
+        if (export := write_summaries_export(store, day)) is not None:
+            metadata["export"] = path_value(export)
         if app_db.app_db_url is not None:
             published = publish_summaries(app_db.app_db_url, day, summaries)
             metadata["published"] = MetadataValue.text(

@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     MaterializeResult,
     MetadataValue,
@@ -28,9 +27,14 @@ from enrichment_assets.assets.layer_io import (
     staging_path,
     write_layer,
 )
-from enrichment_assets.assets.metadata import ProgressLog, path_value, preview
+from enrichment_assets.assets.metadata import ProgressLog, layer_table, path_value, preview
 from enrichment_assets.assets.raw import raw_conversations
-from enrichment_assets.checks.gx_suites import gate_specs, prewarm_gate, run_gate
+from enrichment_assets.checks.gx_suites import (
+    gate_specs,
+    partitioned_check_spec,
+    prewarm_gate,
+    run_gate,
+)
 from enrichment_assets.faults import fault_point
 from enrichment_assets.identity import (
     BATCH_COLUMNS,
@@ -147,13 +151,14 @@ def _status_changes(changes: list[pl.DataFrame], set_aside: pl.DataFrame) -> pl.
     kinds={"parquet", "pydantic"},
     deps=[raw_conversations],
     check_specs=[
-        AssetCheckSpec(
+        partitioned_check_spec(
             "raw_rows_conserved",
             asset="validated_conversations",
+            partitions_def=batch_partitions,
             blocking=True,
             description="raw rows = validated + quarantined (set-aside included), per partition.",
         ),
-        *gate_specs("validated_conversations"),
+        *gate_specs("validated_conversations", batch_partitions),
     ],
 )
 def validated_conversations(
@@ -232,8 +237,7 @@ def validated_conversations(
         gate_results = run_gate(store, "validated_conversations", target, batch)
     return MaterializeResult(
         metadata={
-            "dagster/row_count": validated,
-            "rows": validated,
+            **layer_table(target, validated),
             "quarantined": quarantined,
             "raw_rows": raw_rows,
             "duplicates": outcomes.get(DUPLICATE, 0),

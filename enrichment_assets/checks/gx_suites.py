@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,13 @@ from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    MetadataValue,
+    PartitionsDefinition,
+)
 
 from enrichment_assets.checks.gate_frame import gate_frame
 from enrichment_assets.checks.gx_context import (
@@ -49,21 +56,29 @@ _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 logger = logging.getLogger(__name__)
 
 
-def gate_specs(asset_name: str) -> list[AssetCheckSpec]:
-    """The two GX checks of a layer asset, to pass to `@asset(check_specs=...)`."""
+def gate_specs(
+    asset_name: str, partitions_def: PartitionsDefinition | None = None
+) -> list[AssetCheckSpec]:
+    """The two GX checks of a layer asset, to pass to `@asset(check_specs=...)`.
+
+    `partitions_def`: the asset's own, so that each result is recorded against the
+    partition its run materialized (`partitioned_check_spec`).
+    """
     return [
-        AssetCheckSpec(
+        partitioned_check_spec(
             CONTRACT_CHECK,
             asset=asset_name,
+            partitions_def=partitions_def,
             blocking=True,
             description=(
                 f"GX suite expectations/{asset_name}.json, critical expectations: the layer's "
                 "contract. Fails the partition's gate; downstream assets do not run."
             ),
         ),
-        AssetCheckSpec(
+        partitioned_check_spec(
             DRIFT_CHECK,
             asset=asset_name,
+            partitions_def=partitions_def,
             blocking=False,
             description=(
                 f"GX suite expectations/{asset_name}.json, warning expectations: quality "
@@ -71,6 +86,32 @@ def gate_specs(asset_name: str) -> list[AssetCheckSpec]:
             ),
         ),
     ]
+
+
+def partitioned_check_spec(
+    name: str,
+    *,
+    asset: str,
+    partitions_def: PartitionsDefinition | None,
+    blocking: bool,
+    description: str,
+) -> AssetCheckSpec:
+    """An `AssetCheckSpec` whose results belong to the partition the run materialized.
+
+    Dagster ties an `AssetCheckResult` emitted by a partitioned step to its partition
+    only when the check's spec names the asset's `partitions_def`: the UI then shows the
+    check's history per partition, and a failed gate on that partition's row. Dagster
+    marks that argument a preview; its warning says nothing the operator can act on.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
+        return AssetCheckSpec(
+            name,
+            asset=asset,
+            blocking=blocking,
+            description=description,
+            partitions_def=partitions_def,
+        )
 
 
 @dataclass

@@ -187,6 +187,23 @@ class LLMSettings(BaseModel):
         )
 
 
+def enricher_kinds(settings: LLMSettings | None = None) -> set[str]:
+    """The Dagster kinds of an asset that annotates with the configured enricher
+    (`ENRICH_ENRICHER`): `openai` for the OpenAI-compatible endpoint, `heuristic` offline."""
+    settings = settings or LLMSettings.from_env()
+    return {settings.enricher}
+
+
+def enricher_tags(settings: LLMSettings | None = None) -> dict[str, str]:
+    """Asset tags naming the configured enricher (and the model when it calls one)."""
+    settings = settings or LLMSettings.from_env()
+    tags = {"enrich/enricher": settings.enricher}
+    if settings.enricher == "openai":
+        model = "".join(c if c.isalnum() or c in "-_." else "_" for c in settings.model)
+        tags["enrich/model"] = model[:63]
+    return tags
+
+
 class LLMResource(ConfigurableResource):
     """The enricher and its LLM endpoint, as Dagster resource config (see LLMSettings)."""
 

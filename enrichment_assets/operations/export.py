@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 import duckdb
 import orjson
 
+from enrichment_assets.exports import receipt_lines
 from enrichment_assets.lake import Lake
 from enrichment_assets.operations import OperationError, OperationUsageError
 from enrichment_assets.queries import known_partitions
@@ -230,17 +231,18 @@ def _replacing(target: Path, *, force: bool) -> Iterator[tuple[Path, BinaryIO]]:
 
 def _sources(lake: Lake, what: str, partition: str | None) -> list[tuple[str, Path]]:
     """(partition, file) of every partition holding this kind, or of `partition` alone."""
+    kind = "quarantine" if what == "quarantine" else "enriched"
     if what == "raw":
         files = sorted((lake.data_dir / "lake" / "raw").glob("*.parquet"))
     else:
-        kind = "quarantine" if what == "quarantine" else "enriched"
         files = sorted((lake.data_dir / "export" / kind).glob("*.jsonl"))
     sources = [(f.stem, f) for f in files]
     if partition is not None:
         if partition not in known_partitions(lake):
             raise OperationUsageError(f"--partition {partition!r}: no such partition")
         sources = [(p, f) for p, f in sources if p == partition]
-        if not sources:
+        # A kind written with no line has no file: the partition holds none of it.
+        if not sources and (what == "raw" or receipt_lines(lake, partition, kind) != 0):
             raise OperationError(f"partition {partition!r}: no {what} data for it")
     return sources
 

@@ -207,6 +207,8 @@ def landed_files(lake: Lake, partitions: list[str]) -> pl.DataFrame:
     for partition in partitions:
         manifest = lake.load_manifest(partition)
         for entry in manifest.files:
+            if entry.name is None:  # a file that could not be read: no bytes kept, no line
+                continue
             stored = lake.stored_file(partition, entry).relative_to(lake.data_dir)
             rows.append(
                 (

@@ -48,6 +48,20 @@ from enrichment_assets.validation import QUARANTINE_SCHEMA, VALIDATED_SCHEMA, va
 from enrichment_assets.workers import loaded
 
 
+def parsed_records(raw_path: Path) -> int:
+    """Raw rows that hold a parsed record (`record_json` not NULL), from the file's footer."""
+    metadata = pq.ParquetFile(raw_path).metadata
+    column = metadata.schema.names.index("record_json")
+    parsed = 0
+    for row_group in range(metadata.num_row_groups):
+        group = metadata.row_group(row_group)
+        statistics = group.column(column).statistics
+        if statistics is None or not statistics.has_null_count:
+            return metadata.num_rows  # no statistics: count every row
+        parsed += group.num_rows - statistics.null_count
+    return parsed
+
+
 def _set_aside_quarantine(raw_path: Path, set_aside: pl.DataFrame) -> pa.Table:
     """Quarantine rows (QUARANTINE_SCHEMA) for the records the identity index set aside."""
     wanted = pa.array(set_aside["record_index"].to_list(), pa.int64())
@@ -179,6 +193,8 @@ def validated_conversations(
     progress = ProgressLog(context.log)
     batch = context.partition_key
     raw_path = store.layer_path("raw", batch)
+    # Only parsed records cost pydantic time; the rest are quarantined as they were read.
+    workers = lake.worker_count if parsed_records(raw_path) > lake.chunk_rows else 1
     target = store.layer_path("validated", batch)
     quarantine_target = store.layer_path("quarantine", batch)
     landed_at = datetime.fromisoformat(store.load_manifest(batch).registered_at)
@@ -197,7 +213,7 @@ def validated_conversations(
             write_layer(staged_valid, VALIDATED_SCHEMA) as valid_out,
             write_layer(staged_rejected, QUARANTINE_SCHEMA) as rejected_out,
         ):
-            for part in map_row_groups(validate_row_group, raw_path, lake.worker_count):
+            for part in map_row_groups(validate_row_group, raw_path, workers):
                 valid_table = loaded(part.valid)
                 valid_out.write(valid_table)
                 rejected_out.write(part.rejected)

@@ -9,15 +9,20 @@ the record's place in the frozen batch, which exists even when its id does not.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from enrichment_assets.app_db import app_db_url, publish_status
 from enrichment_assets.contract import STATUSES
 from enrichment_assets.lake import Lake, atomic_path
 from enrichment_assets.sql_files import load_sql
+from enrichment_assets.workers import release_memory
 
 STATUS_SCHEMA: dict[str, pl.DataType] = {
     "partition": pl.String(),
@@ -42,6 +47,11 @@ _CHANGE_TYPES: dict[str, pl.DataType] = {
     **{c: STATUS_SCHEMA[c] for c in _CHANGEABLE},
     "status": pl.String(),
 }
+CHANGE_SCHEMA: pa.Schema = (
+    pl.DataFrame(schema={"record_index": pl.Int64(), **{c: _CHANGE_TYPES[c] for c in _CHANGEABLE}})
+    .to_arrow()
+    .schema
+)
 
 
 def read_status(lake: Lake, batch: str) -> pl.DataFrame:
@@ -67,20 +77,25 @@ def _publish(lake: Lake, batch: str) -> None:
 
 
 def _write_query(
-    lake: Lake, batch: str, query: str, tables: dict[str, pl.DataFrame], parameters: dict
+    lake: Lake, batch: str, query: str, tables: dict[str, pl.DataFrame | Path], parameters: dict
 ) -> None:
-    """The batch's status Parquet replaced by `sql/<query>.sql` over `tables`: DuckDB
-    streams the join to the file, so a million rows never become Python objects."""
+    """The batch's status Parquet replaced by `sql/<query>.sql` over `tables` (frames,
+    or Parquet files read as they stream by): DuckDB streams the join to the file, so a
+    million rows never become Python objects."""
     with tempfile.TemporaryDirectory(prefix="enrich-status-") as spill:
         con = duckdb.connect(config={"memory_limit": STATUS_SQL_MEMORY, "temp_directory": spill})
         try:
             con.execute("SET TimeZone = 'UTC'")
             for name, table in tables.items():
-                con.register(name, table.to_arrow())
+                if isinstance(table, Path):
+                    con.read_parquet(str(table)).create_view(name)
+                else:
+                    con.register(name, table.to_arrow())
             with atomic_path(lake.layer_path("status", batch)) as tmp:
                 con.sql(load_sql(query), params=parameters).write_parquet(str(tmp))
         finally:
             con.close()
+    release_memory()
     _publish(lake, batch)
 
 
@@ -122,21 +137,47 @@ def apply_changes(lake: Lake, batch: str, changes: pl.DataFrame, now: datetime) 
         write_status(lake, batch, pl.DataFrame(schema=STATUS_SCHEMA))
         return
     present = [c for c in _CHANGEABLE if c in changes.columns]
-    # Every changeable column, typed; `$set_<column>` tells the given from the filled.
-    full = changes.select(
+    _apply(lake, batch, change_rows(changes), present, now)
+
+
+def change_rows(changes: pl.DataFrame) -> pl.DataFrame:
+    """`changes` with every changeable column (NULL where it sets none), typed
+    `CHANGE_SCHEMA`: the rows `apply_staged_changes` reads from a file."""
+    return changes.select(
         pl.col("record_index").cast(pl.Int64),
         *[
-            (pl.col(c) if c in present else pl.lit(None)).cast(_CHANGE_TYPES[c]).alias(c)
+            (pl.col(c) if c in changes.columns else pl.lit(None)).cast(_CHANGE_TYPES[c]).alias(c)
             for c in _CHANGEABLE
         ],
     )
+
+
+def apply_staged_changes(
+    lake: Lake, batch: str, staged: Path, present: Sequence[str], now: datetime
+) -> None:
+    """`apply_changes` of the rows of a Parquet file of `change_rows` (written chunk by
+    chunk by a layer), which set the columns `present`: a million changes are streamed
+    from disk, never held."""
+    path = lake.layer_path("status", batch)
+    if pq.ParquetFile(staged).metadata.num_rows == 0 and path.exists():
+        return
+    if not path.exists():
+        write_status(lake, batch, pl.DataFrame(schema=STATUS_SCHEMA))
+        return
+    _apply(lake, batch, staged, present, now)
+
+
+def _apply(
+    lake: Lake, batch: str, changes: pl.DataFrame | Path, present: Sequence[str], now: datetime
+) -> None:
+    # `$set_<column>` tells the columns the change sets from those filled with NULL.
     _write_query(
         lake,
         batch,
         "status_apply_changes",
-        {"changes": full},
+        {"changes": changes},
         {f"set_{c}": c in present for c in _CHANGEABLE if c != "status"}
-        | {"now": now, "status_path": str(path)},
+        | {"now": now, "status_path": str(lake.layer_path("status", batch))},
     )
 
 

@@ -21,12 +21,14 @@ from __future__ import annotations
 import atexit
 import ctypes
 import gc
+import importlib.abc
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.util
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import uuid
@@ -60,13 +62,27 @@ def default_workers() -> int:
 _pools: dict[int, ProcessPoolExecutor] = {}
 
 
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """An import hook under which pandas cannot be imported (see `_start_worker`)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is not used in worker processes", name=name)
+
+
 def _start_worker() -> None:
-    """A worker's first step: end with its parent.
+    """A worker's first steps: hide pandas from pyarrow, end with its parent.
+
+    No task converts to or from pandas, but pyarrow's `pa.array(list)` asks whether
+    the list is a pandas object, which imports pandas (60 MB in every worker) when it
+    is installed (GX needs it in the run's process). An import hook makes that import
+    fail fast: pyarrow then takes pandas as absent, in the workers only.
 
     A worker ignores SIGINT: Ctrl-C reaches the whole process group, and it is the run's
     process that decides how to stop (a worker ends when its parent does).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.meta_path.insert(0, _NoPandas())
     parent = multiprocessing.parent_process()
     if parent is not None:
         # A parent killed outright (SIGKILL, out of memory) runs no shutdown; without
@@ -91,15 +107,21 @@ def _libc_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _libc_malloc_trim()
 
 
+def release_memory() -> None:
+    """Give the memory this process freed back to the system (Arrow's pool, then the C
+    heap), so that it does not sit on the peak of its last big step."""
+    pa.default_memory_pool().release_unused()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
 def _run_task(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     """One task in a worker; then the memory it freed goes back to the system, so
     that an idle worker does not sit on the peak of its last task."""
     try:
         return fn(*args)
     finally:
-        pa.default_memory_pool().release_unused()
-        if _malloc_trim is not None:
-            _malloc_trim(0)
+        release_memory()
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:

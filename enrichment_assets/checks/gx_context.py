@@ -38,6 +38,7 @@ from enrichment_assets.checks.gate_chunks import (
     group_by_plan,
     merge_suite_results,
 )
+from enrichment_assets.workers import release_memory
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 DATASOURCE = "lake"
@@ -194,11 +195,12 @@ class GateContext:
                     result_format=RESULT_FORMAT,
                 )
                 chunk = validator.validate_expectation_suite(group, parameters)  # type: ignore[arg-type]
-                del frame
                 for position, result in zip(positions, chunk.results, strict=True):
                     per_expectation[position].append(result)
                 if template is None:
                     template, batch_id = chunk, validator.active_batch_id
+                del frame, validator
+                release_memory()  # a chunk's frames and metrics: gone before the next
         results, statistics = merge_suite_results(
             configs, per_expectation, RESULT_FORMAT["partial_unexpected_count"]
         )

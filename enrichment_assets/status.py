@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from enrichment_assets.app_db import app_db_url, publish_status
+from enrichment_assets.app_db import app_db_url
 from enrichment_assets.contract import STATUSES
 from enrichment_assets.lake import Lake, atomic_path
 from enrichment_assets.sql_files import load_sql
@@ -73,6 +73,8 @@ def write_status(lake: Lake, batch: str, frame: pl.DataFrame) -> None:
 def _publish(lake: Lake, batch: str) -> None:
     url = app_db_url()
     if url is not None:
+        from enrichment_assets.app_db import publish_status  # psycopg: only when configured
+
         publish_status(url, batch, read_status(lake, batch))
 
 

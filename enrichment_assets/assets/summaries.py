@@ -32,7 +32,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from enrichment_assets.app_db import publish_summaries
 from enrichment_assets.assets.metadata import path_value, preview
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.checks.gx_suites import GateReport, gate_specs, validate_layer
@@ -319,6 +318,8 @@ def conversation_summaries(
     if gate.blocked_reason is None:
         metadata["export"] = path_value(write_summaries_export(store, day))
         if app_db.app_db_url is not None:
+            from enrichment_assets.app_db import publish_summaries  # psycopg: only when set
+
             published = publish_summaries(app_db.app_db_url, day, summaries)
             metadata["published"] = MetadataValue.text(
                 f"{published.rows} rows to the application database's {published.table} "

@@ -102,15 +102,28 @@ def test_chunked_gate_writes_one_data_docs_page_for_the_partition(
 def test_every_chunk_is_bounded_and_every_row_is_in_one(tmp_path: Path) -> None:
     path = _raw_layer(tmp_path / "raw.parquet", rows=50)
     columns = {"record_index", "conversation_id"}
-    for plan in (chunk_plan({"type": "expect_column_values_to_not_be_null"}),):
-        frames = list(gate_frames(path, columns, plan, chunk_rows=8))
-        assert all(0 < len(f) <= 8 for f in frames)
-        assert [i for f in frames for i in f.index] == list(range(50))
+    by_rows = chunk_plan({"type": "expect_column_values_to_not_be_null"})
+    frames = list(gate_frames(path, columns, by_rows, chunk_rows=8))
+    assert all(0 < len(f) <= 8 for f in frames)
+    assert [i for f in frames for i in f.index] == list(range(50))  # the file's positions
+
     unique = chunk_plan(
         {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "record_index"}}
     )
     assert unique.split == HASH
     frames = list(gate_frames(path, columns, unique, chunk_rows=8))
-    assert len(frames) == 7
+    assert len(frames) == 7  # ceil(50 / 8) buckets
     assert sorted(i for f in frames for i in f.index) == list(range(50))
     assert sorted(v for f in frames for v in f["record_index"]) == list(range(50))
+
+
+def test_a_value_repeated_in_every_row_is_one_string_in_its_bucket(tmp_path: Path) -> None:
+    """The bucket of a repeated id holds all its rows, dictionary-encoded."""
+    path = _raw_layer(tmp_path / "raw.parquet", rows=40)
+    plan = chunk_plan(
+        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "source_file"}}
+    )
+    frames = [f for f in gate_frames(path, {"source_file"}, plan, chunk_rows=8) if len(f)]
+    assert len(frames) == 1 and len(frames[0]) == 40
+    assert frames[0]["source_file"].dtype == "category"
+    assert list(frames[0]["source_file"].cat.categories) == ["in.jsonl"]

@@ -68,10 +68,13 @@ from enrichment_assets.enrichers.cache import (
     EnrichmentCache,
     annotation_cache_key,
 )
-from enrichment_assets.enrichers.http_client import DEFAULT_MAX_RESPONSE_BYTES, endpoint_client
-from enrichment_assets.enrichers.retry import (
+from enrichment_assets.enrichers.defaults import (
     DEFAULT_BREAKER_WINDOW,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_RETRY_BUDGET_S,
+)
+from enrichment_assets.enrichers.http_client import endpoint_client
+from enrichment_assets.enrichers.retry import (
     ChunkRetries,
     CircuitBreaker,
     EndpointUnavailable,

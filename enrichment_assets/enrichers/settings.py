@@ -31,12 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 from enrichment_assets.enrichers.annotation import ModelPrice
 from enrichment_assets.enrichers.base import Enricher
 from enrichment_assets.enrichers.cache import EnrichmentCache
-from enrichment_assets.enrichers.http_client import DEFAULT_MAX_RESPONSE_BYTES
-from enrichment_assets.enrichers.openai import OpenAIEnricher
-from enrichment_assets.enrichers.retry import (
+from enrichment_assets.enrichers.defaults import (
     DEFAULT_BREAKER_WINDOW,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_RETRY_BUDGET_S,
-    RetryPolicy,
 )
 
 # List prices in USD per 1M tokens when this was written; `ENRICH_LLM_PRICES`
@@ -127,6 +125,10 @@ class LLMSettings(BaseModel):
             from enrichment_assets.enrichers.heuristic import HeuristicEnricher
 
             return HeuristicEnricher()
+        # Imported here too: a heuristic run never loads the OpenAI client (40 MB).
+        from enrichment_assets.enrichers.openai import OpenAIEnricher
+        from enrichment_assets.enrichers.retry import RetryPolicy
+
         return OpenAIEnricher(
             model=self.model,
             base_url=self.base_url,

@@ -161,7 +161,6 @@ def _run_logged(
 
     from enrichment_assets.debris import clean_leftovers
     from enrichment_assets.inputs import InputError, expand_inputs, land_inputs
-    from enrichment_assets.workers import default_workers, start_workers
 
     # Leftovers of commands that died (temporary files, scratch folders) go first.
     for leftover in clean_leftovers(lake.data_dir):
@@ -170,9 +169,8 @@ def _run_logged(
         found = expand_inputs(paths)
     except InputError as error:
         raise CommandError(str(error)) from error
-    # While Dagster loads here, the worker processes start and the files are landed
-    # (hashing and copying leave this process's GIL free).
-    start_workers(default_workers())
+    # While Dagster loads here, the files are landed (hashing and copying leave this
+    # process's GIL free). Worker processes start only for a layer with several chunks.
     with ThreadPoolExecutor(1, thread_name_prefix="landing") as landing:
         landed = landing.submit(land_inputs, lake, found.files)
         import enrichment_assets.definitions  # noqa: F401  (the runs need it)

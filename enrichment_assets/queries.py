@@ -12,7 +12,6 @@ from typing import Any
 import duckdb
 import orjson
 
-from enrichment_assets.app_db import find_status
 from enrichment_assets.identity import identity_index
 from enrichment_assets.lake import LAYERS, Lake
 from enrichment_assets.low_confidence import conversation_attempts
@@ -95,6 +94,8 @@ def conversation_status(
     try:
         con.execute(load_sql("macros"))
         if app_db_url is not None:
+            from enrichment_assets.app_db import find_status  # psycopg: only when set
+
             status = find_status(app_db_url, conversation_id)
         else:
             # Its current record first: one not set aside by the identity index.

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import duckdb
 
-from enrichment_assets.app_db import read_reference_tables
-
 SEEDS_DIR = Path(__file__).resolve().parent / "seeds"
 REFERENCE_TABLES: tuple[str, ...] = ("personas", "emotional_arcs", "training_topics", "templates")
 
@@ -38,6 +36,8 @@ def load_reference(con: duckdb.DuckDBPyConnection, app_db_url: str | None) -> st
     if app_db_url is None:
         load_reference_seeds(con)
         return "seeds"
+    from enrichment_assets.app_db import read_reference_tables  # psycopg: only when set
+
     for table, rows in read_reference_tables(app_db_url, REFERENCE_TABLES).items():
         con.register(f"{table}__app_db", rows)
         try:

@@ -8,13 +8,21 @@ the record's place in the frozen batch, which exists even when its id does not.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
+import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from enrichment_assets.app_db import app_db_url, publish_status
+from enrichment_assets.app_db import app_db_url
 from enrichment_assets.contract import STATUSES
 from enrichment_assets.lake import Lake, atomic_path
+from enrichment_assets.sql_files import load_sql
+from enrichment_assets.workers import release_memory
 
 STATUS_SCHEMA: dict[str, pl.DataType] = {
     "partition": pl.String(),
@@ -29,15 +37,28 @@ STATUS_SCHEMA: dict[str, pl.DataType] = {
     "updated_at": pl.Datetime("us", "UTC"),
 }
 
+# What DuckDB may hold while it rewrites a status file; past it, the join and the
+# record-order sort spill to a temporary folder (a million rows need about 130 MB).
+STATUS_SQL_MEMORY = "128MB"
 # Columns a change may set; anything a change leaves out keeps its value.
 _CHANGEABLE = ("status", "last_attempt", "last_error", "enriched_at", "retry_count")
+# A change's columns as DuckDB reads them (the status as text: the file stores text).
+_CHANGE_TYPES: dict[str, pl.DataType] = {
+    **{c: STATUS_SCHEMA[c] for c in _CHANGEABLE},
+    "status": pl.String(),
+}
+CHANGE_SCHEMA: pa.Schema = (
+    pl.DataFrame(schema={"record_index": pl.Int64(), **{c: _CHANGE_TYPES[c] for c in _CHANGEABLE}})
+    .to_arrow()
+    .schema
+)
 
 
 def read_status(lake: Lake, batch: str) -> pl.DataFrame:
     path = lake.layer_path("status", batch)
     if not path.exists():
         return pl.DataFrame(schema=STATUS_SCHEMA)
-    return pl.read_parquet(path)
+    return pl.read_parquet(path).select(list(STATUS_SCHEMA)).cast(STATUS_SCHEMA)  # type: ignore[arg-type]
 
 
 def write_status(lake: Lake, batch: str, frame: pl.DataFrame) -> None:
@@ -46,9 +67,38 @@ def write_status(lake: Lake, batch: str, frame: pl.DataFrame) -> None:
     frame = frame.select(list(STATUS_SCHEMA)).cast(STATUS_SCHEMA)
     with atomic_path(lake.layer_path("status", batch)) as tmp:
         frame.write_parquet(tmp)
+    _publish(lake, batch)
+
+
+def _publish(lake: Lake, batch: str) -> None:
     url = app_db_url()
     if url is not None:
-        publish_status(url, batch, frame)
+        from enrichment_assets.app_db import publish_status  # psycopg: only when configured
+
+        publish_status(url, batch, read_status(lake, batch))
+
+
+def _write_query(
+    lake: Lake, batch: str, query: str, tables: dict[str, pl.DataFrame | Path], parameters: dict
+) -> None:
+    """The batch's status Parquet replaced by `sql/<query>.sql` over `tables` (frames,
+    or Parquet files read as they stream by): DuckDB streams the join to the file, so a
+    million rows never become Python objects."""
+    with tempfile.TemporaryDirectory(prefix="enrich-status-") as spill:
+        con = duckdb.connect(config={"memory_limit": STATUS_SQL_MEMORY, "temp_directory": spill})
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            for name, table in tables.items():
+                if isinstance(table, Path):
+                    con.read_parquet(str(table)).create_view(name)
+                else:
+                    con.register(name, table.to_arrow())
+            with atomic_path(lake.layer_path("status", batch)) as tmp:
+                con.sql(load_sql(query), params=parameters).write_parquet(str(tmp))
+        finally:
+            con.close()
+    release_memory()
+    _publish(lake, batch)
 
 
 def register_records(
@@ -60,22 +110,19 @@ def register_records(
     re-materialization is one more (it is how a run that died mid-enrichment, and
     left rows `enrichment_in_progress`, is recovered).
     """
-    previous = read_status(lake, batch).select("record_index", "retry_count")
-    fresh = (
-        records.select("record_index", "conversation_id")
-        .join(previous, on="record_index", how="left")
-        .with_columns(
-            pl.lit(batch).alias("partition"),
-            pl.lit("not_started").alias("status"),
-            (pl.col("retry_count") + 1).fill_null(0),
-            pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("last_attempt"),
-            pl.lit(None, dtype=pl.String()).alias("last_error"),
-            pl.lit(raw_stored_at).cast(pl.Datetime("us", "UTC")).alias("raw_stored_at"),
-            pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("enriched_at"),
-            pl.lit(raw_stored_at).cast(pl.Datetime("us", "UTC")).alias("updated_at"),
-        )
+    path = lake.layer_path("status", batch)
+    previous = (
+        pl.read_parquet(path, columns=["record_index", "retry_count"])
+        if path.exists()
+        else pl.DataFrame(schema={"record_index": pl.Int64(), "retry_count": pl.Int64()})
     )
-    write_status(lake, batch, fresh)
+    _write_query(
+        lake,
+        batch,
+        "status_register_records",
+        {"records": records.select("record_index", "conversation_id"), "previous": previous},
+        {"partition": batch, "stored_at": raw_stored_at},
+    )
 
 
 def apply_changes(lake: Lake, batch: str, changes: pl.DataFrame, now: datetime) -> None:
@@ -85,41 +132,55 @@ def apply_changes(lake: Lake, batch: str, changes: pl.DataFrame, now: datetime) 
     scoped re-enrichment of a completed or failed conversation) is one more
     attempt: its retry count goes up, unless the change sets the count itself.
     """
-    current = read_status(lake, batch)
+    path = lake.layer_path("status", batch)
+    if changes.height == 0 and path.exists():
+        return  # nothing changes: the file stays as it is
+    if not path.exists():  # no rows to change
+        write_status(lake, batch, pl.DataFrame(schema=STATUS_SCHEMA))
+        return
     present = [c for c in _CHANGEABLE if c in changes.columns]
-    changes = changes.select("record_index", *present).cast({c: STATUS_SCHEMA[c] for c in present})
-    retried = []
-    if "retry_count" not in present:
-        retried = [
-            pl.when(
-                (pl.col("status__new") == "enrichment_in_progress")
-                & (pl.col("status") != "validated")
-            )
-            .then(pl.col("retry_count") + 1)
-            .otherwise(pl.col("retry_count"))
-            .alias("retry_count")
-        ]
-    updated = (
-        current.join(changes, on="record_index", how="left", suffix="__new")
-        .with_columns(
-            retried
-            + [
-                pl.when(pl.col("status__new").is_not_null())
-                .then(pl.col(f"{c}__new"))
-                .otherwise(pl.col(c))
-                .alias(c)
-                for c in present
-            ]
-            + [
-                pl.when(pl.col("status__new").is_not_null())
-                .then(pl.lit(now).cast(pl.Datetime("us", "UTC")))
-                .otherwise(pl.col("updated_at"))
-                .alias("updated_at")
-            ]
-        )
-        .drop([f"{c}__new" for c in present])
+    _apply(lake, batch, change_rows(changes), present, now)
+
+
+def change_rows(changes: pl.DataFrame) -> pl.DataFrame:
+    """`changes` with every changeable column (NULL where it sets none), typed
+    `CHANGE_SCHEMA`: the rows `apply_staged_changes` reads from a file."""
+    return changes.select(
+        pl.col("record_index").cast(pl.Int64),
+        *[
+            (pl.col(c) if c in changes.columns else pl.lit(None)).cast(_CHANGE_TYPES[c]).alias(c)
+            for c in _CHANGEABLE
+        ],
     )
-    write_status(lake, batch, updated)
+
+
+def apply_staged_changes(
+    lake: Lake, batch: str, staged: Path, present: Sequence[str], now: datetime
+) -> None:
+    """`apply_changes` of the rows of a Parquet file of `change_rows` (written chunk by
+    chunk by a layer), which set the columns `present`: a million changes are streamed
+    from disk, never held."""
+    path = lake.layer_path("status", batch)
+    if pq.ParquetFile(staged).metadata.num_rows == 0 and path.exists():
+        return
+    if not path.exists():
+        write_status(lake, batch, pl.DataFrame(schema=STATUS_SCHEMA))
+        return
+    _apply(lake, batch, staged, present, now)
+
+
+def _apply(
+    lake: Lake, batch: str, changes: pl.DataFrame | Path, present: Sequence[str], now: datetime
+) -> None:
+    # `$set_<column>` tells the columns the change sets from those filled with NULL.
+    _write_query(
+        lake,
+        batch,
+        "status_apply_changes",
+        {"changes": changes},
+        {f"set_{c}": c in present for c in _CHANGEABLE if c != "status"}
+        | {"now": now, "status_path": str(lake.layer_path("status", batch))},
+    )
 
 
 def status_counts(frame: pl.DataFrame) -> dict[str, int]:

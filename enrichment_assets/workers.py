@@ -7,6 +7,11 @@ writes its tables as Arrow IPC files into a scratch folder in shared memory, whi
 run's process maps without a copy. Results come back in task order, with a bounded
 number of tasks in flight, so memory stays bounded by the chunk size.
 
+The pool lives for one `map_ordered` call: it starts when a layer has more than one
+task and stops when the layer's tasks are done, so that no idle worker (each holds
+its imports, about 100 MB) sits beside the quality gate or a small run. A worker
+imports only what its tasks need (unpickling a task imports its module).
+
 With one worker (`ENRICH_WORKERS=1`, or a single CPU) every task runs in the calling
 process, exactly as the pool would run it.
 """
@@ -16,13 +21,14 @@ from __future__ import annotations
 import atexit
 import ctypes
 import gc
-import importlib
+import importlib.abc
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.util
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import uuid
@@ -55,21 +61,28 @@ def default_workers() -> int:
 
 _pools: dict[int, ProcessPoolExecutor] = {}
 
-# The modules of the layers' tasks: each worker imports them as it starts, not in its first task.
-TASK_MODULES = (
-    "enrichment_assets.ingest.raw_records",
-    "enrichment_assets.validation",
-    "enrichment_assets.normalization",
-)
+
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """An import hook under which pandas cannot be imported (see `_start_worker`)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is not used in worker processes", name=name)
 
 
 def _start_worker() -> None:
-    """A worker's first steps: end with its parent, then import the task modules.
+    """A worker's first steps: hide pandas from pyarrow, end with its parent.
+
+    No task converts to or from pandas, but pyarrow's `pa.array(list)` asks whether
+    the list is a pandas object, which imports pandas (60 MB in every worker) when it
+    is installed (GX needs it in the run's process). An import hook makes that import
+    fail fast: pyarrow then takes pandas as absent, in the workers only.
 
     A worker ignores SIGINT: Ctrl-C reaches the whole process group, and it is the run's
     process that decides how to stop (a worker ends when its parent does).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.meta_path.insert(0, _NoPandas())
     parent = multiprocessing.parent_process()
     if parent is not None:
         # A parent killed outright (SIGKILL, out of memory) runs no shutdown; without
@@ -77,8 +90,6 @@ def _start_worker() -> None:
         threading.Thread(
             target=_exit_with_parent, args=(parent.sentinel,), name="parent-watch", daemon=True
         ).start()
-    for name in TASK_MODULES:
-        importlib.import_module(name)
 
 
 def _exit_with_parent(sentinel: int) -> None:
@@ -96,15 +107,21 @@ def _libc_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _libc_malloc_trim()
 
 
+def release_memory() -> None:
+    """Give the memory this process freed back to the system (Arrow's pool, then the C
+    heap), so that it does not sit on the peak of its last big step."""
+    pa.default_memory_pool().release_unused()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
 def _run_task(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     """One task in a worker; then the memory it freed goes back to the system, so
     that an idle worker does not sit on the peak of its last task."""
     try:
         return fn(*args)
     finally:
-        pa.default_memory_pool().release_unused()
-        if _malloc_trim is not None:
-            _malloc_trim(0)
+        release_memory()
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -123,12 +140,10 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return pool
 
 
-def start_workers(workers: int) -> None:
-    """Start the worker processes now, so that they import while this process prepares."""
-    if workers > 1:
-        pool = _pool(workers)
-        for _ in range(workers):
-            pool.submit(int)
+def _stop_pool(workers: int) -> None:
+    pool = _pools.pop(workers, None)
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @atexit.register
@@ -147,6 +162,7 @@ def map_ordered(
     Dagster, so workers start fast) and its arguments and result picklable. At most
     twice `workers` tasks are in flight. A task's exception is raised here. A single
     task (a small batch) runs here: starting processes would cost more than it saves.
+    The pool stops when the tasks are done (or the caller stops asking).
     """
     tasks = list(tasks)
     if workers <= 1 or len(tasks) <= 1:
@@ -169,6 +185,7 @@ def map_ordered(
     finally:
         for future in pending:
             future.cancel()
+        _stop_pool(workers)
 
 
 @contextmanager

@@ -9,18 +9,42 @@ Unset = the embedded default: seed files in, nothing published.
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import TYPE_CHECKING, Any
 
-from enrichment_assets.app_db.migrations import Migration, applied_versions, upgrade
-from enrichment_assets.app_db.publish import (
-    publish_partition_status,
-    publish_status,
-    publish_summaries,
-)
-from enrichment_assets.app_db.reference import read_reference_tables, seed_reference_tables
-from enrichment_assets.app_db.status_rows import find_status
+if TYPE_CHECKING:
+    from enrichment_assets.app_db.migrations import Migration, applied_versions, upgrade
+    from enrichment_assets.app_db.publish import (
+        publish_partition_status,
+        publish_status,
+        publish_summaries,
+    )
+    from enrichment_assets.app_db.reference import read_reference_tables, seed_reference_tables
+    from enrichment_assets.app_db.status_rows import find_status
 
 APP_DB_URL_ENV = "ENRICH_APP_DB_URL"
+
+# Each name below lives in a submodule that imports psycopg (25 MB): imported on first
+# use (PEP 562), so that a run without an application database never loads it.
+_SUBMODULE_OF = {
+    "Migration": "migrations",
+    "applied_versions": "migrations",
+    "upgrade": "migrations",
+    "publish_partition_status": "publish",
+    "publish_status": "publish",
+    "publish_summaries": "publish",
+    "read_reference_tables": "reference",
+    "seed_reference_tables": "reference",
+    "find_status": "status_rows",
+}
+
+
+def __getattr__(name: str) -> Any:
+    submodule = _SUBMODULE_OF.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
 
 
 def app_db_url() -> str | None:

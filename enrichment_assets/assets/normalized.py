@@ -90,8 +90,11 @@ def normalized_conversations(
     failed = 0
     with partition_writer(store, batch, context.run.run_id, context.log.info):
         schema = normalize(empty_frame(source)).to_arrow().schema
+        # Worker processes only for more than a chunk of conversations: a small partition
+        # whose enriched file came in several row groups (retried conversations) starts none.
+        workers = lake.worker_count if row_count(source) > lake.chunk_rows else 1
         with write_layer(target, schema) as out:
-            for part in map_row_groups(normalize_row_group, source, lake.worker_count):
+            for part in map_row_groups(normalize_row_group, source, workers):
                 table = loaded(part.table)
                 out.write(table)
                 failed += part.failed

@@ -111,7 +111,6 @@ def raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Mat
 
 def _raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     store = lake.lake
-    prewarm_gate(store)
     progress = ProgressLog(context.log)
     batch = context.partition_key
     manifest = store.load_manifest(batch)
@@ -141,6 +140,9 @@ def _raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Ma
                     # Copied: a frame of worker results maps its whole scratch file.
                     first_rows = pl.DataFrame(frame.head(PREVIEW_ROWS).to_dicts())
                 progress(f"{entry.source_path}: {writer.rows} records so far")
+    # The gate's GX context loads while the statuses are registered; not before: beside
+    # the worker processes of a big file it would add its imports to theirs.
+    prewarm_gate(store)
     # Read back from the layer file: holding the chunks' columns instead would keep every
     # worker result mapped (their buffers are views of the scratch files).
     fault_point("raw")

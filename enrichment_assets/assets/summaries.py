@@ -33,7 +33,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from enrichment_assets.app_db import publish_summaries
 from enrichment_assets.assets.llm_spend import run_budget
 from enrichment_assets.assets.metadata import layer_table, path_value, preview
 from enrichment_assets.assets.normalized import normalized_conversations
@@ -346,6 +345,8 @@ def conversation_summaries(
         if (export := write_summaries_export(store, day)) is not None:
             metadata["export"] = path_value(export)
         if app_db.app_db_url is not None:
+            from enrichment_assets.app_db import publish_summaries  # psycopg: only when set
+
             published = publish_summaries(app_db.app_db_url, day, summaries)
             metadata["published"] = MetadataValue.text(
                 f"{published.rows} rows to the application database's {published.table} "

@@ -47,9 +47,31 @@ from enrichment_assets.identity import (
 from enrichment_assets.lake import Lake
 from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
-from enrichment_assets.status import apply_changes
+from enrichment_assets.status import (
+    CHANGE_SCHEMA,
+    apply_changes,
+    apply_staged_changes,
+    change_rows,
+)
 from enrichment_assets.validation import QUARANTINE_SCHEMA, VALIDATED_SCHEMA, validate_row_group
 from enrichment_assets.workers import loaded
+
+# The status columns a validation chunk's changes set (`ValidatedChunk.changes`).
+VALIDATION_CHANGES = ("status", "last_error", "last_attempt")
+
+
+def parsed_records(raw_path: Path) -> int:
+    """Raw rows that hold a parsed record (`record_json` not NULL), from the file's footer."""
+    metadata = pq.ParquetFile(raw_path).metadata
+    column = metadata.schema.names.index("record_json")
+    parsed = 0
+    for row_group in range(metadata.num_row_groups):
+        group = metadata.row_group(row_group)
+        statistics = group.column(column).statistics
+        if statistics is None or not statistics.has_null_count:
+            return metadata.num_rows  # no statistics: count every row
+        parsed += group.num_rows - statistics.null_count
+    return parsed
 
 
 def _set_aside_quarantine(raw_path: Path, set_aside: pl.DataFrame) -> pa.Table:
@@ -131,7 +153,7 @@ def _finalize_layers(
 
 def _status_changes(changes: list[pl.DataFrame], set_aside: pl.DataFrame) -> pl.DataFrame:
     """The validation's status changes, with the set-aside records' own status and reason."""
-    validation = pl.concat(changes) if changes else pl.DataFrame()
+    validation = pl.concat(changes, rechunk=False) if changes else pl.DataFrame()
     if set_aside.height == 0:
         return validation
     reasons = [set_aside_reason(row) for row in set_aside.iter_rows(named=True)]
@@ -184,11 +206,12 @@ def validated_conversations(
     progress = ProgressLog(context.log)
     batch = context.partition_key
     raw_path = store.layer_path("raw", batch)
+    # Only parsed records cost pydantic time; the rest are quarantined as they were read.
+    workers = lake.worker_count if parsed_records(raw_path) > lake.chunk_rows else 1
     target = store.layer_path("validated", batch)
     quarantine_target = store.layer_path("quarantine", batch)
     landed_at = datetime.fromisoformat(store.load_manifest(batch).registered_at)
     rules: Counter[str] = Counter()
-    changes: list[pl.DataFrame] = []
     identities: list[pl.DataFrame] = []
     raw_rows = 0
     preview_valid: pl.DataFrame | None = None
@@ -197,12 +220,15 @@ def validated_conversations(
         partition_writer(store, batch, context.run.run_id, context.log.info),
         staging_path(target) as staged_valid,
         staging_path(quarantine_target) as staged_rejected,
+        # The status changes, chunk by chunk: a million of them stay on disk.
+        staging_path(store.layer_path("status", batch)) as staged_changes,
     ):
         with (
             write_layer(staged_valid, VALIDATED_SCHEMA) as valid_out,
             write_layer(staged_rejected, QUARANTINE_SCHEMA) as rejected_out,
+            write_layer(staged_changes, CHANGE_SCHEMA) as changes_out,
         ):
-            for part in map_row_groups(validate_row_group, raw_path, lake.worker_count):
+            for part in map_row_groups(validate_row_group, raw_path, workers):
                 valid_table = loaded(part.valid)
                 valid_out.write(valid_table)
                 rejected_out.write(part.rejected)
@@ -213,7 +239,7 @@ def validated_conversations(
                     preview_rejected.extend(part.rejected.head(5).to_dicts())
                 if preview_valid is None and valid_table.num_rows:
                     preview_valid = pl.from_arrow(valid_table.slice(0, 5))  # type: ignore[assignment]
-                changes.append(part.changes)
+                changes_out.write(change_rows(part.changes))
                 raw_rows += part.raw_rows
                 progress(f"validated {raw_rows} raw rows")
         set_aside = identity_index(store, app_db_url()).resolve_and_register(
@@ -226,9 +252,15 @@ def validated_conversations(
         )
         fault_point("validated")
         _finalize_layers(store, batch, staged_valid, staged_rejected, set_aside)
-        status_changes = _status_changes(changes, set_aside)
-        if status_changes.height:
-            apply_changes(store, batch, status_changes, datetime.now(UTC))
+        if set_aside.height == 0:
+            apply_staged_changes(
+                store, batch, staged_changes, VALIDATION_CHANGES, datetime.now(UTC)
+            )
+        else:
+            staged = pl.read_parquet(staged_changes, columns=["record_index", *VALIDATION_CHANGES])
+            status_changes = _status_changes([staged], set_aside)
+            if status_changes.height:
+                apply_changes(store, batch, status_changes, datetime.now(UTC))
 
         # Counted again from the files on disk: the check proves what was written.
         raw_rows = row_count(raw_path)

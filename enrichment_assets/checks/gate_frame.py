@@ -6,11 +6,16 @@ struct columns become one column per field (`enrichment.confidence`), the
 `sql/quality_gate_facts.sql`). Only the columns a suite reads are loaded; every
 other column is projected as NULL, so the column-set expectations still see the
 file's schema while a wide text column (raw_text, summaries) costs nothing.
+
+`gate_frames` reads the file in chunks (see `gate_chunks`): consecutive row ranges,
+or rows split by a hash of key columns; each frame's index is the rows' positions in
+the file, so that GX's unexpected row indexes are the file's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from enrichment_assets.checks.gate_chunks import HASH, ROWS, ChunkPlan
 from enrichment_assets.sql_files import load_sql
 
 if TYPE_CHECKING:
@@ -53,17 +59,80 @@ def frame_columns(schema: pa.Schema) -> dict[str, str]:
     return columns
 
 
-def gate_frame(parquet_path: Path, needed: Iterable[str]) -> pd.DataFrame:
-    """The layer file as a pandas frame of gate columns; unneeded ones are all-NULL."""
-    wanted = set(needed)
-    columns = frame_columns(pq.read_schema(parquet_path))
-    select = ", ".join(
+def _select(columns: dict[str, str], wanted: set[str], keep_all: bool) -> str:
+    return ", ".join(
         f"{expression if name in wanted else 'NULL'} AS {_quote(name)}"
         for name, expression in columns.items()
+        if keep_all or name in wanted
     )
+
+
+def gate_frame(parquet_path: Path, needed: Iterable[str]) -> pd.DataFrame:
+    """The layer file as a pandas frame of gate columns; unneeded ones are all-NULL."""
+    columns = frame_columns(pq.read_schema(parquet_path))
     con = duckdb.connect()
     try:
         con.execute(load_sql("quality_gate_facts"))
-        return con.execute(f"SELECT {select} FROM read_parquet(?)", [str(parquet_path)]).df()
+        return con.execute(
+            f"SELECT {_select(columns, set(needed), True)} FROM read_parquet(?)",
+            [str(parquet_path)],
+        ).df()
+    finally:
+        con.close()
+
+
+def _dictionary_frame(table: pa.Table) -> pd.DataFrame:
+    """`table` as pandas, its strings as categoricals: a value repeated a million times
+    (one id in every row) is then one string and a million small codes, not a million
+    Python strings. The index is the rows' positions in the file (`__row`)."""
+    columns = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            column = column.dictionary_encode()
+        columns[name] = column
+    frame = pa.table(columns).to_pandas()
+    return frame.set_index("__row").rename_axis(None).sort_index()
+
+
+def gate_frames(
+    parquet_path: Path, needed: Iterable[str], plan: ChunkPlan, chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The layer file as frames of at most about `chunk_rows` rows, split as `plan` says.
+
+    A `rows` frame holds every gate column (unneeded ones all-NULL, as `gate_frame`);
+    the others hold only the `needed` ones. A file without rows is one empty frame.
+    """
+    wanted = set(needed)
+    columns = frame_columns(pq.read_schema(parquet_path))
+    rows = pq.ParquetFile(parquet_path).metadata.num_rows
+    select = _select(columns, wanted, plan.split == ROWS)
+    source = "read_parquet(?, file_row_number = true)"
+    con = duckdb.connect()
+    try:
+        con.execute(load_sql("quality_gate_facts"))
+        if plan.split == ROWS:
+            result = con.execute(f"SELECT {select} FROM {source}", [str(parquet_path)])
+            start = 0
+            while len(fetched := result.fetch_df_chunk(math.ceil(chunk_rows / 2048))) or not start:
+                # DuckDB hands out whole vectors (2,048 rows): cut them to `chunk_rows`.
+                for offset in range(0, max(1, len(fetched)), chunk_rows):
+                    frame = fetched.iloc[offset : offset + chunk_rows]
+                    frame.index = range(start, start + len(frame))
+                    start += len(frame)
+                    yield frame
+                if not start:
+                    return
+            return
+        parts = max(1, math.ceil(rows / chunk_rows)) if plan.split == HASH else 1
+        keys = ", ".join(columns.get(k, "NULL") for k in plan.keys) or "NULL"
+        for part in range(parts):
+            # The bucket numbers are written in, not bound: a bound modulus keeps DuckDB
+            # from folding the filter (25 times slower). Both are our own integers.
+            table = con.sql(
+                f"SELECT file_row_number AS __row, {select} FROM {source} "
+                f"WHERE hash({keys}) % {int(parts)} = {int(part)}",
+                params=[str(parquet_path)],
+            ).to_arrow_table()
+            yield _dictionary_frame(table)
     finally:
         con.close()

@@ -26,11 +26,19 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from enrichment_assets.checks.gate_chunks import (
+    ChunkPlan,
+    columns_read,
+    group_by_plan,
+    merge_suite_results,
+)
+from enrichment_assets.workers import release_memory
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 DATASOURCE = "lake"
@@ -39,6 +47,9 @@ DOCS_SITE = "local_site"
 # The Data Docs index lists this many of the latest validation results.
 DOCS_INDEX_RESULTS = 200
 _VIEWS_MODULE = "enrichment_assets.checks.data_docs_views"
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
+# (how the rows split, the columns read) -> the frames a group of expectations runs on.
+FramesOf = Callable[[ChunkPlan, set[str]], Iterator[Any]]
 _PLAIN_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
 
@@ -144,17 +155,77 @@ class GateContext:
         return self.definitions[asset_name].suite
 
     def validate(
-        self, asset_name: str, frame: Any, partition: str, parameters: dict[str, Any]
+        self,
+        asset_name: str,
+        frames_of: FramesOf,
+        partition: str,
+        parameters: dict[str, Any],
     ) -> Any:
-        """Run the asset's suite on `frame`; the result is stored (run name: the partition's)."""
-        from great_expectations.core.run_identifier import RunIdentifier
+        """Run the asset's suite on the frames `frames_of(plan, columns)` gives for each
+        group of its expectations (see `gate_chunks`); the chunks' results are merged
+        into one suite result, stored (run name: the partition's) and returned."""
+        from types import SimpleNamespace
 
-        return self.definitions[asset_name].run(
-            batch_parameters={"dataframe": frame},
-            expectation_parameters=parameters,
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
-            run_id=RunIdentifier(run_name=docs_run_name(partition)),
+        from great_expectations.constants import DATAFRAME_REPLACEMENT_STR
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
         )
+        from great_expectations.validator.v1_validator import Validator
+
+        definition = self.definitions[asset_name]
+        configs = definition.suite.expectation_configurations
+        # The suite file's own entries (row conditions as written): the same order.
+        entries = load_suite_dict(asset_name)["expectations"]
+        if [e["type"] for e in entries] != [c.type for c in configs]:
+            raise RuntimeError(f"suite {asset_name}: the loaded suite differs from its file")
+        per_expectation: dict[int, list[Any]] = {i: [] for i in range(len(configs))}
+        template: Any = None
+        batch_id: str | None = None
+        for plan, positions in group_by_plan(entries).items():
+            group = SimpleNamespace(
+                name=asset_name, expectation_configurations=[configs[i] for i in positions]
+            )
+            columns = columns_read(entries[i].get("kwargs", {}) for i in positions)
+            for frame in frames_of(plan, columns):
+                validator = Validator(
+                    batch_definition=definition.batch_definition,
+                    batch_parameters={"dataframe": frame},
+                    result_format=RESULT_FORMAT,
+                )
+                chunk = validator.validate_expectation_suite(group, parameters)  # type: ignore[arg-type]
+                for position, result in zip(positions, chunk.results, strict=True):
+                    per_expectation[position].append(result)
+                if template is None:
+                    template, batch_id = chunk, validator.active_batch_id
+                del frame, validator
+                release_memory()  # a chunk's frames and metrics: gone before the next
+        results, statistics = merge_suite_results(
+            configs, per_expectation, RESULT_FORMAT["partial_unexpected_count"]
+        )
+        run_id = RunIdentifier(run_name=docs_run_name(partition))
+        template.results = results
+        template.statistics = statistics
+        template.success = statistics["unsuccessful_expectations"] == 0
+        template.meta.update(
+            {
+                "validation_id": definition.id,
+                "checkpoint_id": None,
+                "run_id": run_id,
+                "validation_time": run_id.run_time,
+                "batch_parameters": {"dataframe": DATAFRAME_REPLACEMENT_STR},
+            }
+        )
+        suite_id = ExpectationSuiteIdentifier(name=asset_name)
+        self.context.validation_results_store.store_validation_results(
+            suite_validation_result=template,
+            suite_validation_result_identifier=ValidationResultIdentifier(
+                batch_identifier=batch_id, expectation_suite_identifier=suite_id, run_id=run_id
+            ),
+            expectation_suite_identifier=suite_id,
+        )
+        return template
 
     def _stale_suite_pages(self) -> list[Any]:
         """Suites whose Data Docs page is missing or older than their JSON file."""

@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,12 +35,9 @@ from dagster import (
     PartitionsDefinition,
 )
 
-from enrichment_assets.checks.gate_frame import gate_frame
-from enrichment_assets.checks.gx_context import (
-    gate_context,
-    load_suite_dict,
-    prewarm_gate_context,
-)
+from enrichment_assets.checks.gate_chunks import ChunkPlan, gate_chunk_rows
+from enrichment_assets.checks.gate_frame import gate_frames
+from enrichment_assets.checks.gx_context import gate_context, prewarm_gate_context
 from enrichment_assets.lake import Lake
 from enrichment_assets.status import apply_changes, read_status
 
@@ -48,7 +46,6 @@ DRIFT_CHECK = "gx_drift"
 # GX expectation severity -> the check it belongs to.
 CHECK_OF_SEVERITY = {"critical": CONTRACT_CHECK, "warning": DRIFT_CHECK}
 MAX_UNEXPECTED_VALUES = 20
-_CONDITION_NAMES = re.compile(r"`([^`]+)`|([A-Za-z_][\w.]*)")
 # Every ASCII punctuation mark CommonMark lets a backslash make literal: no link, image,
 # HTML tag, emphasis or code span can start from a value.
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
@@ -226,19 +223,6 @@ def _check_result(
     )
 
 
-def _columns_read(suite: dict[str, Any]) -> set[str]:
-    """Gate columns the suite's expectations (and their row conditions) read."""
-    columns: set[str] = set()
-    for expectation in suite["expectations"]:
-        kwargs = expectation.get("kwargs", {})
-        if "column" in kwargs:
-            columns.add(kwargs["column"])
-        # Every name a row condition mentions (`quoted` or bare); extras are harmless.
-        for quoted, bare in _CONDITION_NAMES.findall(kwargs.get("row_condition") or ""):
-            columns.add(quoted or bare)
-    return columns
-
-
 @dataclass
 class GateReport:
     """What one gate run found: the checks to report and, when blocked, why."""
@@ -250,11 +234,14 @@ class GateReport:
 
 def validate_layer(lake: Lake, asset_name: str, parquet_path: Path, partition: str) -> GateReport:
     """Run `asset_name`'s suite on this partition's layer file (no status change)."""
-    suite = load_suite_dict(asset_name)
     context = gate_context(lake.reports_dir.resolve())
-    frame = gate_frame(parquet_path, _columns_read(suite))
+    chunk_rows = gate_chunk_rows()
+
+    def frames_of(plan: ChunkPlan, columns: set[str]) -> Iterator[Any]:
+        return gate_frames(parquet_path, columns, plan, chunk_rows)
+
     parameters = {"partition_keys": [partition], "now": datetime.now(UTC)}
-    result = context.validate(asset_name, frame, partition, parameters)
+    result = context.validate(asset_name, frames_of, partition, parameters)
     try:
         docs_page = context.update_data_docs(result)
     except Exception:  # the report must not decide the gate: log it, keep the verdict
@@ -266,7 +253,7 @@ def validate_layer(lake: Lake, asset_name: str, parquet_path: Path, partition: s
             asset_name,
             check,
             [o for o in outcomes if CHECK_OF_SEVERITY.get(o.severity) == check],
-            len(frame),
+            pq.ParquetFile(parquet_path).metadata.num_rows,
             docs_page,
         )
         for check in (CONTRACT_CHECK, DRIFT_CHECK)

@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator
 import httpx2
 import openai
 
-DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024  # a 600-token answer is ~3 KB
 _MAX_REDIRECTS = 3
 _EXEMPT_FROM_BODY_CAP = "/content"  # GET /v1/files/{id}/content: batch output files
 

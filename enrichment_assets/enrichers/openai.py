@@ -78,15 +78,18 @@ from enrichment_assets.enrichers.cache import (
     EnrichmentCache,
     annotation_cache_key,
 )
-from enrichment_assets.enrichers.http_client import DEFAULT_MAX_RESPONSE_BYTES, endpoint_client
+from enrichment_assets.enrichers.defaults import (
+    DEFAULT_BREAKER_WINDOW,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_RETRY_BUDGET_S,
+)
+from enrichment_assets.enrichers.http_client import endpoint_client
 from enrichment_assets.enrichers.pricing import (
     DEFAULT_EXPECTED_COMPLETION_TOKENS,
     CostEstimate,
     estimate_prompt_tokens,
 )
 from enrichment_assets.enrichers.retry import (
-    DEFAULT_BREAKER_WINDOW,
-    DEFAULT_RETRY_BUDGET_S,
     ChunkRetries,
     CircuitBreaker,
     EndpointUnavailable,

@@ -35,9 +35,6 @@ from enrichment_assets.enrichers.annotation import EnrichmentStats
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_RETRY_BUDGET_S = 5.0
-DEFAULT_BREAKER_WINDOW = 20
-
 
 # -- retries and pacing ---------------------------------------------------------------------
 class RequestFailed(openai.OpenAIError):

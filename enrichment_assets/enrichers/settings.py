@@ -32,14 +32,12 @@ from enrichment_assets.enrichers.annotation import ModelPrice
 from enrichment_assets.enrichers.base import Enricher
 from enrichment_assets.enrichers.budget import SpendBudget
 from enrichment_assets.enrichers.cache import EnrichmentCache
-from enrichment_assets.enrichers.http_client import DEFAULT_MAX_RESPONSE_BYTES
-from enrichment_assets.enrichers.openai import OpenAIEnricher
-from enrichment_assets.enrichers.pricing import DEFAULT_EXPECTED_COMPLETION_TOKENS
-from enrichment_assets.enrichers.retry import (
+from enrichment_assets.enrichers.defaults import (
     DEFAULT_BREAKER_WINDOW,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_RETRY_BUDGET_S,
-    RetryPolicy,
 )
+from enrichment_assets.enrichers.pricing import DEFAULT_EXPECTED_COMPLETION_TOKENS
 from enrichment_assets.redaction import DEFAULT_MODE, DEFAULT_PHONE_REGION, PiiMode
 
 # List prices in USD per 1M tokens when this was written (input, provider-cached input,
@@ -165,6 +163,10 @@ class LLMSettings(BaseModel):
             from enrichment_assets.enrichers.heuristic import HeuristicEnricher
 
             return HeuristicEnricher()
+        # Imported here too: a heuristic run never loads the OpenAI client (40 MB).
+        from enrichment_assets.enrichers.openai import OpenAIEnricher
+        from enrichment_assets.enrichers.retry import RetryPolicy
+
         return OpenAIEnricher(
             model=self.model,
             base_url=self.base_url,

@@ -1,0 +1,129 @@
+"""A quality gate run in chunks judges a partition exactly as one frame of every row does.
+
+Real GX suites (expectations/*.json) on real layer files; the same file is validated
+with chunks of 3 rows and in one chunk, and every expectation's verdict and counts
+must match.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from enrichment_assets.checks.gate_chunks import GATE_CHUNK_ROWS_ENV, HASH, ROWS, chunk_plan
+from enrichment_assets.checks.gate_frame import gate_frames
+from enrichment_assets.checks.gx_suites import validate_layer
+from enrichment_assets.lake import Lake
+
+PARTITION = "p1"
+GOOD_HASH = "a" * 64
+ID = "0b8e7c0e-2f4f-4d7e-9a55-4f0f4b1c1a{:02d}"
+
+
+def _raw_layer(path: Path, rows: int = 17) -> Path:
+    """A raw layer file with defects spread over every chunk: repeated ids far apart,
+    a bad hash, a NULL id, parse errors, an unknown format."""
+    ids = [ID.format(i % 7) for i in range(rows)]  # each id repeated, chunks apart
+    ids[5] = None  # type: ignore[call-overload]
+    ids[16] = ID.format(99)  # one id seen once
+    pl.DataFrame(
+        {
+            "partition": [PARTITION] * rows,
+            "record_index": list(range(rows)),
+            "ingested_at": [datetime(2024, 6, 1, tzinfo=UTC)] * rows,
+            "source_file": ["in.jsonl"] * rows,
+            "position": list(range(1, rows + 1)),
+            "raw_text": ["{}"] * rows,
+            "content_hash": [GOOD_HASH if i != 9 else "not-a-hash" for i in range(rows)],
+            "source_format": ["canonical" if i != 12 else "weird" for i in range(rows)],
+            "record_json": ["{}"] * rows,
+            "conversation_id": ids,
+            "parse_error": [None if i % 4 else f"bad line {i}" for i in range(rows)],
+            "parse_rule": [None if i % 4 else "invalid_json" for i in range(rows)],
+        }
+    ).write_parquet(path, row_group_size=5)
+    return path
+
+
+def _failures(lake: Lake, path: Path) -> dict[str, dict]:
+    report = validate_layer(lake, "raw_conversations", path, PARTITION)
+    found = {}
+    for check in report.check_results:
+        for failure in check.metadata["failures"].value:
+            found[f"{failure['expectation']}:{failure['column']}"] = failure
+    return found
+
+
+def test_chunked_gate_gives_the_verdicts_and_counts_of_one_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _raw_layer(tmp_path / "raw.parquet")
+    monkeypatch.setenv(GATE_CHUNK_ROWS_ENV, "1000000")
+    whole = _failures(Lake(tmp_path / "whole"), path)
+    monkeypatch.setenv(GATE_CHUNK_ROWS_ENV, "3")
+    chunked = _failures(Lake(tmp_path / "chunked"), path)
+
+    assert sorted(chunked) == sorted(whole)
+    # The defects planted above, each found with its count.
+    assert whole["expect_column_values_to_match_regex:content_hash"]["unexpected_count"] == 1
+    assert whole["expect_column_values_to_be_in_set:source_format"]["unexpected_count"] == 1
+    assert whole["expect_column_values_to_not_be_null:conversation_id"]["unexpected_count"] == 1
+    assert whole["expect_column_values_to_be_unique:conversation_id"]["unexpected_count"] == 14
+    for name, failure in whole.items():
+        mine = chunked[name]
+        for key in ("evaluated", "unexpected_count", "unexpected_percent", "observed_value"):
+            assert mine[key] == failure[key], (name, key)
+        if chunk_plan({"type": failure["expectation"], "kwargs": {"column": name}}).split == ROWS:
+            assert mine["unexpected_values"] == failure["unexpected_values"], name
+        else:  # the repeats are met bucket by bucket: the same values, in another order
+            assert sorted(map(json.dumps, mine["unexpected_values"])) == sorted(
+                map(json.dumps, failure["unexpected_values"])
+            )
+
+
+def test_chunked_gate_writes_one_data_docs_page_for_the_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(GATE_CHUNK_ROWS_ENV, "4")
+    lake = Lake(tmp_path / "data")
+    report = validate_layer(lake, "raw_conversations", _raw_layer(tmp_path / "r.parquet"), "p1")
+    assert report.docs_page is not None and report.docs_page.is_file()
+    pages = list(
+        (lake.reports_dir / "data_docs" / "validations" / "raw_conversations").rglob("*.html")
+    )
+    assert pages == [report.docs_page]
+    assert "not-a-hash" in report.docs_page.read_text(encoding="utf-8")
+
+
+def test_every_chunk_is_bounded_and_every_row_is_in_one(tmp_path: Path) -> None:
+    path = _raw_layer(tmp_path / "raw.parquet", rows=50)
+    columns = {"record_index", "conversation_id"}
+    by_rows = chunk_plan({"type": "expect_column_values_to_not_be_null"})
+    frames = list(gate_frames(path, columns, by_rows, chunk_rows=8))
+    assert all(0 < len(f) <= 8 for f in frames)
+    assert [i for f in frames for i in f.index] == list(range(50))  # the file's positions
+
+    unique = chunk_plan(
+        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "record_index"}}
+    )
+    assert unique.split == HASH
+    frames = list(gate_frames(path, columns, unique, chunk_rows=8))
+    assert len(frames) == 7  # ceil(50 / 8) buckets
+    assert sorted(i for f in frames for i in f.index) == list(range(50))
+    assert sorted(v for f in frames for v in f["record_index"]) == list(range(50))
+
+
+def test_a_value_repeated_in_every_row_is_one_string_in_its_bucket(tmp_path: Path) -> None:
+    """The bucket of a repeated id holds all its rows, dictionary-encoded."""
+    path = _raw_layer(tmp_path / "raw.parquet", rows=40)
+    plan = chunk_plan(
+        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "source_file"}}
+    )
+    frames = [f for f in gate_frames(path, {"source_file"}, plan, chunk_rows=8) if len(f)]
+    assert len(frames) == 1 and len(frames[0]) == 40
+    assert frames[0]["source_file"].dtype == "category"
+    assert list(frames[0]["source_file"].cat.categories) == ["in.jsonl"]

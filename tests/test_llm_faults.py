@@ -175,7 +175,13 @@ def test_successful_answers_are_cached_as_they_arrive_so_a_killed_run_pays_nothi
     assert paid_before == stored
 
     llm_server.configure(Faults(), keep_counters=True)  # the rerun: same server, same cache
-    requests_before = llm_server.counters.chat_requests
+    # Requests the killed child had sent may still be in the server's accept queue: count
+    # from when the counter has settled (unchanged for a second), not from the kill.
+    requests_before, settled_at = llm_server.counters.chat_requests, time.monotonic()
+    while time.monotonic() - settled_at < 1.0:
+        time.sleep(0.1)
+        if llm_server.counters.chat_requests != requests_before:
+            requests_before, settled_at = llm_server.counters.chat_requests, time.monotonic()
     rerun = enricher_for(llm_server, cache=EnrichmentCache(cache_dir))
     annotations = rerun.annotate(make_conversations(40))
 

@@ -1,10 +1,11 @@
 """A loopback OpenAI-compatible server for tests and benchmarks (stdlib only).
 
 Implements, minimally: `POST /v1/chat/completions`, `POST /v1/files`,
-`GET /v1/files/{id}`, `GET /v1/files/{id}/content`, `POST /v1/batches`,
-`GET /v1/batches/{id}`. Answers are deterministic and schema-valid: derived
-from a hash of the conversation text (the last user message of the request),
-so online and batch mode give the same annotation for the same conversation.
+`GET /v1/files/{id}`, `GET /v1/files/{id}/content`, `POST /v1/batches` (with
+`metadata`), `GET /v1/batches` (newest first) and `GET /v1/batches/{id}`.
+Answers are deterministic and schema-valid: derived from a hash of the
+conversation text (the last user message of the request), so online and batch
+mode give the same annotation for the same conversation.
 
 Faults are injected per request and deterministic: the draw for a request is a
 hash of (seed, conversation, attempt number of that conversation), so a test
@@ -117,6 +118,10 @@ class Faults:
     batch_rate_error: float = 0.0  # batch lines that land in the error file
     batch_rate_missing: float = 0.0  # batch lines absent from both files
     batch_malformed_marker: str | None = None  # lines of these conversations: odd shapes
+    # How a batch ends once its polls are over: "completed"; "expired" (the 24 h window
+    # passed: the lines done by then, those with an even hash, in the output file, the
+    # rest nowhere); "failed" (rejected whole, with `errors`, no output).
+    batch_end: str = "completed"
     targeted: dict[str, str] = field(default_factory=dict)  # marker in the text -> fault
     drip_interval_s: float = 5.0
     huge_body_bytes: int = 50 * 1024 * 1024
@@ -295,6 +300,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts[:2] == ["v1", "files"] and len(parts) == 3:
             self._count("/v1/files/{id}")
             self._send(200, self._file_object(parts[2]))
+        elif parts == ["v1", "batches"]:
+            self._count("/v1/batches")
+            with state.lock:
+                listed = sorted(
+                    state.batches.values(), key=lambda b: (b["created_at"], b["seq"]), reverse=True
+                )
+                data = [_public(b) for b in listed]
+            self._send(200, {"object": "list", "data": data, "has_more": False})
         elif parts[:2] == ["v1", "batches"] and len(parts) == 3:
             self._count("/v1/batches/{id}")
             self._poll_batch(parts[2])
@@ -554,7 +567,9 @@ class _Handler(BaseHTTPRequestHandler):
             "completion_window": body["completion_window"],
             "created_at": int(time.time()),
             "status": "validating",
+            "metadata": body.get("metadata"),
             "polls": 0,
+            "seq": len(self.server.state.batches),
         }
         self.server.state.batches[batch_id] = batch
         self._send(200, _public(batch))
@@ -567,15 +582,23 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(404, _error("no such batch", "invalid_request_error"))
                 return
             batch["polls"] += 1
-            if batch["status"] != "completed" and batch["polls"] > state.faults.batch_polls:
+            ended = batch["status"] in ("completed", "expired", "failed")
+            if not ended and batch["polls"] > state.faults.batch_polls:
                 self._run_batch(batch)
-            elif batch["status"] != "completed":
+            elif not ended:
                 batch["status"] = "in_progress"
         self._send(200, _public(batch))
 
     def _run_batch(self, batch: dict[str, Any]) -> None:  # called holding the lock
         state, faults = self.server.state, self.server.state.faults
         outputs, errors = [], []
+        if faults.batch_end == "failed":
+            batch["status"], batch["failed_at"] = "failed", int(time.time())
+            batch["errors"] = {
+                "object": "list",
+                "data": [{"code": "invalid_request", "message": "the input file was rejected"}],
+            }
+            return
         for line in state.files[batch["input_file_id"]].decode().splitlines():
             if not line.strip():
                 continue
@@ -585,6 +608,8 @@ class _Handler(BaseHTTPRequestHandler):
             u = _draw(faults.seed, key, 0)
             if u < faults.batch_rate_missing:
                 continue
+            if faults.batch_end == "expired" and int(key, 16) % 2:
+                continue  # not done when the window closed
             malformed = _BATCH_MALFORMED_LINES[int(u * 1e6) % len(_BATCH_MALFORMED_LINES)]
             if faults.batch_malformed_marker and faults.batch_malformed_marker in str(body):
                 outputs.append({"custom_id": custom_id, **malformed})
@@ -614,8 +639,9 @@ class _Handler(BaseHTTPRequestHandler):
                 file_id = f"file-{uuid.uuid4().hex[:16]}"
                 state.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
                 batch[name] = file_id
-        batch["status"] = "completed"
-        batch["completed_at"] = int(time.time())
+        expired = faults.batch_end == "expired"
+        batch["status"] = "expired" if expired else "completed"
+        batch["expired_at" if expired else "completed_at"] = int(time.time())
         batch["request_counts"] = {
             "total": len(outputs) + len(errors),
             "completed": len(outputs),
@@ -635,7 +661,7 @@ _BATCH_MALFORMED_LINES: tuple[dict[str, Any], ...] = (
 
 
 def _public(batch: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in batch.items() if k != "polls"}
+    return {k: v for k, v in batch.items() if k not in ("polls", "seq")}
 
 
 class _Server(ThreadingHTTPServer):

@@ -1,8 +1,10 @@
 """`enriched_conversations`: reference metadata, stats and AI annotations, per conversation."""
 
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import polars as pl
@@ -10,10 +12,12 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    AssetObservation,
+    AssetSpec,
     Config,
     MaterializeResult,
     MetadataValue,
-    asset,
+    multi_asset,
 )
 from pydantic import Field
 
@@ -40,6 +44,8 @@ from enrichment_assets.enrichers.base import (
     conform_annotations,
     empty_annotations,
 )
+from enrichment_assets.enrichers.batch_ledger import remove_batches
+from enrichment_assets.enrichers.budget import SpendBudget
 from enrichment_assets.enrichers.code_version import enrichment_code_version
 from enrichment_assets.enrichers.settings import (
     LLMResource,
@@ -62,6 +68,9 @@ from enrichment_assets.resources import LakeResource, PiiRedactionResource
 from enrichment_assets.sql_files import load_sql
 from enrichment_assets.status import apply_changes
 from enrichment_assets.workers import map_ordered_threads
+
+if TYPE_CHECKING:  # the Batch API mode loads the OpenAI client: only when configured
+    from enrichment_assets.enrichers.batch_submission import BatchProgress
 
 
 class EnrichmentScope(Config):
@@ -145,17 +154,52 @@ def enrich_chunk(
     )
 
 
-@asset(
+_DESCRIPTION = """Validated conversations with reference metadata, stats and AI annotations.
+
+Reference metadata (personas, emotional arcs, training topics, templates) and
+per-conversation stats (messages per role, characters, token estimate,
+duration) come from `sql/enriched_conversations.sql` in DuckDB. AI annotations
+(summary, topics, tone, sentiment, label + confidence, quality score) come
+from the configured enricher; when it fails for a conversation its AI fields
+stay NULL and `enrichment.error` says why.
+
+Run config `conversation_ids` re-enriches only those conversations (the rest
+keep their previous annotations); `force` bypasses the enrichment cache.
+
+What an LLM endpoint is sent is redacted in the `egress` and `export` PII modes (the
+`pii` resource, `ENRICH_PII_MODE`): personal data is replaced by typed placeholders
+before the request and its cache key are made; `pii_redacted` counts them per kind.
+
+In the Batch API mode (`ENRICH_LLM_MODE=batch`) a run submits the partition's requests
+and ends with an observation (batch ids, requests, estimate) instead of a
+materialization; the `llm_batches` sensor requests the run that applies the results
+once the batches end, and the layers downstream follow it.
+"""
+
+
+# A multi-asset of one asset: in the Batch API mode a run may end without materializing
+# it (the batch is out), which needs its output and its checks to be skippable.
+@multi_asset(
+    name="enriched_conversations",
+    specs=[
+        AssetSpec(
+            "enriched_conversations",
+            description=_DESCRIPTION,
+            partitions_def=batch_partitions,
+            group_name="conversations",
+            # What the code location was loaded with (ENRICH_ENRICHER): `heuristic` or `openai`.
+            kinds={"duckdb", "parquet", *enricher_kinds()},
+            tags=enricher_tags(),
+            deps=[validated_conversations],
+            # Enricher, model, prompt version, output schema: a change marks partitions stale.
+            code_version=enrichment_code_version(LLMSettings.from_env()),
+            skippable=True,
+        )
+    ],
     partitions_def=batch_partitions,
-    group_name="conversations",
-    # What the code location was loaded with (ENRICH_ENRICHER): `heuristic` or `openai`.
-    kinds={"duckdb", "parquet", *enricher_kinds()},
-    tags=enricher_tags(),
-    deps=[validated_conversations],
+    can_subset=True,
     # Parallel runs share the LLM endpoint's limits: `dagster instance concurrency set llm N`.
     pool="llm",
-    # Enricher, model, prompt version, output schema: a change marks partitions stale.
-    code_version=enrichment_code_version(LLMSettings.from_env()),
     check_specs=[
         partitioned_check_spec(
             "validated_rows_conserved",
@@ -180,25 +224,23 @@ def enriched_conversations(
     lake: LakeResource,
     enricher: LLMResource,
     pii: PiiRedactionResource,
-) -> MaterializeResult:
-    """Validated conversations with reference metadata, stats and AI annotations.
-
-    Reference metadata (personas, emotional arcs, training topics, templates) and
-    per-conversation stats (messages per role, characters, token estimate,
-    duration) come from `sql/enriched_conversations.sql` in DuckDB. AI annotations
-    (summary, topics, tone, sentiment, label + confidence, quality score) come
-    from the configured enricher; when it fails for a conversation its AI fields
-    stay NULL and `enrichment.error` says why.
-
-    Run config `conversation_ids` re-enriches only those conversations (the rest
-    keep their previous annotations); `force` bypasses the enrichment cache.
-
-    What an LLM endpoint is sent is redacted in the `egress` and `export` PII modes (the
-    `pii` resource, `ENRICH_PII_MODE`): personal data is replaced by typed placeholders
-    before the request and its cache key are made; `pii_redacted` counts them per kind.
-    """
+) -> Iterator[MaterializeResult | AssetObservation]:
+    """The enriched layer of one batch partition (see `_DESCRIPTION`)."""
     with partition_writer(lake.lake, context.partition_key, context.run.run_id, context.log.info):
-        return _enriched_conversations(context, config, lake, enricher, pii)
+        yield _enriched_conversations(context, config, lake, enricher, pii)
+
+
+def _batch_metadata(batches: "BatchProgress | None") -> dict[str, object]:
+    if batches is None:
+        return {}
+    from enrichment_assets.assets.enriched_batches import applied_metadata
+
+    return applied_metadata(batches)
+
+
+def _scoped_ids(config: EnrichmentScope, target: Path) -> list[str] | None:
+    """The ids a scoped run sends (None: the whole partition), as `annotate_chunk` does."""
+    return config.conversation_ids if config.conversation_ids and target.exists() else None
 
 
 def _enriched_conversations(
@@ -207,7 +249,7 @@ def _enriched_conversations(
     lake: LakeResource,
     enricher: LLMResource,
     pii: PiiRedactionResource,
-) -> MaterializeResult:
+) -> MaterializeResult | AssetObservation:
     store = lake.lake
     prewarm_gate(store)
     progress = ProgressLog(context.log)
@@ -229,9 +271,29 @@ def _enriched_conversations(
     estimate = estimate_layer(
         annotator, source, lake.enrich_chunk_rows, config.conversation_ids or None
     )
-    budget = run_budget(context.instance, settings, estimate)
     if estimate is not None:
         context.log.info(f"LLM spend: {estimate.describe()}; {estimate.assumptions()}")
+    batches: BatchProgress | None = None
+    if settings.submits_batches and annotator.name == "openai":
+        from enrichment_assets.assets.enriched_batches import advance_llm_batches
+
+        # Refused over budget before anything is submitted; results of ended batches are
+        # paid for already: no budget stops applying them.
+        batches = advance_llm_batches(
+            context,
+            annotator,  # type: ignore[arg-type]
+            data_dir=store.data_dir,
+            source=source,
+            chunk_rows=lake.enrich_chunk_rows,
+            only=_scoped_ids(config, target),
+            scope=config.model_dump(),
+            estimate=estimate,
+            check_budget=lambda: run_budget(context.instance, settings, estimate),
+        )
+        budget = SpendBudget()
+    else:
+        budget = run_budget(context.instance, settings, estimate)
+    if estimate is not None:
         annotator.budget = budget  # type: ignore[attr-defined]
     if hasattr(annotator, "on_progress"):
         annotator.on_progress = lambda done, total: context.log.debug(
@@ -255,6 +317,10 @@ def _enriched_conversations(
         pl.lit(started).alias("last_attempt"),
     )
     apply_changes(store, batch, in_progress, started)
+    if batches is not None and batches.waiting:  # the batch is out: nothing to write yet
+        from enrichment_assets.assets.enriched_batches import waiting_observation
+
+        return waiting_observation(batches, batch)
 
     con = duckdb.connect()
     load_reference(con, app_db_url())
@@ -314,6 +380,8 @@ def _enriched_conversations(
         con.close()
     if changes:
         apply_changes(store, batch, pl.concat(changes), datetime.now(UTC))
+    if batches is not None and batches.record is not None:  # applied: the record is done
+        remove_batches(store.data_dir, batch)
     # Each conversation's attempts, model and confidence (`low_confidence.py`).
     reason = LOW_CONFIDENCE if config.low_confidence else RERUN
     attempts_logged = record_attempts(
@@ -338,6 +406,7 @@ def _enriched_conversations(
             **layer_table(target, enriched_rows),
             "enricher": annotator.name,
             **pii_metadata,
+            **_batch_metadata(batches),
             "annotation_errors": errors,
             "enrichment_attempts_logged": attempts_logged,
             **({"low_confidence_reasked": scope.height} if config.low_confidence else {}),

@@ -8,6 +8,10 @@ partition is flagged for a person (`retry_state.flagged_partitions`, an asset
 observation on `enriched_conversations`) and left alone until someone
 re-materializes it: a run without this sensor's tags resets the count.
 
+A partition whose run succeeded and left LLM batches out (the Batch API mode) is not
+unhealthy: the `llm_batches` sensor applies them. The run that does carries the retry
+count of the run that submitted them, so the tries go on counting across batches.
+
 Each retry has its own run key (`retry:<partition>:<failed run id>`): a sensor
 never requests the same run key twice, so a key per failure is what lets a
 partition be retried at all.
@@ -53,6 +57,7 @@ from enrichment_assets.automation.settings import (
     requested_run_config,
     retry_interval_seconds,
 )
+from enrichment_assets.enrichers.batch_ledger import read_batches
 from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED, OVER_BUDGET, next_window
 from enrichment_assets.lake import Lake
 from enrichment_assets.locks import claimed_partitions
@@ -65,6 +70,7 @@ RETRY_TRIGGER = "failed_partitions"
 ATTEMPT_TAG = "enrich/retry_attempt"
 REASON_TAG = "enrich/retry_reason"
 RETRY_OF_TAG = "enrich/retry_of"
+LLM_BATCH_TRIGGER = "llm_batches"  # the trigger of the runs `llm_batches.py` requests
 FLAGGED_ASSET = AssetKey("enriched_conversations")
 CURSOR_VERSION = 1
 
@@ -139,6 +145,8 @@ def assess_run(instance: DagsterInstance, lake: Lake, record: RunRecord) -> Verd
         if step_error is not None and f"{OVER_BUDGET}: " in step_error:
             return Verdict(BUDGET_STOPPED, step_error)
         return Verdict(RUN_FAILED, step_error or "the run failed: see its logs")
+    if read_batches(lake.data_dir, run.tags[PARTITION_TAG]) is not None:
+        return None  # its LLM batches are out: the llm_batches sensor applies them
     stopped = budget_stopped_rows(lake, run.tags[PARTITION_TAG])
     if stopped:
         return Verdict(BUDGET_STOPPED, f"{stopped} conversation(s) not sent: {BUDGET_EXHAUSTED}")
@@ -153,7 +161,8 @@ def assess_run(instance: DagsterInstance, lake: Lake, record: RunRecord) -> Verd
 def tries_of(record: RunRecord) -> int:
     """Which retry this run was (0 for a run this sensor did not request: a reset)."""
     tags = record.dagster_run.tags
-    if tags.get(TRIGGER_TAG) != RETRY_TRIGGER:
+    # An apply run of LLM batches carries the retry tags of the run that submitted them.
+    if tags.get(TRIGGER_TAG) not in (RETRY_TRIGGER, LLM_BATCH_TRIGGER):
         return 0
     try:
         return int(tags.get(ATTEMPT_TAG, "0"))

@@ -21,6 +21,7 @@ from dagster import AssetKey, RunRequest, SensorEvaluationContext, SensorResult,
 
 from enrichment_assets.automation.new_raw_files import PIPELINE_JOB, TRIGGER_TAG
 from enrichment_assets.automation.settings import default_sensor_status, requested_run_config
+from enrichment_assets.enrichers.batch_ledger import read_batches
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.env import env_int
 from enrichment_assets.lake import Lake
@@ -63,8 +64,8 @@ def low_confidence_tick(
     requests: list[RunRequest] = []
     waiting = exhausted = 0
     for partition in lake.registered_batches():
-        if partition in claimed:
-            continue
+        if partition in claimed or read_batches(lake.data_dir, partition) is not None:
+            continue  # a command is at it, or its LLM batches are out
         found = candidates(lake, partition, rule, now)
         if found.frame.height == 0:
             continue

@@ -24,12 +24,14 @@ from typing import Any, TypeVar
 import openai
 import orjson
 
+from enrichment_assets.enrichers.batch_ledger import ENDED_STATUSES
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ENDPOINT = "/v1/chat/completions"
 BATCH_PRICE_FACTOR = 0.5  # the Batch API bills half the online price
-_TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+TERMINAL = ENDED_STATUSES
 
 # `call(op)` awaits `op()` with the enricher's retries and request accounting.
 CallWithRetries = Callable[[Callable[[], Awaitable[T]]], Awaitable[T]]
@@ -132,28 +134,81 @@ async def _run_one_batch(
 ) -> dict[str, BatchItemResult]:
     custom_ids = [custom_id for custom_id, _ in requests]
     try:
-        upload = requests_jsonl(requests)
-        uploaded = await call(
-            lambda: client.files.create(
-                file=("requests.jsonl", upload, "application/jsonl"), purpose="batch"
-            )
-        )
-        batch = await call(
-            lambda: client.batches.create(
-                input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h"
-            )
-        )
-        log.info("batch %s created with %d requests", batch.id, len(requests))
+        batch = await submit_batch(client, requests, call=call)
         batch = await _wait_for(client, batch, options, call)
-        found: dict[str, BatchItemResult] = {}
-        for file_id in (batch.error_file_id, batch.output_file_id):  # output wins on overlap
-            if file_id:
-                content = await call(lambda file_id=file_id: client.files.content(file_id))
-                found.update(parse_results(content.content))
+        return await batch_results(client, batch, custom_ids, call=call)
     except openai.OpenAIError as exc:
         error = f"batch request failed: {type(exc).__name__}: {exc}"
         return {custom_id: BatchItemResult(error=error) for custom_id in custom_ids}
 
+
+async def submit_batch(
+    client: openai.AsyncOpenAI,
+    requests: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    call: CallWithRetries,
+    metadata: dict[str, str] | None = None,
+) -> Any:
+    """Upload `requests` as a batch input file and create its batch; the batch object.
+
+    `metadata` goes with the batch: what finds it again after a crash (`find_batch`)."""
+    upload = requests_jsonl(requests)
+    uploaded = await call(
+        lambda: client.files.create(
+            file=("requests.jsonl", upload, "application/jsonl"), purpose="batch"
+        )
+    )
+    extra: dict[str, Any] = {"metadata": metadata} if metadata else {}
+    batch = await call(
+        lambda: client.batches.create(
+            input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h", **extra
+        )
+    )
+    log.info("batch %s created with %d requests", batch.id, len(requests))
+    return batch
+
+
+async def retrieve_batch(
+    client: openai.AsyncOpenAI, batch_id: str, *, call: CallWithRetries
+) -> Any:
+    """The batch object as the server sees it now (one GET)."""
+    return await call(lambda: client.batches.retrieve(batch_id))
+
+
+async def find_batch(
+    client: openai.AsyncOpenAI,
+    metadata: dict[str, str],
+    *,
+    created_after: float,
+    call: CallWithRetries,
+) -> Any | None:
+    """The batch created after `created_after` (epoch s) whose metadata holds `metadata`,
+    if any: a submission that crashed between creating its batch and recording it.
+
+    The list is newest first; it is read back to `created_after` only."""
+    page = await call(lambda: client.batches.list(limit=100))
+    while True:
+        for batch in page.data:
+            if batch.created_at < created_after:
+                return None
+            found = batch.metadata or {}
+            if all(found.get(name) == value for name, value in metadata.items()):
+                return batch
+        if not page.has_next_page():
+            return None
+        page = await call(page.get_next_page)
+
+
+async def batch_results(
+    client: openai.AsyncOpenAI, batch: Any, custom_ids: Sequence[str], *, call: CallWithRetries
+) -> dict[str, BatchItemResult]:
+    """A result for every one of `custom_ids` from an ended batch's output and error files;
+    one missing from both (a failed or expired batch, a lost line) is an error naming why."""
+    found: dict[str, BatchItemResult] = {}
+    for file_id in (batch.error_file_id, batch.output_file_id):  # output wins on overlap
+        if file_id:
+            content = await call(lambda file_id=file_id: client.files.content(file_id))
+            found.update(parse_results(content.content))
     why = f"missing from the results of batch {batch.id} (status {batch.status}"
     if batch.errors and batch.errors.data:
         why += f": {batch.errors.data[0].message}"
@@ -161,12 +216,17 @@ async def _run_one_batch(
     return {custom_id: found.get(custom_id, missing) for custom_id in custom_ids}
 
 
+def is_terminal(status: str | None) -> bool:
+    """True when a batch of this status will not change any more."""
+    return status in TERMINAL
+
+
 async def _wait_for(
     client: openai.AsyncOpenAI, batch: Any, options: BatchOptions, call: CallWithRetries
 ) -> Any:
     """Poll until the batch ends, waiting longer between polls; cancel it past `max_wait_s`."""
     interval, deadline = options.poll_interval_s, time.monotonic() + options.max_wait_s
-    while batch.status not in _TERMINAL:
+    while batch.status not in TERMINAL:
         if time.monotonic() > deadline:
             log.warning(
                 "batch %s still %s after %.0fs: cancelling",

@@ -189,6 +189,10 @@ class OpenAIEnricher:
         # json_schema (older vLLM and llama.cpp builds, some Azure API versions).
         self.response_format: Literal["json_schema", "json_object"] = "json_schema"
         self.stats = EnrichmentStats(model=model, mode=mode)
+        # Results of the partition's ended batches (`batch_submission.py`), by cache key:
+        # while set, the batch mode applies them instead of sending (each is paid once).
+        self._applying: dict[str, AnnotationOutcome] | None = None
+        self._applied: set[str] = set()
 
     def __repr__(self) -> str:  # never the key
         return (
@@ -203,7 +207,7 @@ class OpenAIEnricher:
             return empty_annotations()
         started = time.perf_counter()
         try:
-            return _run_coroutine(self._annotate(conversations))
+            return run_coroutine(self._annotate(conversations))
         finally:
             self.stats.elapsed_s = round(time.perf_counter() - started, 3)
 
@@ -224,9 +228,29 @@ class OpenAIEnricher:
             price=self.price,
         )
 
+    def batch_requests(self, conversations: pl.DataFrame) -> dict[str, tuple[str, dict[str, Any]]]:
+        """What the batch mode would submit for `conversations`: cache key -> (custom_id,
+        chat body) of each distinct conversation the cache does not hold."""
+        _, requests = self._requests(conversations)
+        cached = set(self.cache.get_many(list(requests))) if self.cache is not None else set()
+        return {
+            key: (request.custom_id, self._chat_body(request))
+            for key, request in requests.items()
+            if key not in cached
+        }
+
+    def apply_batch_outcomes(self, outcomes: dict[str, AnnotationOutcome]) -> None:
+        """Annotate from these results of ended batches (by cache key) from now on: the
+        batch mode sends nothing; a conversation they lack is NULL with an error."""
+        self._applying, self._applied = dict(outcomes), set()
+
     async def _annotate(self, conversations: pl.DataFrame) -> pl.DataFrame:
         row_keys, requests = self._requests(conversations, count=True)
-        outcomes = self._from_cache(list(requests))
+        # Batch results come before the cache (they were just paid for: the cost is this
+        # run's), once each; a repeat in a later chunk reads as cached.
+        fresh = (set(requests) & set(self._applying or {})) - self._applied
+        self._applied |= fresh
+        outcomes = self._from_cache([key for key in requests if key not in fresh])
         misses = [request for key, request in requests.items() if key not in outcomes]
         if misses:
             outcomes.update(await self._request_all(misses))
@@ -321,6 +345,23 @@ class OpenAIEnricher:
                     log.warning("enrichment cache not written (%s): %s", type(exc).__name__, exc)
 
             yield store
+
+    def client(self) -> openai.AsyncOpenAI:
+        """An async client of the endpoint (use it as an async context manager)."""
+        return self._client()
+
+    async def call(self, op: Callable[[], Awaitable[T]]) -> T:
+        """`op()` with the enricher's retries, counted as a request (Batch API calls)."""
+
+        async def counted() -> T:
+            self.stats.requests += 1
+            return await op()
+
+        return await call_with_retries(counted, policy=self.retry, stats=self.stats)
+
+    def one_line(self, error: str) -> str:
+        """`error` as one line, scrubbed of the API key."""
+        return self._one_line(error)
 
     def _client(self) -> openai.AsyncOpenAI:
         return endpoint_client(
@@ -508,25 +549,32 @@ class OpenAIEnricher:
         trace = "".join(traceback.format_exception(exc))
         log.warning("unexpected failure %s: %s", doing, self._scrub(trace))
 
+    def _applied_outcomes(self, requests: list[_Request]) -> dict[str, AnnotationOutcome]:
+        """The ended batches' result of each request (already paid: no budget stops it)."""
+        applying, outcomes = self._applying or {}, {}
+        for request in requests:
+            outcome = applying.get(request.key) or AnnotationOutcome(
+                error=self._one_line(
+                    "not in this partition's LLM batches: submitted by its next run"
+                )
+            )
+            self.budget.charge(self._cost(outcome))
+            outcomes[request.key] = outcome
+        return outcomes
+
     async def _request_batch(
         self, client: openai.AsyncOpenAI, requests: list[_Request]
     ) -> dict[str, AnnotationOutcome]:
+        if self._applying is not None:
+            return self._applied_outcomes(requests)
         if self.budget.exhausted:
             return {request.key: AnnotationOutcome(error=BUDGET_EXHAUSTED) for request in requests}
-
-        async def call(op: Callable[[], Awaitable[T]]) -> T:
-            async def counted() -> T:
-                self.stats.requests += 1
-                return await op()
-
-            return await call_with_retries(counted, policy=self.retry, stats=self.stats)
-
         try:
             results = await batch_api.run_chat_batch(
                 client,
                 [(request.custom_id, self._chat_body(request)) for request in requests],
                 options=self.batch_options,
-                call=call,
+                call=self.call,
             )
         except Exception as exc:  # one batch is one request: it fails its conversations only
             self._log_unexpected("in the batch request", exc)
@@ -617,7 +665,7 @@ class _Progress:
             self._callback(self.done, self.total)
 
 
-def _run_coroutine(coroutine: Awaitable[T]) -> T:
+def run_coroutine(coroutine: Awaitable[T]) -> T:
     """Run `coroutine` from sync code, also when the caller already runs an event loop."""
     try:
         asyncio.get_running_loop()

@@ -52,7 +52,10 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 }
 
 EnricherName = Literal["heuristic", "openai"]
-LLMMode = Literal["online", "batch"]
+# `batch`: the Batch API, submit-and-return (`batch_submission.py`: the run submits and
+# ends, the `llm_batches` sensor applies the results); `batch_wait`: the Batch API polled
+# inside the run until the batch ends (up to 25 h: for tests and small one-off runs).
+LLMMode = Literal["online", "batch", "batch_wait"]
 
 
 def parse_prices(text: str | None) -> dict[str, ModelPrice]:
@@ -146,6 +149,11 @@ class LLMSettings(BaseModel):
         values["prices"] = parse_prices(env.get("ENRICH_LLM_PRICES"))
         return cls(**values)
 
+    @property
+    def submits_batches(self) -> bool:
+        """True in the submit-and-return Batch API mode (`batch_submission.py`)."""
+        return self.enricher == "openai" and self.mode == "batch"
+
     def build_enricher(
         self,
         cache_dir: Path | None = None,
@@ -179,7 +187,7 @@ class LLMSettings(BaseModel):
             max_response_bytes=self.max_response_bytes,
             rpm=self.rpm,
             tpm=self.tpm,
-            mode=self.mode,
+            mode="online" if self.mode == "online" else "batch",
             price=self.prices.get(self.model),
             cache=EnrichmentCache(cache_dir) if cache_dir is not None else None,
             budget=budget,
@@ -235,7 +243,11 @@ class LLMResource(ConfigurableResource):
     )
     rpm: int | None = None
     tpm: int | None = None
-    mode: str = Field(default="online", description="online | batch (the Batch API)")
+    mode: str = Field(
+        default="online",
+        description="online | batch (the Batch API: the run submits and ends, the llm_batches "
+        "sensor applies the results) | batch_wait (the Batch API, polled inside the run)",
+    )
     prices_json: str | None = Field(default=None, description="ENRICH_LLM_PRICES override")
     budget_usd: float | None = Field(
         default=None,

@@ -208,6 +208,7 @@ def _run_logged(
                 lambda signum: _on_interrupt(instance, lake, state, signum),
             )
     _print_results(lake, unique, days, title)
+    _print_llm_batches(lake, unique)
     if dataset is not None:
         _print_dataset(dataset)
     err.print(plain(f"log: {log_path.resolve()}"), soft_wrap=True)
@@ -384,6 +385,27 @@ def _print_results(lake: Lake, partitions: list[str], days: list[str], title: st
     )
     out.print(plain(f"exports: {(lake.data_dir / 'export').resolve()}"))
     out.print(plain(f"lake:    {(lake.data_dir / 'lake').resolve()}"))
+
+
+def _print_llm_batches(lake: Lake, partitions: list[str]) -> None:
+    """One line per partition whose LLM batches are out (ENRICH_LLM_MODE=batch): they are
+    not a failure; their results arrive by the `llm_batches` sensor or the next run."""
+    from enrichment_assets.enrichers.batch_ledger import read_batches
+
+    for partition in partitions:
+        record = read_batches(lake.data_dir, partition)
+        if record is None:
+            continue
+        statuses = ", ".join(f"{b.batch_id} {b.status}" for b in record.batches)
+        out.print(
+            plain(
+                f"{partition}: {record.requests} conversation(s) submitted to the Batch API "
+                f"({statuses}); they stay enrichment_in_progress until the llm_batches sensor "
+                "(dagster dev / the daemon) applies the results once the batch ends, or run "
+                "the same `enrich run` again to apply finished batches now"
+            ),
+            soft_wrap=True,
+        )
 
 
 def _print_dataset(dataset: DatasetOutcome) -> None:

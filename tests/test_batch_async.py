@@ -192,7 +192,7 @@ def test_a_run_submits_and_ends_then_the_sensor_applies_completed_and_failed_lin
 def test_expired_and_failed_batches_leave_their_conversations_null_with_the_reason(
     lake: Lake, instance: DagsterInstance, tmp_path: Path, llm_server: LoopbackLLMServer
 ) -> None:
-    """Applied by running the partition again (what `enrich run` does a second time)."""
+    """Applied by the run the sensor would request (its layers only)."""
     llm_server.configure(Faults(batch_polls=0))
     expiring, failing = land_files(
         lake, instance, [batch_file(tmp_path, "a", 8), batch_file(tmp_path, "b", 8, "passcode")]
@@ -202,8 +202,9 @@ def test_expired_and_failed_batches_leave_their_conversations_null_with_the_reas
     assert run(instance, failing, enricher).success
     assert llm_server.counters.requests["POST /v1/batches"] == 2
 
+    apply = {"asset_selection": [ENRICHED, NORMALIZED]}
     llm_server.configure(Faults(batch_polls=0, batch_end="expired"), keep_counters=True)
-    assert run(instance, expiring, enricher).success
+    assert run(instance, expiring, enricher, **apply).success
     docs = enriched_docs(lake, expiring)
     lost = [d for d in docs if d["enrichment"]["error"]]
     assert len(docs) == 8 and 0 < len(lost) < 8
@@ -211,7 +212,7 @@ def test_expired_and_failed_batches_leave_their_conversations_null_with_the_reas
     assert all(d["enrichment"]["label"] is None for d in lost)
 
     llm_server.configure(Faults(batch_polls=0, batch_end="failed"), keep_counters=True)
-    assert run(instance, failing, enricher).success
+    assert run(instance, failing, enricher, **apply).success
     docs = enriched_docs(lake, failing)
     assert len(docs) == 8
     assert all("the input file was rejected" in d["enrichment"]["error"] for d in docs)
@@ -271,7 +272,9 @@ def test_a_process_killed_after_creating_its_batch_is_resumed_without_submitting
     assert record is not None and record.batch_ids == []  # created, never recorded
 
     # The next run finds the batch by its metadata instead of paying for it again.
-    resumed = enrich_process(data_dir, home, llm_server, "run", "--no-dataset", str(source))
+    resumed = enrich_process(
+        data_dir, home, llm_server, "run", "--no-dataset", "--no-summaries", str(source)
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "10 conversation(s) submitted to the Batch API" in resumed.stdout
     assert "llm_batches sensor" in resumed.stdout

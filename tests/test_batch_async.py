@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,12 @@ from enrichment_assets.automation.llm_batches import llm_batches
 from enrichment_assets.automation.retry_state import NULL_AI_FIELDS
 from enrichment_assets.automation.settings import RetrySettings
 from enrichment_assets.definitions import LAYER_ASSETS
-from enrichment_assets.enrichers.batch_ledger import read_batches
+from enrichment_assets.enrichers.batch_ledger import (
+    PartitionBatches,
+    SubmittedBatch,
+    read_batches,
+    write_batches,
+)
 from enrichment_assets.enrichers.settings import DEFAULT_PRICES, LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
@@ -300,3 +306,35 @@ def test_a_process_killed_after_creating_its_batch_is_resumed_without_submitting
     assert llm_server.counters.chat_requests == 0
     assert sum(llm_server.counters.successes.values()) == 10
     assert not llm_server.counters.paid_twice()
+
+
+def test_the_sensor_waits_out_an_unreachable_endpoint(
+    lake: Lake, instance: DagsterInstance, llm_server: LoopbackLLMServer
+) -> None:
+    """A tick that cannot reach the endpoint is a warning and a wait, never a failed tick."""
+    record = PartitionBatches(
+        partition="p-1",
+        submission="s-1",
+        submitted_at=datetime.now(UTC).timestamp(),
+        run_id="r-1",
+        batches=[
+            SubmittedBatch(
+                part=0,
+                model="gpt-4o-mini",
+                prompt_version="v",
+                keys={"c": "k"},
+                batch_id="batch_gone",
+                status="in_progress",
+            )
+        ],
+    )
+    write_batches(lake.data_dir, record)
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    down = llm(llm_server, base_url=f"http://127.0.0.1:{port}/v1", max_attempts=1)
+
+    result = tick(instance, down)
+
+    assert not result.run_requests and "1 partition(s) waiting" in str(result.skip_reason)
+    assert read_batches(lake.data_dir, "p-1") == record  # the sensor writes nothing

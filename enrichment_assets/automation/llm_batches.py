@@ -86,7 +86,15 @@ def llm_batches_tick(
             continue  # a live command is at it: it applies the batches itself
         if polled + len(record.batch_ids) > max_polls and polled:
             break  # the rest next tick
-        statuses = poll_batch_statuses(enricher, record)
+        try:
+            statuses = poll_batch_statuses(enricher, record)
+        except Exception as error:  # the endpoint is down: this partition waits a tick
+            context.log.warning(
+                f"partition {record.partition}: LLM batches not polled: "
+                f"{enricher.one_line(f'{type(error).__name__}: {error}')}"
+            )
+            running += 1
+            continue
         polled, last = polled + len(statuses), record.partition
         for submitted in record.batches:
             submitted.status = statuses.get(submitted.batch_id or "", submitted.status)

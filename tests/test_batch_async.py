@@ -42,9 +42,11 @@ from enrichment_assets.lake import Lake
 from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
 from enrichment_assets.runner import land_files
 from enrichment_assets.status import read_status
-from tests.factories import conversation, message, read_jsonl, write_jsonl
+from tests.factories import read_jsonl
 from tests.llm_server import Faults, LoopbackLLMServer
+from tests.test_llm_spend import batch as batch_file
 from tests.test_llm_spend import enriched_metadata
+from tests.test_llm_spend import llm as spend_llm
 from tests.test_sensors import sensor_context
 
 PRICE = DEFAULT_PRICES["gpt-4o-mini"]
@@ -54,30 +56,8 @@ ENRICH = str(Path(sys.executable).with_name("enrich"))
 
 
 def llm(server: LoopbackLLMServer, **overrides: object) -> LLMResource:
-    settings = {
-        "enricher": "openai",
-        "mode": "batch",
-        "base_url": server.base_url,
-        "model": "gpt-4o-mini",
-        "api_key": "sk-test-batch",
-        "timeout_s": 5.0,
-        "max_attempts": 2,
-        **overrides,
-    }
-    return LLMResource(**settings)  # type: ignore[arg-type]
-
-
-def batch_file(tmp_path: Path, name: str, count: int, word: str = "password") -> Path:
-    records = [
-        conversation(
-            messages=[
-                message("user", f"How do I reset my {word} number {i:03d}?"),
-                message("assistant", f"Open the settings and follow step {i:03d}."),
-            ]
-        )
-        for i in range(count)
-    ]
-    return write_jsonl(tmp_path / f"{name}.jsonl", records)
+    """The `openai` enricher in the Batch API mode against `server`."""
+    return spend_llm(server, **{"mode": "batch", **overrides})
 
 
 def run(
@@ -240,7 +220,7 @@ def enrich_process(data_dir: Path, home: Path, server: LoopbackLLMServer, *args:
             "ENRICH_ENRICHER": "openai",
             "ENRICH_LLM_MODE": "batch",
             "ENRICH_LLM_BASE_URL": server.base_url,
-            "ENRICH_LLM_API_KEY": "sk-test-batch",
+            "ENRICH_LLM_API_KEY": "sk-test-spend",
             **env,
         },
         capture_output=True,

@@ -47,6 +47,7 @@ from enrichment_assets.enrichers.base import (
 from enrichment_assets.enrichers.batch_ledger import remove_batches
 from enrichment_assets.enrichers.budget import SpendBudget
 from enrichment_assets.enrichers.code_version import enrichment_code_version
+from enrichment_assets.enrichers.pricing import CostEstimate
 from enrichment_assets.enrichers.settings import (
     LLMResource,
     LLMSettings,
@@ -238,9 +239,36 @@ def _batch_metadata(batches: "BatchProgress | None") -> dict[str, object]:
     return applied_metadata(batches)
 
 
-def _scoped_ids(config: EnrichmentScope, target: Path) -> list[str] | None:
-    """The ids a scoped run sends (None: the whole partition), as `annotate_chunk` does."""
-    return config.conversation_ids if config.conversation_ids and target.exists() else None
+def _budget_and_batches(
+    context: AssetExecutionContext,
+    config: EnrichmentScope,
+    lake: LakeResource,
+    annotator: Enricher,
+    settings: LLMSettings,
+    estimate: CostEstimate | None,
+) -> "tuple[SpendBudget, BatchProgress | None]":
+    """What the run may spend (a `Failure` over budget: nothing sent) and, in the Batch
+    API mode, where its partition's batches are (`assets/enriched_batches.py`)."""
+    if not (settings.submits_batches and annotator.name == "openai"):
+        return run_budget(context.instance, settings, estimate), None
+    from enrichment_assets.assets.enriched_batches import advance_llm_batches
+
+    store, partition = lake.lake, context.partition_key
+    scoped = config.conversation_ids and store.layer_path("enriched", partition).exists()
+    batches = advance_llm_batches(
+        context,
+        annotator,  # type: ignore[arg-type]
+        data_dir=store.data_dir,
+        source=store.layer_path("validated", partition),
+        chunk_rows=lake.enrich_chunk_rows,
+        only=config.conversation_ids if scoped else None,  # as `annotate_chunk` sends
+        scope=config.model_dump(),
+        estimate=estimate,
+        # Checked before anything is submitted; the results of ended batches are paid
+        # for already: no budget stops applying them.
+        check_budget=lambda: run_budget(context.instance, settings, estimate),
+    )
+    return SpendBudget(), batches
 
 
 def _enriched_conversations(
@@ -273,26 +301,7 @@ def _enriched_conversations(
     )
     if estimate is not None:
         context.log.info(f"LLM spend: {estimate.describe()}; {estimate.assumptions()}")
-    batches: BatchProgress | None = None
-    if settings.submits_batches and annotator.name == "openai":
-        from enrichment_assets.assets.enriched_batches import advance_llm_batches
-
-        # Refused over budget before anything is submitted; results of ended batches are
-        # paid for already: no budget stops applying them.
-        batches = advance_llm_batches(
-            context,
-            annotator,  # type: ignore[arg-type]
-            data_dir=store.data_dir,
-            source=source,
-            chunk_rows=lake.enrich_chunk_rows,
-            only=_scoped_ids(config, target),
-            scope=config.model_dump(),
-            estimate=estimate,
-            check_budget=lambda: run_budget(context.instance, settings, estimate),
-        )
-        budget = SpendBudget()
-    else:
-        budget = run_budget(context.instance, settings, estimate)
+    budget, batches = _budget_and_batches(context, config, lake, annotator, settings, estimate)
     if estimate is not None:
         annotator.budget = budget  # type: ignore[attr-defined]
     if hasattr(annotator, "on_progress"):

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from dagster import AssetKey, DagsterInstance
 
-from enrichment_assets.assets.llm_spend import daily_left, estimate_layer
+from enrichment_assets.assets.llm_spend import committed_to_batches, daily_left, estimate_layer
 from enrichment_assets.enrichers.budget import run_limit
 from enrichment_assets.enrichers.pricing import CostEstimate
 from enrichment_assets.enrichers.settings import LLMSettings
@@ -74,5 +74,6 @@ def dry_run(
             continue
         estimates.append(PartitionEstimate(key, estimate_layer(annotator, source, 10_000)))
     now = datetime.now(UTC)
-    limit = run_limit(settings.budget_usd, daily_left(instance, settings, now))
+    committed = committed_to_batches(settings, lake.data_dir)  # batches out, at their estimate
+    limit = run_limit(settings.budget_usd, daily_left(instance, settings, now, committed))
     return DryRun(estimates, limit, settings)

@@ -45,7 +45,7 @@ from enrichment_assets.status import read_status
 from tests.factories import read_jsonl
 from tests.llm_server import Faults, LoopbackLLMServer
 from tests.test_llm_spend import batch as batch_file
-from tests.test_llm_spend import enriched_metadata
+from tests.test_llm_spend import enriched_metadata, step_failure
 from tests.test_llm_spend import llm as spend_llm
 from tests.test_sensors import sensor_context
 
@@ -184,11 +184,19 @@ def test_expired_and_failed_batches_leave_their_conversations_null_with_the_reas
         lake, instance, [batch_file(tmp_path, "a", 8), batch_file(tmp_path, "b", 8, "passcode")]
     )
     enricher = llm(llm_server)
+    apply = {"asset_selection": [ENRICHED, NORMALIZED]}
     assert run(instance, expiring, enricher).success
-    assert run(instance, failing, enricher).success
+    out = read_batches(lake.data_dir, expiring)
+    assert out is not None and out.estimate_usd
+    # A batch out counts against the daily limit at its estimate until it is applied:
+    # a second one that the limit would not cover besides it is refused, nothing sent.
+    tight = llm(llm_server, daily_budget_usd=1.5 * out.estimate_usd)
+    assert not run(instance, failing, tight).success
+    assert "over budget: estimated $" in step_failure(instance)
+    assert llm_server.counters.requests["POST /v1/files"] == 1
+    assert run(instance, failing, enricher, **apply).success
     assert llm_server.counters.requests["POST /v1/batches"] == 2
 
-    apply = {"asset_selection": [ENRICHED, NORMALIZED]}
     llm_server.configure(Faults(batch_polls=0, batch_end="expired"), keep_counters=True)
     assert run(instance, expiring, enricher, **apply).success
     docs = enriched_docs(lake, expiring)

@@ -29,7 +29,7 @@ from enrichment_assets.assets.layer_io import (
     row_count,
     write_layer,
 )
-from enrichment_assets.assets.llm_spend import estimate_layer, run_budget
+from enrichment_assets.assets.llm_spend import committed_to_batches, estimate_layer, run_budget
 from enrichment_assets.assets.metadata import ProgressLog, layer_table, path_value, preview
 from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.checks.gx_suites import (
@@ -249,11 +249,13 @@ def _budget_and_batches(
 ) -> "tuple[SpendBudget, BatchProgress | None]":
     """What the run may spend (a `Failure` over budget: nothing sent) and, in the Batch
     API mode, where its partition's batches are (`assets/enriched_batches.py`)."""
+    store, partition = lake.lake, context.partition_key
+    # Batches out (of other partitions) count against the daily limit until applied.
+    committed = committed_to_batches(settings, store.data_dir, besides=partition)
     if not (settings.submits_batches and annotator.name == "openai"):
-        return run_budget(context.instance, settings, estimate), None
+        return run_budget(context.instance, settings, estimate, committed_usd=committed), None
     from enrichment_assets.assets.enriched_batches import advance_llm_batches
 
-    store, partition = lake.lake, context.partition_key
     scoped = config.conversation_ids and store.layer_path("enriched", partition).exists()
     batches = advance_llm_batches(
         context,
@@ -266,7 +268,9 @@ def _budget_and_batches(
         estimate=estimate,
         # Checked before anything is submitted; the results of ended batches are paid
         # for already: no budget stops applying them.
-        check_budget=lambda: run_budget(context.instance, settings, estimate),
+        check_budget=lambda: run_budget(
+            context.instance, settings, estimate, committed_usd=committed
+        ),
     )
     return SpendBudget(), batches
 

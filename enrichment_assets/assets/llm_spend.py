@@ -21,6 +21,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Failure
 
 from enrichment_assets.assets.layer_io import read_chunks
 from enrichment_assets.enrichers.base import Enricher
+from enrichment_assets.enrichers.batch_ledger import open_submissions
 from enrichment_assets.enrichers.budget import OVER_BUDGET, SpendBudget, run_limit, window_start
 from enrichment_assets.enrichers.pricing import CostEstimate
 from enrichment_assets.enrichers.settings import LLMSettings
@@ -52,11 +53,29 @@ def spent_since(instance: DagsterInstance, since: datetime) -> float:
     return total
 
 
-def daily_left(instance: DagsterInstance, settings: LLMSettings, now: datetime) -> float | None:
-    """What the daily limit leaves for today (None: no daily limit)."""
+def daily_left(
+    instance: DagsterInstance, settings: LLMSettings, now: datetime, committed_usd: float = 0.0
+) -> float | None:
+    """What the daily limit leaves for today (None: no daily limit), `committed_usd` (the
+    estimates of LLM batches submitted and not applied yet) counted as spent."""
     if settings.daily_budget_usd is None:
         return None
-    return settings.daily_budget_usd - spent_since(instance, window_start(now))
+    return settings.daily_budget_usd - spent_since(instance, window_start(now)) - committed_usd
+
+
+def committed_to_batches(
+    settings: LLMSettings, data_dir: Path, *, besides: str | None = None
+) -> float:
+    """The estimates of the LLM batches that are out (`enrichers/batch_ledger.py`), but
+    `besides`'s: paid when applied, counted against the daily limit meanwhile (0 when
+    there is no daily limit: nothing to count them against)."""
+    if settings.daily_budget_usd is None:
+        return 0.0
+    return sum(
+        record.estimate_usd or 0.0
+        for record in open_submissions(data_dir)
+        if record.partition != besides
+    )
 
 
 def estimate_layer(
@@ -84,11 +103,12 @@ def run_budget(
     estimate: CostEstimate | None,
     *,
     now: datetime | None = None,
+    committed_usd: float = 0.0,
 ) -> SpendBudget:
     """The run's `SpendBudget`; raises `Failure` (one line, nothing sent) when the estimate
     is over what the run may spend, or a limit is set and the model has no price."""
     now = now or datetime.now(UTC)
-    limit = run_limit(settings.budget_usd, daily_left(instance, settings, now))
+    limit = run_limit(settings.budget_usd, daily_left(instance, settings, now, committed_usd))
     if limit is None or estimate is None or estimate.requests == 0:
         return SpendBudget(limit)
     if estimate.cost_usd is None:

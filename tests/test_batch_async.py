@@ -26,8 +26,12 @@ from dagster import (
 )
 from dagster._core.instance.ref import InstanceRef
 
-from enrichment_assets.automation.failed_partitions import REASON_TAG, failed_partitions_tick
-from enrichment_assets.automation.llm_batches import llm_batches
+from enrichment_assets.automation.failed_partitions import (
+    ATTEMPT_TAG,
+    REASON_TAG,
+    failed_partitions_tick,
+)
+from enrichment_assets.automation.llm_batches import apply_request, llm_batches
 from enrichment_assets.automation.retry_state import NULL_AI_FIELDS
 from enrichment_assets.automation.settings import RetrySettings
 from enrichment_assets.definitions import LAYER_ASSETS
@@ -173,6 +177,8 @@ def test_a_run_submits_and_ends_then_the_sensor_applies_completed_and_failed_lin
     again = read_batches(lake.data_dir, partition)
     assert again is not None and again.requests == len(failed)
     assert sent["POST /v1/batches"] == 2 and not llm_server.counters.paid_twice()
+    # Its apply run carries the try it answers: the retry count goes on across batches.
+    assert apply_request(again).tags[ATTEMPT_TAG] == retry.tags[ATTEMPT_TAG] == "1"
 
 
 def test_expired_and_failed_batches_leave_their_conversations_null_with_the_reason(

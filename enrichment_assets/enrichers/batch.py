@@ -8,6 +8,12 @@ back by `custom_id`. Whatever does not come back (failed lines, lines missing
 from both files, a batch that failed or expired) is reported as an error for
 its conversation, which the enricher turns into a NULL + error row.
 
+The steps are separate calls (`submit_batch`, `retrieve_batch`, `find_batch`,
+`batch_results`) so that a run need not wait: in the submit-and-return mode
+(`batch_submission.py`) one run submits and another, requested by the `llm_batches`
+sensor once the batch ended, downloads; `run_chat_batch` chains them inside one run
+(`ENRICH_LLM_MODE=batch_wait`).
+
 This module knows the Batch API protocol only; what a completion means (schema
 validation, tokens, cache) is the enricher's business (`openai.py`).
 """

@@ -15,7 +15,10 @@ How a chunk is annotated:
    `stats.pii_redacted`;
 2. the misses go out online (async client, `concurrency` requests in flight,
    optional requests/tokens-per-minute pacing, our own retries: the client's are
-   off) or through the Batch API (`batch.py`) when `mode="batch"`;
+   off) or through the Batch API (`batch.py`) when `mode="batch"`: polled in this
+   call, unless the results of the partition's ended batches were handed over first
+   (`apply_batch_outcomes`, from `batch_submission.py`), which are then used and
+   nothing is sent;
 3. each successful annotation goes into the cache as soon as it arrives, failures
    do not (they are asked again on the next run: that is how the failed-partition
    sensor heals them), so a run killed mid-chunk pays for nothing twice.

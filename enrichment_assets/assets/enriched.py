@@ -20,6 +20,7 @@ from pydantic import Field
 from enrichment_assets.app_db import app_db_url
 from enrichment_assets.assets.layer_io import (
     empty_frame,
+    failed_ids,
     partition_writer,
     read_chunks,
     row_count,
@@ -233,6 +234,11 @@ def _enriched_conversations(
     if estimate is not None:
         context.log.info(f"LLM spend: {estimate.describe()}; {estimate.assumptions()}")
         annotator.budget = budget  # type: ignore[attr-defined]
+    # A scoped re-enrichment is someone asking again: it gets every attempt.
+    if hasattr(annotator, "failed_before") and not config.conversation_ids:
+        annotator.failed_before = failed_ids(
+            target, "conversation_id", pl.col("enrichment").struct.field("error")
+        )
     if hasattr(annotator, "on_progress"):
         annotator.on_progress = lambda done, total: context.log.debug(
             f"{annotator.name}: {done}/{total} conversations of this chunk annotated"

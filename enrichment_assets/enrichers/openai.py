@@ -46,7 +46,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 import openai
@@ -126,6 +126,7 @@ class _Request:
     custom_id: str  # the first conversation_id with this content
     conversation_text: str
     estimated_tokens: int
+    failed_before: bool = False  # its previous annotation failed: one attempt this run
 
 
 class OpenAIEnricher:
@@ -189,6 +190,9 @@ class OpenAIEnricher:
         # json_schema (older vLLM and llama.cpp builds, some Azure API versions).
         self.response_format: Literal["json_schema", "json_object"] = "json_schema"
         self.stats = EnrichmentStats(model=model, mode=mode)
+        # Conversations whose previous annotation failed (set by the asset): they get one
+        # attempt in this run, no retries; the failed-partitions sensor asks again later.
+        self.failed_before: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:  # never the key
         return (
@@ -268,6 +272,8 @@ class OpenAIEnricher:
                 text = render_conversation(turns, self.max_prompt_chars)
                 estimate = (len(text) + len(SYSTEM_PROMPT)) // 4 + self.max_completion_tokens
                 requests[key] = _Request(key, conversation_id, text, estimate)
+            if conversation_id in self.failed_before:
+                requests[key].failed_before = True
         return row_keys, requests
 
     def _from_cache(self, keys: list[str]) -> dict[str, AnnotationOutcome]:
@@ -468,7 +474,7 @@ class OpenAIEnricher:
         try:
             answer = await call_with_retries(
                 send,
-                policy=self.retry,
+                policy=self._policy(request),
                 stats=self.stats,
                 retries=retries,
                 on_first_attempt_done=first_attempt_done,
@@ -488,6 +494,14 @@ class OpenAIEnricher:
         if outcome.error is not None:
             outcome.error = self._one_line(outcome.error)
         return outcome
+
+    def _policy(self, request: _Request) -> RetryPolicy:
+        """The retry policy of one request: a conversation that failed in its previous run
+        gets a single attempt (it keeps failing: waiting on its retries would hold this
+        run, and the failed-partitions sensor comes back to it on its backoff)."""
+        if request.failed_before:
+            return replace(self.retry, max_attempts=1)
+        return self.retry
 
     def _one_line(self, error: str) -> str:
         return one_line_error(error, self._scrub)

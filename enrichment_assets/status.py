@@ -40,8 +40,10 @@ STATUS_SCHEMA: dict[str, pl.DataType] = {
 # What DuckDB may hold while it rewrites a status file (one range of record indexes at
 # a time); past it, the join and the record-order sort spill to a temporary folder.
 STATUS_SQL_MEMORY = "128MB"
-# Record indexes per range of a status rewrite (`_write_query`): about 15 MiB of DuckDB.
-STATUS_RANGE_ROWS = 125_000
+# Record indexes per range of a status rewrite (`_write_query`), and DuckDB's threads for
+# it: one range on one thread held 25-40 MiB at peak, 125,000 rows on two threads 100.
+STATUS_RANGE_ROWS = 50_000
+STATUS_SQL_THREADS = 1
 # Columns a change may set; anything a change leaves out keeps its value.
 _CHANGEABLE = ("status", "last_attempt", "last_error", "enriched_at", "retry_count")
 # A change's columns as DuckDB reads them (the status as text: the file stores text).
@@ -95,10 +97,17 @@ def _write_query(
     The query runs over one range of `STATUS_RANGE_ROWS` record indexes at a time, from
     `bounds` (the first and last record index; None: no rows), and the ranges are
     appended to the file in order: DuckDB holds one range's join and sort, not the
-    batch's (a million rows took 116 MiB at once; see `STATUS_SQL_MEMORY`).
+    batch's (a million rows at once took 116-160 MiB above the process's steady state;
+    ranges of 50,000 on one thread take 25-40).
     """
     with tempfile.TemporaryDirectory(prefix="enrich-status-") as spill:
-        con = duckdb.connect(config={"memory_limit": STATUS_SQL_MEMORY, "temp_directory": spill})
+        con = duckdb.connect(
+            config={
+                "memory_limit": STATUS_SQL_MEMORY,
+                "threads": STATUS_SQL_THREADS,
+                "temp_directory": spill,
+            }
+        )
         try:
             con.execute("SET TimeZone = 'UTC'")
             for name, table in tables.items():
@@ -124,6 +133,7 @@ def _write_query(
                         writer = pq.ParquetWriter(str(tmp), rows.schema)
                     writer.write_table(rows)
                     del rows
+                    release_memory()  # the range's buffers, before the next one
                 if writer is not None:
                     writer.close()
         finally:

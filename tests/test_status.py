@@ -116,4 +116,6 @@ def test_a_rewrite_in_ranges_of_record_indexes_gives_the_same_statuses(
         expected.filter(pl.col("status") == "not_started").height
         == records.filter(pl.col("record_index") >= 600).height
     )
-    assert pq.ParquetFile(ranged.layer_path("status", "p")).metadata.num_row_groups == 16
+    assert (
+        pq.ParquetFile(ranged.layer_path("status", "p")).metadata.num_row_groups == 16
+    )  # 1000 / 64

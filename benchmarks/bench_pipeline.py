@@ -75,18 +75,26 @@ NAIVE = textwrap.dedent(
 )
 
 
-def _descendants(pid: int) -> list[int]:
-    """`pid` and every process below it, from /proc (Linux)."""
-    found, queue = [], [pid]
+def _descendants(pid: int) -> list[tuple[int, int | None]]:
+    """(process, its parent) for `pid` and every process below it, from /proc (Linux)."""
+    found: list[tuple[int, int | None]] = []
+    queue: list[tuple[int, int | None]] = [(pid, None)]
     while queue:
-        current = queue.pop()
-        found.append(current)
+        current, parent = queue.pop()
+        found.append((current, parent))
         for task in Path(f"/proc/{current}/task").glob("*"):
             try:
-                queue.extend(int(c) for c in (task / "children").read_text().split())
+                queue.extend((int(c), current) for c in (task / "children").read_text().split())
             except OSError:
                 continue
     return found
+
+
+def _command_line(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
 
 
 _PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -95,9 +103,16 @@ _PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 def _tree_rss_kib(pid: int) -> int:
     """RSS summed over a process tree: an upper bound of its memory (a page that two
     processes share counts twice). From /proc/*/statm, which costs the process nothing
-    (smaps would walk its page tables under its memory lock)."""
+    (smaps would walk its page tables under its memory lock).
+
+    A child still running its parent's command line is a fork not yet past `exec`
+    (`subprocess` starting a program): its pages are its parent's (vfork shares them,
+    fork copies them only on write), so it is not counted a second time.
+    """
     total = 0
-    for member in _descendants(pid):
+    for member, parent in _descendants(pid):
+        if parent is not None and _command_line(member) == _command_line(parent):
+            continue
         try:
             total += int(Path(f"/proc/{member}/statm").read_text().split()[1]) * _PAGE_KIB
         except (OSError, IndexError, ValueError):

@@ -3,6 +3,8 @@
 -- whether the change sets that column (one it leaves out keeps its value, even NULL).
 -- A row re-entering `enrichment_in_progress` from anything but `validated` is one
 -- more attempt, unless the change sets the retry count itself.
+-- One range of record indexes at a time ($range_start inclusive, $range_end exclusive):
+-- what DuckDB holds to join and sort is one range's rows, not the batch's.
 SELECT
     s.partition,
     s.record_index,
@@ -26,5 +28,9 @@ SELECT
     CASE WHEN c.status IS NOT NULL THEN CAST($now AS TIMESTAMPTZ) ELSE s.updated_at END
         AS updated_at
 FROM read_parquet($status_path) AS s
-LEFT JOIN changes AS c USING (record_index)
+LEFT JOIN (
+    SELECT * FROM changes
+    WHERE record_index >= $range_start AND record_index < $range_end
+) AS c USING (record_index)
+WHERE s.record_index >= $range_start AND s.record_index < $range_end
 ORDER BY s.record_index

@@ -2,6 +2,7 @@
 -- `not_started`; its retry count survives a re-ingest and counts attempts.
 -- $records: the raw layer's (record_index, conversation_id) rows, in record order;
 -- $previous: the batch's status rows so far (none on a first ingest).
+-- One range of record indexes at a time ($range_start inclusive, $range_end exclusive).
 SELECT
     $partition AS partition,
     r.record_index,
@@ -14,5 +15,9 @@ SELECT
     CAST(NULL AS TIMESTAMPTZ) AS enriched_at,
     CAST($stored_at AS TIMESTAMPTZ) AS updated_at
 FROM records AS r
-LEFT JOIN previous AS p USING (record_index)
+LEFT JOIN (
+    SELECT * FROM previous
+    WHERE record_index >= $range_start AND record_index < $range_end
+) AS p USING (record_index)
+WHERE r.record_index >= $range_start AND r.record_index < $range_end
 ORDER BY r.record_index

@@ -117,13 +117,44 @@ def test_every_chunk_is_bounded_and_every_row_is_in_one(tmp_path: Path) -> None:
     assert sorted(v for f in frames for v in f["record_index"]) == list(range(50))
 
 
-def test_a_value_repeated_in_every_row_is_one_string_in_its_bucket(tmp_path: Path) -> None:
-    """The bucket of a repeated id holds all its rows, dictionary-encoded."""
-    path = _raw_layer(tmp_path / "raw.parquet", rows=40)
+def test_a_value_repeated_in_every_row_is_spread_in_pairs_over_bounded_buckets(
+    tmp_path: Path,
+) -> None:
+    """One value in every row (every invalid line of a file gets the same id) does not
+    make one bucket of every row: its repeats go in pairs (the odd one out joins the
+    last pair), so each bucket stays near the chunk size and still sees the value at
+    least twice, dictionary-encoded."""
+    path = _raw_layer(tmp_path / "raw.parquet", rows=41)
     plan = chunk_plan(
         {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "source_file"}}
     )
     frames = [f for f in gate_frames(path, {"source_file"}, plan, chunk_rows=8) if len(f)]
-    assert len(frames) == 1 and len(frames[0]) == 40
-    assert frames[0]["source_file"].dtype == "category"
-    assert list(frames[0]["source_file"].cat.categories) == ["in.jsonl"]
+    assert len(frames) >= 3
+    assert all(2 <= len(f) <= 24 for f in frames), [len(f) for f in frames]
+    assert sorted(i for f in frames for i in f.index) == list(range(41))
+    for frame in frames:
+        assert frame["source_file"].dtype == "category"
+        assert list(frame["source_file"].cat.categories) == ["in.jsonl"]
+
+
+def test_the_uniqueness_counts_of_a_heavily_repeated_value_are_those_of_one_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Repeats of 2, 3, 5 and 301 rows among unique values, over buckets of 8 rows: the
+    uniqueness expectation counts every repeat unexpected, as on one frame."""
+    counts = {"two": 2, "three": 3, "five": 5, "heavy": 301}
+    ids = [name for name, n in counts.items() for _ in range(n)] + [f"u{i}" for i in range(60)]
+    path = _raw_layer(tmp_path / "raw.parquet", rows=len(ids))
+    pl.read_parquet(path).with_columns(pl.Series("conversation_id", ids)).write_parquet(
+        path, row_group_size=50
+    )
+    monkeypatch.setenv(GATE_CHUNK_ROWS_ENV, "8")
+    chunked = _failures(Lake(tmp_path / "chunked"), path)[
+        "expect_column_values_to_be_unique:conversation_id"
+    ]
+    monkeypatch.setenv(GATE_CHUNK_ROWS_ENV, "1000000")
+    whole = _failures(Lake(tmp_path / "whole"), path)[
+        "expect_column_values_to_be_unique:conversation_id"
+    ]
+    assert chunked["unexpected_count"] == whole["unexpected_count"] == sum(counts.values())
+    assert chunked["evaluated"] == whole["evaluated"] == len(ids)

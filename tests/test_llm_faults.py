@@ -305,6 +305,23 @@ def test_transient_faults_at_the_end_still_get_their_retries(
     assert_nothing_paid_twice(llm_server)
 
 
+def test_a_conversation_that_failed_in_its_previous_run_gets_one_attempt(
+    llm_server: LoopbackLLMServer, tmp_path: Path
+) -> None:
+    # Two conversations always get 500; one of them failed in its previous run too.
+    llm_server.configure(Faults(targeted={MARKER: "status_500"}))
+    enricher = enricher_for(llm_server, retry_budget_s=30.0)
+    enricher.failed_before = frozenset({conversation_id(3)})
+    annotations = enricher.annotate(make_conversations(12, marked={3: MARKER, 7: MARKER}))
+
+    errors = dict(annotations.select("conversation_id", "error").iter_rows())
+    assert "gave up after 1 attempt: " in errors[conversation_id(3)]
+    assert "gave up after 4 attempts: " in errors[conversation_id(7)]  # FAST_RETRIES: 4
+    assert llm_server.counters.faults["status_500"] == 1 + 4
+    assert annotations["error"].null_count() == 10
+    assert_nothing_paid_twice(llm_server)
+
+
 def test_a_server_asking_to_wait_longer_than_a_run_waits_fails_the_conversation_now(
     llm_server: LoopbackLLMServer, tmp_path: Path
 ) -> None:

@@ -122,6 +122,13 @@ def test_a_failing_endpoint_leaves_ai_fields_null_with_the_error(
         assert SECRET not in enrichment["error"]
         for field in ("summary", "topics", "sentiment", "label", "confidence", "quality_score"):
             assert enrichment[field] is None, field
+    assert llm_server.counters.chat_requests == 4 * 2
+
+    # The rerun: each failed in its previous run, so it gets one attempt, no retries.
+    assert run_partition(lake, instance, partition, llm(llm_server, max_attempts=2))
+    assert llm_server.counters.chat_requests == 4 * 2 + 4
+    docs = read_jsonl(lake.export_path("enriched", partition))
+    assert all("gave up after 1 attempt: " in d["enrichment"]["error"] for d in docs), docs
 
 
 def marked_batch_file(tmp_path: Path, count: int, marked: dict[int, str]) -> Path:

@@ -172,11 +172,9 @@ def test_the_cache_key_is_of_the_redacted_request_and_mode_off_sends_the_text(
     assert "pii_redacted" not in metadata
 
 
-def test_the_batch_api_path_uploads_redacted_text_only(
-    recording_server: LoopbackLLMServer,
-) -> None:
-    planted = planted_conversations(40, seed=3)
-    frame = pl.DataFrame(
+def planted_frame(planted: list) -> pl.DataFrame:
+    """The planted conversations as the enricher receives them."""
+    return pl.DataFrame(
         {
             "conversation_id": [r["conversation_id"] for r, _ in planted],
             "messages": [
@@ -189,6 +187,13 @@ def test_the_batch_api_path_uploads_redacted_text_only(
         },
         schema=CONVERSATION_INPUT_SCHEMA,
     )
+
+
+def test_the_batch_api_path_uploads_redacted_text_only(
+    recording_server: LoopbackLLMServer,
+) -> None:
+    planted = planted_conversations(40, seed=3)
+    frame = planted_frame(planted)
     enricher = OpenAIEnricher(
         base_url=recording_server.base_url,
         api_key="sk-test-egress",
@@ -205,3 +210,36 @@ def test_the_batch_api_path_uploads_redacted_text_only(
     assert [v.text for _, values in planted for v in values if v.text in uploaded] == []
     assert sum(enricher.stats.pii_redacted.values()) >= sum(len(v) for _, v in planted)
     assert enricher.stats.pii_redacted_conversations == 40
+
+
+def test_a_chunk_is_redacted_once_for_its_estimate_and_its_requests(
+    recording_server: LoopbackLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cost estimate keys the chunk (redacted) before anything is sent; the requests
+    of that same chunk reuse it. The real redaction runs, counted."""
+    import enrichment_assets.enrichers.openai as openai_enricher
+
+    redacted_rows: list[int] = []
+    redact = openai_enricher.redact_messages
+
+    def counted(frame: pl.DataFrame, **options: object) -> object:
+        redacted_rows.append(frame.height)
+        return redact(frame, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(openai_enricher, "redact_messages", counted)
+    planted = planted_conversations(20, seed=5)
+    frame = planted_frame(planted)
+    enricher = OpenAIEnricher(base_url=recording_server.base_url, api_key="sk-test-egress")
+
+    assert enricher.estimate(frame).requests == 20
+    annotations = enricher.annotate(frame)
+    assert redacted_rows == [20]  # once, for both
+    assert annotations["error"].null_count() == 20
+    sent = sent_conversations(recording_server)
+    assert len(sent) == 20
+    assert [v.text for _, values in planted for v in values if any(v.text in t for t in sent)] == []
+    assert enricher.stats.pii_redacted_conversations == 20
+
+    # Another chunk (or the same one again) is keyed anew: only one estimate is kept.
+    enricher.annotate(frame.slice(0, 5))
+    assert redacted_rows == [20, 5]

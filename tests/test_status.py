@@ -93,3 +93,29 @@ def test_an_empty_change_leaves_the_file_alone(tmp_path: Path) -> None:
     before = lake.layer_path("status", "p").stat().st_mtime_ns
     apply_changes(lake, "p", _validation(0), T1)
     assert lake.layer_path("status", "p").stat().st_mtime_ns == before
+
+
+def test_a_rewrite_in_ranges_of_record_indexes_gives_the_same_statuses(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The status rewrite runs one range of record indexes at a time (bounded memory):
+    ranges that cut the batch, and a batch with gaps in its indexes, change nothing."""
+    whole, ranged = Lake(tmp_path / "whole"), Lake(tmp_path / "ranged")
+    records = _records(1000).filter(pl.col("record_index") % 7 != 3)  # gaps, as set-asides
+    changes = _validation(1000).join(records.select("record_index"), on="record_index")
+    register_records(whole, "p", records, T0)
+    apply_changes(whole, "p", changes.filter(pl.col("record_index") < 600), T1)
+    monkeypatch.setattr("enrichment_assets.status.STATUS_RANGE_ROWS", 64)
+    register_records(ranged, "p", records, T0)
+    apply_changes(ranged, "p", changes.filter(pl.col("record_index") < 600), T1)
+
+    expected = read_status(whole, "p")
+    assert read_status(ranged, "p").equals(expected)
+    assert expected["record_index"].to_list() == records["record_index"].to_list()
+    assert (
+        expected.filter(pl.col("status") == "not_started").height
+        == records.filter(pl.col("record_index") >= 600).height
+    )
+    assert (
+        pq.ParquetFile(ranged.layer_path("status", "p")).metadata.num_row_groups == 16
+    )  # 1000 / 64

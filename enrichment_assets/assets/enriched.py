@@ -24,6 +24,7 @@ from pydantic import Field
 from enrichment_assets.app_db import app_db_url
 from enrichment_assets.assets.layer_io import (
     empty_frame,
+    failed_ids,
     partition_writer,
     read_chunks,
     row_count,
@@ -308,6 +309,11 @@ def _enriched_conversations(
     budget, batches = _budget_and_batches(context, config, lake, annotator, settings, estimate)
     if estimate is not None:
         annotator.budget = budget  # type: ignore[attr-defined]
+    # A scoped re-enrichment is someone asking again: it gets every attempt.
+    if hasattr(annotator, "failed_before") and not config.conversation_ids:
+        annotator.failed_before = failed_ids(
+            target, "conversation_id", pl.col("enrichment").struct.field("error")
+        )
     if hasattr(annotator, "on_progress"):
         annotator.on_progress = lambda done, total: context.log.debug(
             f"{annotator.name}: {done}/{total} conversations of this chunk annotated"

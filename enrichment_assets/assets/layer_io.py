@@ -138,3 +138,15 @@ def map_row_groups(
         row_groups = pq.ParquetFile(path).num_row_groups
         tasks = [(str(path), row_group, scratch) for row_group in range(row_groups)]
         yield from map_ordered(task, tasks, workers)
+
+
+def failed_ids(path: Path, id_column: str, error: pl.Expr) -> frozenset[str]:
+    """Ids of the rows of a layer file (its previous materialization) whose `error` is
+    set: the items that failed last time (none when the file does not exist yet)."""
+    if not path.exists():
+        return frozenset()
+    try:
+        failed = pl.scan_parquet(path).filter(error.is_not_null()).select(id_column).collect()
+    except pl.exceptions.PolarsError:  # a file of another shape: nobody counts as failed
+        return frozenset()
+    return frozenset(failed.get_column(id_column).to_list())

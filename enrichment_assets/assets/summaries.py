@@ -33,6 +33,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from enrichment_assets.assets.layer_io import failed_ids
 from enrichment_assets.assets.llm_spend import run_budget
 from enrichment_assets.assets.metadata import layer_table, path_value, preview
 from enrichment_assets.assets.normalized import normalized_conversations
@@ -309,6 +310,10 @@ def conversation_summaries(
     )
     if hasattr(annotator, "budget"):
         annotator.budget = budget
+    if hasattr(annotator, "failed_before"):  # one attempt each this run (`_policy`)
+        annotator.failed_before = failed_ids(
+            summaries_path(store, day), "summary_id", pl.col("error")
+        )
     generated_at = datetime.now(UTC)
     summaries = summarize_day(
         store, day, config, annotator, generated_at=generated_at, chunk_rows=lake.chunk_rows

@@ -10,7 +10,8 @@ ones met). Each expectation is run on the chunks that can judge it:
 - `rows`: a row-by-row expectation (a value in a set, not null, a regex, a pair of
   columns, a column set) on consecutive row ranges;
 - `hash`: a uniqueness expectation on chunks that split the rows by a hash of the
-  checked column(s), so that every repeat of a value lands in the same chunk;
+  checked column(s), the repeats of a value in pairs, so that every repeat meets a
+  twin in its chunk (`gate_frame._hash_frames`);
 - `whole`: any other (an aggregate such as a column mean) on one frame of all rows,
   holding only the columns it reads.
 """

@@ -15,6 +15,7 @@ the file, so that GX's unexpected row indexes are the file's.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,10 @@ from enrichment_assets.sql_files import load_sql
 if TYPE_CHECKING:
     import pandas as pd
 
+# DuckDB threads of a gate's queries, and the memory of the numbering of repeated values
+# (`_hash_frames`).
+GATE_SQL_THREADS = 1
+GATE_PAIRS_MEMORY = "48MB"
 # The `messages` facts and the macro of sql/quality_gate_facts.sql computing each.
 MESSAGE_FACTS = {
     "messages.count": "gate_messages_count",
@@ -107,32 +112,80 @@ def gate_frames(
     rows = pq.ParquetFile(parquet_path).metadata.num_rows
     select = _select(columns, wanted, plan.split == ROWS)
     source = "read_parquet(?, file_row_number = true)"
-    con = duckdb.connect()
-    try:
-        con.execute(load_sql("quality_gate_facts"))
-        if plan.split == ROWS:
-            result = con.execute(f"SELECT {select} FROM {source}", [str(parquet_path)])
-            start = 0
-            while len(fetched := result.fetch_df_chunk(math.ceil(chunk_rows / 2048))) or not start:
-                # DuckDB hands out whole vectors (2,048 rows): cut them to `chunk_rows`.
-                for offset in range(0, max(1, len(fetched)), chunk_rows):
-                    frame = fetched.iloc[offset : offset + chunk_rows]
-                    frame.index = range(start, start + len(frame))
-                    start += len(frame)
-                    yield frame
-                if not start:
-                    return
+    with tempfile.TemporaryDirectory(prefix="enrich-gate-") as spill:
+        # One thread: the gate's DuckDB work is small next to GX's; more threads buffer more.
+        con = duckdb.connect(config={"threads": GATE_SQL_THREADS, "temp_directory": spill})
+        try:
+            con.execute(load_sql("quality_gate_facts"))
+            if plan.split == ROWS:
+                result = con.execute(f"SELECT {select} FROM {source}", [str(parquet_path)])
+                yield from _row_frames(result, chunk_rows)
+            elif plan.split == HASH:
+                parts = max(1, math.ceil(rows / chunk_rows))
+                keys = ", ".join(columns.get(k, "NULL") for k in plan.keys) or "NULL"
+                yield from _hash_frames(con, str(parquet_path), select, keys, parts)
+            else:
+                table = con.sql(
+                    f"SELECT file_row_number AS __row, {select} FROM {source}",
+                    params=[str(parquet_path)],
+                ).to_arrow_table()
+                yield _dictionary_frame(table)
+        finally:
+            con.close()
+
+
+def _row_frames(result: duckdb.DuckDBPyConnection, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """Consecutive frames of at most `chunk_rows` rows of a query's result, indexed by
+    their positions; a result without rows is one empty frame."""
+    start = 0
+    while len(fetched := result.fetch_df_chunk(math.ceil(chunk_rows / 2048))) or not start:
+        # DuckDB hands out whole vectors (2,048 rows): cut them to `chunk_rows`.
+        for offset in range(0, max(1, len(fetched)), chunk_rows):
+            frame = fetched.iloc[offset : offset + chunk_rows]
+            frame.index = range(start, start + len(frame))
+            start += len(frame)
+            yield frame
+        if not start:
             return
-        parts = max(1, math.ceil(rows / chunk_rows)) if plan.split == HASH else 1
-        keys = ", ".join(columns.get(k, "NULL") for k in plan.keys) or "NULL"
+
+
+def _hash_frames(
+    con: duckdb.DuckDBPyConnection, parquet_path: str, select: str, keys: str, parts: int
+) -> Iterator[pd.DataFrame]:
+    """The file's rows in `parts` frames for a uniqueness expectation on `keys`.
+
+    Every repeat of a value must share a frame with another repeat of it, or a frame
+    would see it once and take it for unique. Splitting by a hash of the value does that,
+    but one value repeated a million times (every invalid line of a file has the same
+    id) would make one frame of a million rows. So the repeats of a value go in pairs
+    (the last three together when they are odd), and it is the pairs that are spread by
+    hash: each frame holds about `rows / parts` rows, and a repeated value is flagged in
+    every frame it lands in. The unique values (one row) are spread by their own hash.
+    """
+    source = "read_parquet(?, file_row_number = true)"
+    # Numbering a million repeats of one value is a window over a million rows: within
+    # GATE_PAIRS_MEMORY, spilling past it (it took 160 MiB more unbounded). The bucket
+    # numbers are written in, not bound: a bound modulus keeps DuckDB from folding the
+    # filter (25 times slower). Both are our own integers.
+    con.execute(f"SET memory_limit = '{GATE_PAIRS_MEMORY}'")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE gate_pairs AS "
+        f"SELECT file_row_number AS __row, hash(__key, CASE WHEN repeats < 2 THEN 0 "
+        f"ELSE least((repeat - 1) // 2, repeats // 2 - 1) END) % {int(parts)} AS __part "
+        f"FROM (SELECT file_row_number, hash({keys}) AS __key, "
+        f"row_number() OVER (PARTITION BY {keys}) AS repeat, "
+        f"count(*) OVER (PARTITION BY {keys}) AS repeats FROM {source})",
+        [parquet_path],
+    )
+    con.execute("RESET memory_limit")
+    try:
         for part in range(parts):
-            # The bucket numbers are written in, not bound: a bound modulus keeps DuckDB
-            # from folding the filter (25 times slower). Both are our own integers.
             table = con.sql(
                 f"SELECT file_row_number AS __row, {select} FROM {source} "
-                f"WHERE hash({keys}) % {int(parts)} = {int(part)}",
-                params=[str(parquet_path)],
+                f"JOIN gate_pairs ON file_row_number = gate_pairs.__row "
+                f"WHERE gate_pairs.__part = {int(part)}",
+                params=[parquet_path],
             ).to_arrow_table()
             yield _dictionary_frame(table)
     finally:
-        con.close()
+        con.execute("DROP TABLE IF EXISTS gate_pairs")

@@ -49,7 +49,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 import openai
@@ -129,6 +129,19 @@ class _Request:
     custom_id: str  # the first conversation_id with this content
     conversation_text: str
     estimated_tokens: int
+    failed_before: bool = False  # its previous annotation failed: one attempt this run
+
+
+@dataclass
+class _Keyed:
+    """A chunk's requests: each row's (conversation_id, cache key), one request per
+    distinct key, and what redaction replaced on the way (counts per kind, conversations)."""
+
+    row_keys: list[tuple[str, str]]
+    requests: dict[str, _Request]
+    redacted: dict[str, int]
+    redacted_conversations: int
+    fingerprint: pl.Series  # the chunk's row hashes: the same chunk, the same requests
 
 
 class OpenAIEnricher:
@@ -196,6 +209,13 @@ class OpenAIEnricher:
         # while set, the batch mode applies them instead of sending (each is paid once).
         self._applying: dict[str, AnnotationOutcome] | None = None
         self._applied: set[str] = set()
+        # Conversations whose previous annotation failed (set by the asset): they get one
+        # attempt in this run, no retries; the failed-partitions sensor asks again later.
+        self.failed_before: frozenset[str] = frozenset()
+        # The first chunk `estimate` keyed, kept for `annotate` (which starts with that
+        # chunk): a partition of one chunk is redacted and keyed once, not twice. Only
+        # one chunk is kept, so that memory does not follow the partition's size.
+        self._estimated: _Keyed | None = None
 
     def __repr__(self) -> str:  # never the key
         return (
@@ -216,7 +236,10 @@ class OpenAIEnricher:
 
     def estimate(self, conversations: pl.DataFrame) -> CostEstimate:
         """What annotating `conversations` would cost (`pricing.py`); sends nothing."""
-        _, requests = self._requests(conversations)
+        keyed = self._keyed(conversations)
+        if self._estimated is None:
+            self._estimated = keyed
+        requests = keyed.requests
         cached = set(self.cache.get_many(list(requests))) if self.cache is not None else set()
         return CostEstimate.of(
             model=self.model,
@@ -234,7 +257,7 @@ class OpenAIEnricher:
     def batch_requests(self, conversations: pl.DataFrame) -> dict[str, tuple[str, dict[str, Any]]]:
         """What the batch mode would submit for `conversations`: cache key -> (custom_id,
         chat body) of each distinct conversation the cache does not hold."""
-        _, requests = self._requests(conversations)
+        requests = self._keyed(conversations).requests
         cached = set(self.cache.get_many(list(requests))) if self.cache is not None else set()
         return {
             key: (request.custom_id, self._chat_body(request))
@@ -248,7 +271,11 @@ class OpenAIEnricher:
         self._applying, self._applied = dict(outcomes), set()
 
     async def _annotate(self, conversations: pl.DataFrame) -> pl.DataFrame:
-        row_keys, requests = self._requests(conversations, count=True)
+        keyed = self._keyed_once(conversations)
+        self.stats.count_redactions(keyed.redacted, keyed.redacted_conversations)
+        requests = keyed.requests
+        for conversation_id, key in keyed.row_keys:
+            requests[key].failed_before |= conversation_id in self.failed_before
         # Batch results come before the cache (they were just paid for: the cost is this
         # run's), once each; a repeat in a later chunk reads as cached.
         fresh = (set(requests) & set(self._applying or {})) - self._applied
@@ -257,26 +284,34 @@ class OpenAIEnricher:
         misses = [request for key, request in requests.items() if key not in outcomes]
         if misses:
             outcomes.update(await self._request_all(misses))
-        return self._rows(row_keys, outcomes)
+        return self._rows(keyed.row_keys, outcomes)
 
-    def _requests(
-        self, conversations: pl.DataFrame, *, count: bool = False
-    ) -> tuple[list[tuple[str, str]], dict[str, _Request]]:
-        """Each row's (conversation_id, cache key), and one request per distinct key;
-        `count`: add the redactions to the stats (once per annotated chunk, not estimates)."""
-        row_keys: list[tuple[str, str]] = []
-        requests: dict[str, _Request] = {}
+    def _keyed_once(self, conversations: pl.DataFrame) -> _Keyed:
+        """The chunk's requests: those `estimate` made of this very chunk, when it did."""
+        estimated, self._estimated = self._estimated, None
+        if estimated is not None:
+            fingerprint = _fingerprint(conversations)
+            if fingerprint.equals(estimated.fingerprint):
+                return estimated
+        return self._keyed(conversations)
+
+    def _keyed(self, conversations: pl.DataFrame) -> _Keyed:
+        """Each row's (conversation_id, cache key), and one request per distinct key."""
+        fingerprint = _fingerprint(conversations)
+        redacted: dict[str, int] = {}
+        redacted_conversations = 0
         if self.pii_mode != "off":
             # Before anything is keyed or sent: the requests (and their cache keys) are of the
             # redacted text only. One Polars scan of the chunk's messages finds the candidates;
             # the exact detectors see those only (placeholders numbered per conversation).
-            redacted = redact_messages(
+            redaction = redact_messages(
                 conversations.select("conversation_id", "messages"),
                 phone_region=self.phone_region,
             )
-            conversations = redacted.frame
-            if count:
-                self.stats.count_redactions(redacted.counts, redacted.conversations)
+            conversations = redaction.frame
+            redacted, redacted_conversations = dict(redaction.counts), redaction.conversations
+        row_keys: list[tuple[str, str]] = []
+        requests: dict[str, _Request] = {}
         for conversation_id, messages in zip(
             conversations.get_column("conversation_id").to_list(),
             conversations.get_column("messages").to_list(),
@@ -295,7 +330,7 @@ class OpenAIEnricher:
                 text = render_conversation(turns, self.max_prompt_chars)
                 estimate = (len(text) + len(SYSTEM_PROMPT)) // 4 + self.max_completion_tokens
                 requests[key] = _Request(key, conversation_id, text, estimate)
-        return row_keys, requests
+        return _Keyed(row_keys, requests, redacted, redacted_conversations, fingerprint)
 
     def _from_cache(self, keys: list[str]) -> dict[str, AnnotationOutcome]:
         if self.cache is None:
@@ -512,7 +547,7 @@ class OpenAIEnricher:
         try:
             answer = await call_with_retries(
                 send,
-                policy=self.retry,
+                policy=self._policy(request),
                 stats=self.stats,
                 retries=retries,
                 on_first_attempt_done=first_attempt_done,
@@ -532,6 +567,14 @@ class OpenAIEnricher:
         if outcome.error is not None:
             outcome.error = self._one_line(outcome.error)
         return outcome
+
+    def _policy(self, request: _Request) -> RetryPolicy:
+        """The retry policy of one request: a conversation that failed in its previous run
+        gets a single attempt (it keeps failing: waiting on its retries would hold this
+        run, and the failed-partitions sensor comes back to it on its backoff)."""
+        if request.failed_before:
+            return replace(self.retry, max_attempts=1)
+        return self.retry
 
     def _one_line(self, error: str) -> str:
         return one_line_error(error, self._scrub)
@@ -641,6 +684,10 @@ class OpenAIEnricher:
             saved = self.price.cost(stats.cached_prompt_tokens, stats.cached_completion_tokens)
             stats.saved_cost_usd = saved * factor
         return conform_annotations(pl.DataFrame(rows, infer_schema_length=None))
+
+
+def _fingerprint(conversations: pl.DataFrame) -> pl.Series:
+    return conversations.select("conversation_id", "messages").hash_rows(seed=0)
 
 
 async def _post_chat(client: openai.AsyncOpenAI, body: dict[str, Any]) -> bytes:

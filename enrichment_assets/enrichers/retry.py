@@ -290,7 +290,8 @@ async def call_with_retries(
                     raise RequestFailed(describe(exc)) from exc
                 if attempt == policy.max_attempts:
                     raise RequestFailed(
-                        f"gave up after {attempt} attempts: {describe(exc)}"
+                        f"gave up after {attempt} attempt{'s' if attempt > 1 else ''}: "
+                        f"{describe(exc)}"
                     ) from exc
                 response = getattr(exc, "response", None)
                 hint = (

@@ -57,6 +57,9 @@ def test_dockerfile_copies_files_that_exist_and_runs_as_non_root() -> None:
     assert re.search(r"^USER (?!root)\S+", dockerfile, flags=re.M)
     assert "enrichment_assets.definitions" in dockerfile
     assert "uv sync --frozen" in dockerfile
+    # The image runs the wheel (sql/ and expectations/ inside it), not a copy of the checkout.
+    assert "uv build --wheel" in dockerfile
+    assert re.search(r"^RUN uv pip install .*--no-deps .*\.whl", dockerfile, flags=re.M)
 
 
 def test_compose_services_build_the_repo_image_and_run_its_commands() -> None:

@@ -1,4 +1,4 @@
-"""Where the package's data files are: `sql/` and `expectations/`.
+"""Where the package's data files are: `sql/`, `expectations/` and `dagster.yaml`.
 
 They are kept at the top of the repository (the layout users know) and shipped inside the
 package by the wheel (`[tool.hatch.build.targets.wheel.force-include]` in `pyproject.toml`).
@@ -15,11 +15,11 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 @cache
-def package_data_dir(name: str) -> Path:
-    """The folder `name` (`sql`, `expectations`): in the installed package, else in the checkout."""
+def package_data_path(name: str) -> Path:
+    """`sql`, `expectations` or `dagster.yaml`: in the installed package, else in the checkout."""
     for candidate in (_PACKAGE_DIR / name, _PACKAGE_DIR.parent / name):
-        if candidate.is_dir():
+        if candidate.exists():
             return candidate
     raise FileNotFoundError(
-        f"{name}/ is neither in the installed package ({_PACKAGE_DIR}) nor beside it"
+        f"{name} is neither in the installed package ({_PACKAGE_DIR}) nor beside it"
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from enrichment_assets.package_data import package_data_dir
+from enrichment_assets.package_data import package_data_path
 
-SQL_DIR = package_data_dir("sql")
+SQL_DIR = package_data_path("sql")
 
 
 def sql_path(name: str) -> Path:

@@ -88,3 +88,7 @@ def test_wheel_installed_outside_the_checkout_runs_the_demo(tmp_path: Path) -> N
     lines = [orjson.loads(line) for f in training for line in f.read_bytes().splitlines()]
     assert len(lines) == 8 and all(line["messages"] for line in lines)
     assert (data / "reports" / "data_docs" / "index.html").is_file()
+    # The runs are in the data folder's instance, set up by the shipped dagster.yaml
+    # (telemetry off: no welcome banner).
+    assert (data / "dagster" / "history" / "runs.db").is_file()
+    assert "Welcome to Dagster" not in demo.stdout + demo.stderr

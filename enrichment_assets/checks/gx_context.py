@@ -9,7 +9,7 @@ disk) except for two folders under `<data dir>/reports/`:
     data_docs/        the generated HTML site: index.html, one page per suite and result
 
 The suites come from `expectations/<asset>.json` (top level of the repository, package
-data in the wheel: `package_data_dir`); those files are the source of truth, loaded into
+data in the wheel: `package_data_path`); those files are the source of truth, loaded into
 the context each time it is built.
 
 The pages show data from the batches (unexpected values are ids and text from input),
@@ -39,10 +39,10 @@ from enrichment_assets.checks.gate_chunks import (
     group_by_plan,
     merge_suite_results,
 )
-from enrichment_assets.package_data import package_data_dir
+from enrichment_assets.package_data import package_data_path
 from enrichment_assets.workers import release_memory
 
-EXPECTATIONS_DIR = package_data_dir("expectations")
+EXPECTATIONS_DIR = package_data_path("expectations")
 DATASOURCE = "lake"
 BATCH_DEFINITION = "partition"
 DOCS_SITE = "local_site"

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from enrichment_assets.runner import CommandState, PartitionOutcome
 
 from enrichment_assets.operations.terminal import console, dumps_json, plain, visible
+from enrichment_assets.postgres_url import PostgresUrlError
 
 if TYPE_CHECKING:
     from enrichment_assets.runner import PartitionOutcome
@@ -866,9 +867,10 @@ def db_upgrade(
     import psycopg
 
     from enrichment_assets.app_db import app_db_url, seed_reference_tables, upgrade
+    from enrichment_assets.postgres_url import libpq_url
     from enrichment_assets.reference import REFERENCE_TABLES, SEEDS_DIR
 
-    target = url or app_db_url()
+    target = libpq_url(url, "--url") if url else app_db_url()
     if target is None:
         raise CommandError("no application database: set ENRICH_APP_DB_URL or pass --url")
     try:
@@ -933,7 +935,7 @@ def main() -> None:
     except Abort:
         _say_error("enrich: interrupted")
         sys.exit(130)
-    except CommandError as error:
+    except (CommandError, PostgresUrlError) as error:
         _say_error(f"enrich: error: {_message(error)}")
         sys.exit(1)
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from pydantic import Field
 from enrichment_assets.app_db import APP_DB_URL_ENV
 from enrichment_assets.ingest.limits import RecordLimits
 from enrichment_assets.lake import Lake, default_data_dir
+from enrichment_assets.postgres_url import libpq_url
 from enrichment_assets.redaction import (
     PiiMode,
     parse_mode,
@@ -121,7 +122,8 @@ class AppDatabaseResource(ConfigurableResource):
 
     @property
     def app_db_url(self) -> str | None:
-        return self.url or None
+        """The URL for psycopg (`postgres_url.libpq_url`), or None when not configured."""
+        return libpq_url(self.url, APP_DB_URL_ENV) if self.url else None
 
 
 def app_database() -> AppDatabaseResource:

@@ -13,6 +13,8 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from enrichment_assets.postgres_url import libpq_url
+
 if TYPE_CHECKING:
     from enrichment_assets.app_db.migrations import Migration, applied_versions, upgrade
     from enrichment_assets.app_db.publish import (
@@ -48,8 +50,9 @@ def __getattr__(name: str) -> Any:
 
 
 def app_db_url() -> str | None:
-    """`ENRICH_APP_DB_URL`, or None when the application database is not configured."""
-    return os.environ.get(APP_DB_URL_ENV) or None
+    """`ENRICH_APP_DB_URL` (checked: `postgres_url.libpq_url`), or None when it is not set."""
+    url = os.environ.get(APP_DB_URL_ENV)
+    return libpq_url(url, APP_DB_URL_ENV) if url else None
 
 
 __all__ = [

@@ -792,9 +792,9 @@ def report(
 ) -> None:
     """Health across all partitions: counts per layer, metrics and threshold levels.
 
-    Thresholds (SPEC): completeness < 85 % warning, < 70 % critical; quality
-    score < 80 warning, < 60 critical; backlog > 1000 and failure rate > 20 %
-    critical. Each gets a level: ok, warning or critical.
+    Thresholds (README, "Quality gates and health"): completeness < 85 % warning,
+    < 70 % critical; quality score < 80 warning, < 60 critical; backlog > 1000 and
+    failure rate > 20 % critical. Each gets a level: ok, warning or critical.
 
     Example: enrich report --json
     """

@@ -1,6 +1,6 @@
 """Per-conversation status, kept as one Parquet file per batch partition.
 
-Each layer moves its rows along the lifecycle of SPEC.md (`STATUSES`):
+Each layer moves its rows along the lifecycle of README, "Statuses" (`STATUSES`):
 not_started → validated | validation_failed → enrichment_in_progress → enriched
 → completed | normalization_failed. A row is keyed by (partition, record_index):
 the record's place in the frozen batch, which exists even when its id does not.

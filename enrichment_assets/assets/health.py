@@ -67,7 +67,7 @@ HEALTH_AUTOMATION = (
             t.metric,
             asset=HEALTH_ASSET,
             blocking=False,
-            description=f"{t.description}: {t.rule()} (SPEC health thresholds).",
+            description=f'{t.description}: {t.rule()} (README, "Quality gates and health").',
         )
         for t in THRESHOLDS
     ],
@@ -78,8 +78,8 @@ def pipeline_health_asset(context: AssetExecutionContext, lake: LakeResource) ->
     Completeness rate, backlog, failure rate, mean quality score, confidence
     distribution, records processed per hour, time from raw stored to enriched
     (p50/p95), partitions blocked by a gate and partitions flagged for a person.
-    Each SPEC threshold is an asset check: WARN at the warning level, ERROR at
-    the critical one; they report, they never block data. Writes
+    Each health threshold (README, "Quality gates and health") is an asset check: WARN
+    at the warning level, ERROR at the critical one; they report, they never block data. Writes
     `reports/pipeline_health.json` and the charts page `reports/pipeline_health.html`.
     """
     store = lake.lake

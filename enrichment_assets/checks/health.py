@@ -1,9 +1,9 @@
-"""Pipeline health across all partitions: metrics in DuckDB, levels against SPEC thresholds.
+"""Pipeline health across all partitions: metrics in DuckDB, levels against its thresholds.
 
 The metrics come from `sql/pipeline_health.sql` (over every status file) and
 `sql/pipeline_health_annotations.sql` (over every normalized file): DuckDB reads
 the Parquet, nothing loads a partition into Python. The thresholds are the ones
-of the system we replace (SPEC.md, "Quality gates"); each metric's level is
+of the system we replace (README, "Quality gates and health"); each metric's level is
 `ok`, `warning` or `critical`. Used by the `pipeline_health` asset and by
 `enrich report`, so both always agree.
 """

@@ -1,8 +1,8 @@
 """Which enricher runs, and how it talks to its LLM endpoint.
 
 Two doors to the same settings:
-- `LLMSettings.from_env()`: the environment contract of SPEC.md (`ENRICH_ENRICHER`,
-  `ENRICH_LLM_*`, `OPENAI_API_KEY` as the key's fallback);
+- `LLMSettings.from_env()`: the environment variables of README, "Configuration"
+  (`ENRICH_ENRICHER`, `ENRICH_LLM_*`, `OPENAI_API_KEY` as the key's fallback);
 - `LLMResource`: the Dagster resource with the same fields, so each can also be
   set as resource config in the UI; `LLMResource.from_env()` wires the key as an
   `EnvVar`, so Dagster stores the variable's name, never its value.
@@ -116,7 +116,7 @@ class LLMSettings(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LLMSettings:
-        """Read the `ENRICH_*` contract of SPEC.md (unset variables keep the defaults)."""
+        """Read the `ENRICH_*` variables (README, "Configuration"); unset ones keep the defaults."""
         env = os.environ if env is None else env
         names = {
             "enricher": "ENRICH_ENRICHER",

@@ -18,7 +18,6 @@ from enrichment_assets.postgres_url import libpq_url
 if TYPE_CHECKING:
     from enrichment_assets.app_db.migrations import Migration, applied_versions, upgrade
     from enrichment_assets.app_db.publish import (
-        publish_partition_status,
         publish_status,
         publish_summaries,
     )
@@ -33,7 +32,6 @@ _SUBMODULE_OF = {
     "Migration": "migrations",
     "applied_versions": "migrations",
     "upgrade": "migrations",
-    "publish_partition_status": "publish",
     "publish_status": "publish",
     "publish_summaries": "publish",
     "read_reference_tables": "reference",
@@ -61,7 +59,6 @@ __all__ = [
     "app_db_url",
     "applied_versions",
     "find_status",
-    "publish_partition_status",
     "publish_status",
     "publish_summaries",
     "read_reference_tables",

@@ -17,7 +17,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from enrichment_assets.app_db import app_db_url
 from enrichment_assets.assets.layer_io import (
     empty_frame,
     partition_writer,
@@ -257,7 +256,7 @@ def _enriched_conversations(
     apply_changes(store, batch, in_progress, started)
 
     con = duckdb.connect()
-    load_reference(con, app_db_url())
+    load_reference(con, store.app_db_url)
     changes: list[pl.DataFrame] = []
     attempts: list[pl.DataFrame] = []  # the annotations made in this run, per chunk
     # The low-confidence rule is for LLM answers: the deterministic heuristic logs none.

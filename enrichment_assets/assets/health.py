@@ -24,6 +24,7 @@ from enrichment_assets.assets.metadata import path_value
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.assets.raw import raw_conversations
 from enrichment_assets.assets.validated import validated_conversations
+from enrichment_assets.automation.retry_state import flagged_partitions
 from enrichment_assets.automation.settings import default_sensor_status
 from enrichment_assets.checks.health import CRITICAL, OK, THRESHOLDS, pipeline_health
 from enrichment_assets.env import env_int
@@ -83,7 +84,11 @@ def pipeline_health_asset(context: AssetExecutionContext, lake: LakeResource) ->
     `reports/pipeline_health.json` and the charts page `reports/pipeline_health.html`.
     """
     store = lake.lake
-    health = pipeline_health(store, active_partitions(context.instance, store))
+    health = pipeline_health(
+        store,
+        active_partitions(context.instance, store),
+        flagged_partitions(context.instance),
+    )
     counts = layer_counts(store)["total"]
     json_path, html_path = write_health_files(store, health, counts)
     metrics = health["metrics"]

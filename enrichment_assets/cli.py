@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from enrichment_assets.runner import CommandState, PartitionOutcome
 
 from enrichment_assets.operations.terminal import console, dumps_json, plain, visible
+from enrichment_assets.postgres_url import PostgresUrlError
 
 if TYPE_CHECKING:
     from enrichment_assets.runner import PartitionOutcome
@@ -60,6 +61,14 @@ def _data_dir() -> Path:
     from enrichment_assets.lake import default_data_dir
 
     return default_data_dir()
+
+
+def _lake() -> Lake:
+    """The data folder, with the application database its statuses are published to."""
+    from enrichment_assets.app_db import app_db_url
+    from enrichment_assets.lake import Lake
+
+    return Lake(_data_dir(), app_db_url=app_db_url())
 
 
 def _counts_table(counts: dict[str, dict[str, int]], title: str) -> Table:
@@ -119,10 +128,9 @@ def _run_pipeline(
     verbose: bool = False,
     dry_run: bool = False,
 ) -> None:
-    from enrichment_assets.lake import Lake
     from enrichment_assets.run_log import open_command_log, others_write_to
 
-    lake = Lake(_data_dir())
+    lake = _lake()
     # The folder the new_raw_files sensor watches: there from the first command on, so
     # that files can be dropped in and the sensor has somewhere to look.
     lake.landing_dir.mkdir(parents=True, exist_ok=True)
@@ -635,12 +643,10 @@ def status(
 
     Example: enrich status --status validation_failed --limit 20
     """
-    from enrichment_assets.app_db import app_db_url
-    from enrichment_assets.lake import Lake
     from enrichment_assets.operations.views import conversation_view, listing_view
     from enrichment_assets.queries import conversation_status
 
-    lake = Lake(_data_dir())
+    lake = _lake()
     if conversation_id is None:
         from enrichment_assets.operations.status_listing import list_statuses
 
@@ -656,7 +662,7 @@ def status(
     if partition is not None or status_filter is not None:
         raise typer.BadParameter("give a conversation id, or --partition / --status to list")
     # With an application database, its published status row is the answer.
-    found = conversation_status(lake, conversation_id, app_db_url())
+    found = conversation_status(lake, conversation_id, lake.app_db_url)
     if found is None:
         raise CommandError(f"unknown conversation id {conversation_id!r}")
     if as_json:
@@ -698,7 +704,6 @@ def bulk(
     Example: enrich bulk --from-file ids.txt --json
     """
     from enrichment_assets.instance import dagster_instance
-    from enrichment_assets.lake import Lake
     from enrichment_assets.operations.bulk import bulk_reenrich, read_ids
     from enrichment_assets.operations.views import bulk_view, progress_bar
 
@@ -709,7 +714,7 @@ def bulk(
     with dagster_instance() as instance, progress_bar(err, "partition runs") as progress:
         task = progress.add_task("re-enriching", total=None)
         result = bulk_reenrich(
-            Lake(_data_dir()),
+            _lake(),
             instance,
             ids,
             force=force,
@@ -762,14 +767,13 @@ def export(
 
     Example: enrich export --what enriched --format json --out docs/ --partition my-batch-0123abcd
     """
-    from enrichment_assets.lake import Lake
     from enrichment_assets.operations.export import export as export_documents
     from enrichment_assets.operations.views import progress_bar
 
     with _operation_errors(), progress_bar(err, "partitions") as progress:
         task = progress.add_task(f"exporting {what}", total=None)
         result = export_documents(
-            Lake(_data_dir()),
+            _lake(),
             what=what,
             fmt=fmt,
             out=out_path,
@@ -813,12 +817,13 @@ def report(
 ) -> None:
     """Health across all partitions: counts per layer, metrics and threshold levels.
 
-    Thresholds (SPEC): completeness < 85 % warning, < 70 % critical; quality
-    score < 80 warning, < 60 critical; backlog > 1000 and failure rate > 20 %
-    critical. Each gets a level: ok, warning or critical.
+    Thresholds (README, "Quality gates and health"): completeness < 85 % warning,
+    < 70 % critical; quality score < 80 warning, < 60 critical; backlog > 1000 and
+    failure rate > 20 % critical. Each gets a level: ok, warning or critical.
 
     Example: enrich report --json
     """
+    from enrichment_assets.automation.retry_state import flagged_partitions
     from enrichment_assets.checks.health import pipeline_health
     from enrichment_assets.health_report import (
         data_docs_index,
@@ -836,7 +841,9 @@ def report(
     counts = layer_counts(lake)
     # Unfinished records count as pending only where a live run works on them.
     with dagster_instance() as instance:
-        health = pipeline_health(lake, active_partitions(instance, lake))
+        health = pipeline_health(
+            lake, active_partitions(instance, lake), flagged_partitions(instance)
+        )
     if as_html:
         _, page = write_health_files(lake, health, counts["total"])
         docs = data_docs_index(lake)
@@ -888,9 +895,10 @@ def db_upgrade(
     import psycopg
 
     from enrichment_assets.app_db import app_db_url, seed_reference_tables, upgrade
+    from enrichment_assets.postgres_url import libpq_url
     from enrichment_assets.reference import REFERENCE_TABLES, SEEDS_DIR
 
-    target = url or app_db_url()
+    target = libpq_url(url, "--url") if url else app_db_url()
     if target is None:
         raise CommandError("no application database: set ENRICH_APP_DB_URL or pass --url")
     try:
@@ -958,7 +966,7 @@ def main() -> None:
     except Abort:
         _say_error("enrich: interrupted")
         sys.exit(130)
-    except CommandError as error:
+    except (CommandError, PostgresUrlError) as error:
         _say_error(f"enrich: error: {_message(error)}")
         sys.exit(1)
     except KeyboardInterrupt:

@@ -112,7 +112,7 @@ def _has_user_and_assistant(conversation: Conversation) -> Conversation:
 
 @with_config(ConfigDict(extra="ignore"))
 class Conversation(TypedDict):
-    """A conversation that satisfies the contract of SPEC.md.
+    """A conversation that satisfies the input contract: the fields and rules of this module.
 
     Validated into plain dicts (no model instances): a chunk of 20,000
     conversations validates in about a second.

@@ -31,6 +31,8 @@ from enrichment_assets.resources import (
 )
 from enrichment_assets.summaries_automation import stale_summaries, summaries_daily, summaries_job
 
+# One application database resource: the assets' own, and where the lake publishes statuses.
+APP_DB = app_database()
 LAYER_ASSETS = [
     raw_conversations,
     validated_conversations,
@@ -58,10 +60,10 @@ defs = Definitions(
     ],
     schedules=[summaries_daily],
     resources={
-        "lake": LakeResource(),
+        "lake": LakeResource(app_db=APP_DB),
         # ENRICH_ENRICHER, ENRICH_LLM_* read when the code location loads; key as EnvVar.
         "enricher": LLMResource.from_env(),
-        "app_db": app_database(),
+        "app_db": APP_DB,
         # ENRICH_PII_MODE, ENRICH_PII_PHONE_REGION read when a run starts.
         "pii": PiiRedactionResource(),
         # ENRICH_ALERT_WEBHOOK_URL read when the sensor ticks; unset = alerts off.

@@ -32,7 +32,6 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from enrichment_assets.app_db import app_db_url
 from enrichment_assets.faults import fault_point
 from enrichment_assets.identity import identity_index
 from enrichment_assets.lake import Lake, hidden_temp, write_bytes_atomic
@@ -168,7 +167,7 @@ def retire_superseded(
     record that is no longer current. A crash in between leaves a record in at most one
     export (the new version is written after this returns). Returns {partition: retired}.
     """
-    url = app_db_url()
+    url = lake.app_db_url
     index = identity_index(lake, url)
     retired: dict[str, int] = {}
     for partition in sorted(replaced):

@@ -1,9 +1,13 @@
 """Which Dagster instance the command line records its runs in.
 
-`DAGSTER_HOME` wins when set. Otherwise, from a folder holding `dagster.yaml`
-(the project root), the command line uses the same storage that `dagster dev`
-started there uses, so every run shows in the UI; elsewhere it falls back to a
-local instance under `<data dir>/dagster`.
+`DAGSTER_HOME` wins when set. Otherwise the instance is the embedded default, and it lives
+in the data folder: `<ENRICH_DATA_DIR>/dagster`. Its settings are the project's
+`dagster.yaml` (package data in the wheel), whose storage paths name `ENRICH_DAGSTER_DIR`;
+this module sets that variable to the data folder's `dagster/` before opening it. `dagster
+dev` (and `dg dev`, and the daemon it starts) read the same `dagster.yaml` from the project
+folder and the variable from the project's `.env` (`${ENRICH_DATA_DIR:-data}/dagster`), so
+the UI and the command line share one instance per data folder, and two data folders never
+share runs or partitions.
 
 On a fresh data folder the first process to open the instance creates its SQLite
 tables; two commands started at once would both try (`table runs already exists`). The
@@ -18,23 +22,29 @@ import time
 from pathlib import Path
 
 from dagster import DagsterInstance
-from dagster._core.instance.ref import InstanceRef
 
 from enrichment_assets.lake import default_data_dir
 from enrichment_assets.locks import file_lock
+from enrichment_assets.package_data import package_data_path
 
+# The variable the embedded default's `dagster.yaml` takes its storage folder from.
+INSTANCE_DIR_VARIABLE = "ENRICH_DAGSTER_DIR"
 _CREATION_RACES = ("already exists", "UNIQUE constraint failed", "database is locked")
 _ATTEMPTS = 5
+
+
+def embedded_instance_dir(data_dir: Path) -> Path:
+    """Where the embedded default keeps the Dagster instance of a data folder."""
+    return (data_dir / "dagster").resolve()
 
 
 def _open() -> DagsterInstance:
     if os.environ.get("DAGSTER_HOME"):
         return DagsterInstance.get()
-    cwd = Path.cwd()
-    home = (default_data_dir() / "dagster").resolve()
+    home = embedded_instance_dir(default_data_dir())
     home.mkdir(parents=True, exist_ok=True)
-    config_dir = cwd if (cwd / "dagster.yaml").exists() else home
-    return DagsterInstance.from_ref(InstanceRef.from_dir(str(home), config_dir=str(config_dir)))
+    os.environ[INSTANCE_DIR_VARIABLE] = str(home)
+    return DagsterInstance.from_config(str(package_data_path("dagster.yaml").parent))
 
 
 def _touch(instance: DagsterInstance) -> None:

@@ -129,10 +129,15 @@ class Manifest:
 
 
 class Lake:
-    """Paths of the data folder, and the landing store of batches."""
+    """Paths of the data folder, and the landing store of batches.
 
-    def __init__(self, data_dir: Path | str) -> None:
+    `app_db_url`: the application database its statuses are also published to, and its
+    partition locks and identity index are shared through (production); None = none.
+    """
+
+    def __init__(self, data_dir: Path | str, app_db_url: str | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.app_db_url = app_db_url
 
     @property
     def landing_dir(self) -> Path:

@@ -14,6 +14,7 @@ from pydantic import Field
 from enrichment_assets.app_db import APP_DB_URL_ENV
 from enrichment_assets.ingest.limits import RecordLimits
 from enrichment_assets.lake import Lake, default_data_dir
+from enrichment_assets.postgres_url import libpq_url
 from enrichment_assets.redaction import (
     PiiMode,
     parse_mode,
@@ -25,11 +26,46 @@ from enrichment_assets.run_liveness import heartbeat
 from enrichment_assets.workers import default_workers
 
 
+class AppDatabaseResource(ConfigurableResource):
+    """The application's PostgreSQL database: reference data in, statuses and summaries out.
+
+    Optional: with no URL the pipeline runs on the embedded default (seed files,
+    nothing published). An empty `url` takes `ENRICH_APP_DB_URL`, read when it is used;
+    `app_database()` wires the variable as an `EnvVar` (never written into the definitions).
+    """
+
+    url: str = Field(
+        default="",
+        description="postgresql:// URL of the application database; empty = ENRICH_APP_DB_URL, "
+        "or not configured.",
+    )
+
+    @property
+    def app_db_url(self) -> str | None:
+        """The URL for psycopg (`postgres_url.libpq_url`), or None when not configured."""
+        url = self.url or os.environ.get(APP_DB_URL_ENV)
+        return libpq_url(url, APP_DB_URL_ENV) if url else None
+
+
+def app_database() -> AppDatabaseResource:
+    """The resource, from `ENRICH_APP_DB_URL` when it is set."""
+    if os.environ.get(APP_DB_URL_ENV):
+        return AppDatabaseResource(url=EnvVar(APP_DB_URL_ENV))
+    return AppDatabaseResource()
+
+
 class LakeResource(ConfigurableResource):
     """The data folder: Parquet per layer and partition, landing store, exports.
 
-    Defaults to `ENRICH_DATA_DIR` (or `./data`), read when a run starts.
+    Defaults to `ENRICH_DATA_DIR` (or `./data`), read when a run starts. Its statuses are
+    published to `app_db` (the application database resource) when that is configured.
     """
+
+    app_db: AppDatabaseResource | None = Field(
+        default=None,
+        description="Where statuses are published; unset = AppDatabaseResource() "
+        "(ENRICH_APP_DB_URL, or nowhere).",
+    )
 
     data_dir: str = Field(
         default="",
@@ -103,32 +139,11 @@ class LakeResource(ConfigurableResource):
 
     @property
     def lake(self) -> Lake:
-        return Lake(Path(self.data_dir) if self.data_dir else default_data_dir())
-
-
-class AppDatabaseResource(ConfigurableResource):
-    """The application's PostgreSQL database: reference data in, statuses and summaries out.
-
-    Optional: with no URL the pipeline runs on the embedded default (seed files,
-    nothing published). Build it with `app_database()` so that the URL comes from
-    `ENRICH_APP_DB_URL` as an `EnvVar` (never written into the definitions).
-    """
-
-    url: str = Field(
-        default="",
-        description="postgresql:// URL of the application database; empty = not configured.",
-    )
-
-    @property
-    def app_db_url(self) -> str | None:
-        return self.url or None
-
-
-def app_database() -> AppDatabaseResource:
-    """The resource, from `ENRICH_APP_DB_URL` when it is set."""
-    if os.environ.get(APP_DB_URL_ENV):
-        return AppDatabaseResource(url=EnvVar(APP_DB_URL_ENV))
-    return AppDatabaseResource()
+        app_db = self.app_db or AppDatabaseResource()
+        return Lake(
+            Path(self.data_dir) if self.data_dir else default_data_dir(),
+            app_db_url=app_db.app_db_url,
+        )
 
 
 class PiiRedactionResource(ConfigurableResource):

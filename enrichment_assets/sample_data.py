@@ -1,11 +1,10 @@
 """Realistic sample conversations for the demo, the tests and the benchmarks.
 
-`generate_conversations` yields canonical input records (SPEC.md, "Canonical
-input record") built from the reference seed files and topic-specific sentence
-banks, so that the joins, the quality gates and the heuristic enricher all have
-something real to work on. It is deterministic for a seed and fast enough for
-100,000 conversations in a few seconds: every message is a handful of whole
-sentences picked from a bank, never per-character work.
+`generate_conversations` yields canonical input records (`contract.Conversation`) built
+from the reference seed files and topic-specific sentence banks, so that the joins, the
+quality gates and the heuristic enricher all have something real to work on. It is
+deterministic for a seed and fast enough for 100,000 conversations in a few seconds: every
+message is a handful of whole sentences picked from a bank, never per-character work.
 
 What the data carries on purpose:
 - defects (`defect_rate`, one of `DEFECT_KINDS` each) that validation must

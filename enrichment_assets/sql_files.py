@@ -1,10 +1,13 @@
-"""Where the SQL lives: the repository's top-level `sql/` folder, one file per transformation."""
+"""Where the SQL lives: the top-level `sql/` folder (package data in the wheel), one file per
+transformation."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+from enrichment_assets.package_data import package_data_path
+
+SQL_DIR = package_data_path("sql")
 
 
 def sql_path(name: str) -> Path:

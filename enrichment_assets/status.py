@@ -1,6 +1,6 @@
 """Per-conversation status, kept as one Parquet file per batch partition.
 
-Each layer moves its rows along the lifecycle of SPEC.md (`STATUSES`):
+Each layer moves its rows along the lifecycle of README, "Statuses" (`STATUSES`):
 not_started → validated | validation_failed → enrichment_in_progress → enriched
 → completed | normalization_failed. A row is keyed by (partition, record_index):
 the record's place in the frozen batch, which exists even when its id does not.
@@ -18,7 +18,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from enrichment_assets.app_db import app_db_url
 from enrichment_assets.contract import STATUSES
 from enrichment_assets.lake import Lake, atomic_path
 from enrichment_assets.sql_files import load_sql
@@ -67,7 +66,7 @@ def read_status(lake: Lake, batch: str) -> pl.DataFrame:
 
 def write_status(lake: Lake, batch: str, frame: pl.DataFrame) -> None:
     """Replace the batch's status Parquet; then publish it to the application
-    database when one is configured (`ENRICH_APP_DB_URL`), in one transaction."""
+    database when the lake has one (`Lake.app_db_url`), in one transaction."""
     frame = frame.select(list(STATUS_SCHEMA)).cast(STATUS_SCHEMA)
     with atomic_path(lake.layer_path("status", batch)) as tmp:
         frame.write_parquet(tmp)
@@ -75,11 +74,10 @@ def write_status(lake: Lake, batch: str, frame: pl.DataFrame) -> None:
 
 
 def _publish(lake: Lake, batch: str) -> None:
-    url = app_db_url()
-    if url is not None:
+    if lake.app_db_url is not None:
         from enrichment_assets.app_db import publish_status  # psycopg: only when configured
 
-        publish_status(url, batch, read_status(lake, batch))
+        publish_status(lake.app_db_url, batch, read_status(lake, batch))
 
 
 def _write_query(

@@ -35,9 +35,14 @@ def _module_exists(name: str) -> bool:
 def test_production_instance_config_is_valid_for_this_dagster(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("DAGSTER_PG_URL", "postgresql+psycopg2://u@localhost:5432/dagster")
+    monkeypatch.setenv("DAGSTER_PG_URL", "postgresql://u@localhost:5432/dagster")
     config, _ = dagster_instance_config(str(DEPLOY))
-    assert config["storage"]["postgres"]["postgres_url"] == {"env": "DAGSTER_PG_URL"}
+    storage = config["storage"]["custom"]
+    assert (storage["module"], storage["class"]) == (
+        "enrichment_assets.postgres_storage",
+        "PostgresStorage",
+    )
+    assert storage["config"]["postgres_url"] == {"env": "DAGSTER_PG_URL"}
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     assert config["concurrency"]["runs"]["max_concurrent_runs"] > 0
     assert config["concurrency"]["pools"]["default_limit"] > 0
@@ -57,6 +62,9 @@ def test_dockerfile_copies_files_that_exist_and_runs_as_non_root() -> None:
     assert re.search(r"^USER (?!root)\S+", dockerfile, flags=re.M)
     assert "enrichment_assets.definitions" in dockerfile
     assert "uv sync --frozen" in dockerfile
+    # The image runs the wheel (sql/ and expectations/ inside it), not a copy of the checkout.
+    assert "uv build --wheel" in dockerfile
+    assert re.search(r"^RUN uv pip install .*--no-deps .*\.whl", dockerfile, flags=re.M)
 
 
 def test_compose_services_build_the_repo_image_and_run_its_commands() -> None:

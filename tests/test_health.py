@@ -1,4 +1,4 @@
-"""The health report: metrics in DuckDB over real partitions, SPEC levels, the CLI and asset."""
+"""The health report: metrics in DuckDB over real partitions, levels, the CLI and asset."""
 
 from __future__ import annotations
 

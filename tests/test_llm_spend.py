@@ -165,7 +165,7 @@ def test_the_failed_partitions_sensor_waits_for_the_budget_window(
             context, lake, RetrySettings(), now=ended + timedelta(hours=1)
         )
     assert not later.run_requests  # the backoff (1 min) is over, the budget window is not
-    entry = read_retries(lake)[partition]
+    entry = read_retries(instance)[partition]
     assert entry.reason == BUDGET_STOPPED
     assert entry.next_attempt_at == next_window(ended).timestamp()
 

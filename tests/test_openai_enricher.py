@@ -30,7 +30,7 @@ from enrichment_assets.enrichers.cache import (
 )
 from enrichment_assets.enrichers.openai import OpenAIEnricher
 from enrichment_assets.enrichers.retry import RetryPolicy, parse_duration, server_retry_hint
-from enrichment_assets.enrichers.settings import LLMResource, LLMSettings
+from enrichment_assets.enrichers.settings import SHARED_FIELDS, LLMResource, LLMSettings
 from tests.llm_fixtures import make_conversations
 from tests.llm_server import Faults, LoopbackLLMServer
 
@@ -416,6 +416,11 @@ def test_settings_read_the_environment_contract(tmp_path: Path) -> None:
         2.5,
         0,
         65536,
+    )
+    # One set of fields: the resource carries every setting, and gives them back unchanged.
+    assert set(LLMResource.model_fields) == {*SHARED_FIELDS, "api_key", "prices_json"}
+    assert resource.settings().model_dump(exclude={"api_key"}) == settings.model_dump(
+        exclude={"api_key"}
     )
     defaults = LLMSettings.from_env({})
     assert (defaults.timeout_s, defaults.retry_budget_s, defaults.breaker_window) == (60, 5, 20)

@@ -210,10 +210,10 @@ def test_a_partition_named_profiling_is_listed_with_the_validations(hostile_lake
 def test_no_payload_runs_in_the_health_page(
     hostile_lake, open_offline, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    lake, _, _ = hostile_lake
+    lake, instance, _ = hostile_lake
     flagged = [PAYLOADS["Script"], PAYLOADS["Img"], PAYLOADS["Breakout"]]
     write_retries(
-        lake,
+        instance,
         {
             name: PartitionRetry(
                 partition=name,

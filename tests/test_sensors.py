@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -45,6 +46,7 @@ from enrichment_assets.partitions import batch_partitions
 from enrichment_assets.resources import LakeResource
 from enrichment_assets.runner import PartitionOutcome, land_files, materialize_partitions
 from enrichment_assets.status import read_status
+from tests.cli import enrich
 from tests.factories import conversation, write_jsonl
 
 SETTLED = 120  # seconds: well past the default settle time
@@ -306,7 +308,7 @@ def test_a_failed_partition_is_requested_again_after_one_minute_and_not_before(
 
     early = retry_tick(instance, lake, now=end + timedelta(seconds=59))
     assert early.run_requests == []
-    entry = read_retries(lake)[partition]
+    entry = read_retries(instance)[partition]
     assert (entry.reason, entry.tries, entry.failed_run_id) == (RUN_FAILED, 0, failed.run_id)
     assert "manifest" in entry.detail
 
@@ -321,7 +323,7 @@ def test_a_failed_partition_is_requested_again_after_one_minute_and_not_before(
 
 
 def test_after_five_failed_tries_the_partition_is_flagged_and_not_requested_a_sixth_time(
-    lake: Lake, instance: DagsterInstance
+    lake: Lake, instance: DagsterInstance, capsys: pytest.CaptureFixture[str]
 ) -> None:
     partition = failing_partition(instance)
     latest = run_once(instance, partition)
@@ -344,7 +346,7 @@ def test_after_five_failed_tries_the_partition_is_flagged_and_not_requested_a_si
     much_later = ended_at(instance, latest.run_id) + timedelta(days=30)
     flagging = retry_tick(instance, lake, much_later, cursor)
     assert flagging.run_requests == []
-    (flagged,) = flagged_partitions(lake)
+    (flagged,) = flagged_partitions(instance)
     assert (flagged.partition, flagged.tries, flagged.failed_run_id) == (
         partition,
         5,
@@ -357,6 +359,12 @@ def test_after_five_failed_tries_the_partition_is_flagged_and_not_requested_a_si
 
     later_still = retry_tick(instance, lake, much_later + timedelta(days=1), flagging.cursor)
     assert later_still.run_requests == [] and later_still.asset_events == []
+    # The retry state is the instance's: `enrich report` (its own instance object, the same
+    # DAGSTER_HOME) lists the flagged partition, and the data folder holds no state file.
+    report = enrich(capsys, "report", "--json")
+    assert report.code == 0, report.stderr
+    assert [f["partition"] for f in report.json()["metrics"]["flagged_partitions"]] == [partition]
+    assert not list((lake.data_dir / "lake").glob("*retries*"))
 
 
 def test_a_rematerialization_by_a_person_resets_the_count(
@@ -372,14 +380,14 @@ def test_a_rematerialization_by_a_person_resets_the_count(
         run_once(instance, partition, tags=request.tags)
         cursor = due.cursor
     cursor = retry_tick(instance, lake, datetime.now(UTC) + timedelta(days=2), cursor).cursor
-    assert [f.partition for f in flagged_partitions(lake)] == [partition]
+    assert [f.partition for f in flagged_partitions(instance)] == [partition]
 
     by_hand = run_once(instance, partition)  # a person re-materializes it; it fails again
     end = ended_at(instance, by_hand.run_id)
     early = retry_tick(instance, lake, end + timedelta(seconds=30), cursor)
     assert early.run_requests == []
-    assert flagged_partitions(lake) == []
-    assert read_retries(lake)[partition].tries == 0
+    assert flagged_partitions(instance) == []
+    assert read_retries(instance)[partition].tries == 0
     (request,) = retry_tick(instance, lake, end + timedelta(seconds=60), early.cursor).run_requests
     assert request.tags["enrich/retry_attempt"] == "1"
 
@@ -397,14 +405,14 @@ def test_a_partition_that_recovers_leaves_the_retry_state(
     end = ended_at(instance, failed.run_id)
     due = retry_tick(instance, lake, end + timedelta(minutes=1))
     (request,) = due.run_requests
-    assert "has no manifest" in read_retries(lake)[partition].detail
+    assert "has no manifest" in read_retries(instance)[partition].detail
 
     (tmp_path / "moved-away").rename(frozen)  # back again
     assert run_once(instance, partition, tags=request.tags).success
     after = retry_tick(instance, lake, end + timedelta(hours=5), due.cursor)
 
     assert after.run_requests == []
-    assert read_retries(lake) == {}
+    assert read_retries(instance) == {}
 
 
 def test_rows_with_null_ai_fields_and_an_error_are_re_requested(
@@ -435,7 +443,7 @@ def test_rows_with_null_ai_fields_and_an_error_are_re_requested(
 
     (request,) = result.run_requests
     assert request.tags["enrich/retry_reason"] == NULL_AI_FIELDS
-    entry = read_retries(lake)[partition]
+    entry = read_retries(instance)[partition]
     assert entry.detail == "1 enriched row(s) with NULL AI fields and an error"
     statuses = read_status(lake, partition).sort("record_index")
     assert statuses["retry_count"].to_list() == [0, 0]  # normalized rows: completed, no error
@@ -470,7 +478,7 @@ def test_a_failed_blocking_gate_is_re_requested(lake: Lake, instance: DagsterIns
 
     (request,) = due.run_requests
     assert request.tags["enrich/retry_reason"] == GATE_FAILED
-    entry = read_retries(lake)[partition]
+    entry = read_retries(instance)[partition]
     assert entry.reason == GATE_FAILED
     assert "gated_conversations:rows_conserved" in entry.detail
 
@@ -488,4 +496,4 @@ def test_healthy_runs_leave_nothing_to_retry(
 
     assert result.run_requests == []
     assert result.skip_reason.skip_message == "every partition's latest run is healthy"
-    assert read_retries(lake) == {}
+    assert read_retries(instance) == {}

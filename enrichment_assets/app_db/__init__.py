@@ -13,10 +13,11 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from enrichment_assets.postgres_url import libpq_url
+
 if TYPE_CHECKING:
     from enrichment_assets.app_db.migrations import Migration, applied_versions, upgrade
     from enrichment_assets.app_db.publish import (
-        publish_partition_status,
         publish_status,
         publish_summaries,
     )
@@ -31,7 +32,6 @@ _SUBMODULE_OF = {
     "Migration": "migrations",
     "applied_versions": "migrations",
     "upgrade": "migrations",
-    "publish_partition_status": "publish",
     "publish_status": "publish",
     "publish_summaries": "publish",
     "read_reference_tables": "reference",
@@ -48,8 +48,9 @@ def __getattr__(name: str) -> Any:
 
 
 def app_db_url() -> str | None:
-    """`ENRICH_APP_DB_URL`, or None when the application database is not configured."""
-    return os.environ.get(APP_DB_URL_ENV) or None
+    """`ENRICH_APP_DB_URL` (checked: `postgres_url.libpq_url`), or None when it is not set."""
+    url = os.environ.get(APP_DB_URL_ENV)
+    return libpq_url(url, APP_DB_URL_ENV) if url else None
 
 
 __all__ = [
@@ -58,7 +59,6 @@ __all__ = [
     "app_db_url",
     "applied_versions",
     "find_status",
-    "publish_partition_status",
     "publish_status",
     "publish_summaries",
     "read_reference_tables",

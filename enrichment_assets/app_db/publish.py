@@ -22,7 +22,7 @@ from psycopg import sql
 from enrichment_assets.sql_files import load_sql
 
 if TYPE_CHECKING:
-    from enrichment_assets.lake import Lake
+    pass
 
 _COPY_CHUNK = 1 << 20
 
@@ -137,17 +137,6 @@ def publish_status(url: str, partition: str, frame: pl.DataFrame) -> PublishResu
     if any(p != partition for p in partitions):
         raise ValueError(f"status rows of partitions {partitions} given for {partition!r}")
     return publish_frame(url, STATUS_TARGET, partition, frame)
-
-
-def publish_partition_status(
-    lake: Lake, batch: str, app_db_url: str | None
-) -> PublishResult | None:
-    """Publish the batch's status Parquet when the application database is configured."""
-    if app_db_url is None:
-        return None
-    from enrichment_assets.status import read_status  # status publishes through this module
-
-    return publish_status(app_db_url, batch, read_status(lake, batch))
 
 
 def publish_summaries(app_db_url: str, day: date | str, frame: pl.DataFrame) -> PublishResult:

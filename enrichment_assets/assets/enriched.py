@@ -21,7 +21,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from enrichment_assets.app_db import app_db_url
 from enrichment_assets.assets.layer_io import (
     empty_frame,
     failed_ids,
@@ -342,7 +341,7 @@ def _enriched_conversations(
         return waiting_observation(batches, batch)
 
     con = duckdb.connect()
-    load_reference(con, app_db_url())
+    load_reference(con, store.app_db_url)
     changes: list[pl.DataFrame] = []
     attempts: list[pl.DataFrame] = []  # the annotations made in this run, per chunk
     # The low-confidence rule is for LLM answers: the deterministic heuristic logs none.

@@ -24,6 +24,7 @@ from enrichment_assets.assets.metadata import path_value
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.assets.raw import raw_conversations
 from enrichment_assets.assets.validated import validated_conversations
+from enrichment_assets.automation.retry_state import flagged_partitions
 from enrichment_assets.automation.settings import default_sensor_status
 from enrichment_assets.checks.health import CRITICAL, OK, THRESHOLDS, pipeline_health
 from enrichment_assets.env import env_int
@@ -67,7 +68,7 @@ HEALTH_AUTOMATION = (
             t.metric,
             asset=HEALTH_ASSET,
             blocking=False,
-            description=f"{t.description}: {t.rule()} (SPEC health thresholds).",
+            description=f'{t.description}: {t.rule()} (README, "Quality gates and health").',
         )
         for t in THRESHOLDS
     ],
@@ -78,12 +79,16 @@ def pipeline_health_asset(context: AssetExecutionContext, lake: LakeResource) ->
     Completeness rate, backlog, failure rate, mean quality score, confidence
     distribution, records processed per hour, time from raw stored to enriched
     (p50/p95), partitions blocked by a gate and partitions flagged for a person.
-    Each SPEC threshold is an asset check: WARN at the warning level, ERROR at
-    the critical one; they report, they never block data. Writes
+    Each health threshold (README, "Quality gates and health") is an asset check: WARN
+    at the warning level, ERROR at the critical one; they report, they never block data. Writes
     `reports/pipeline_health.json` and the charts page `reports/pipeline_health.html`.
     """
     store = lake.lake
-    health = pipeline_health(store, active_partitions(context.instance, store))
+    health = pipeline_health(
+        store,
+        active_partitions(context.instance, store),
+        flagged_partitions(context.instance),
+    )
     counts = layer_counts(store)["total"]
     json_path, html_path = write_health_files(store, health, counts)
     metrics = health["metrics"]

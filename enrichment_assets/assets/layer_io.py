@@ -16,7 +16,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from enrichment_assets.app_db import app_db_url
 from enrichment_assets.lake import Lake, atomic_path, hidden_temp
 from enrichment_assets.locks import partition_lock
 from enrichment_assets.workers import map_ordered, scratch_dir
@@ -87,7 +86,7 @@ def partition_writer(
     `log` says whom it waits for (see `locks`).
     """
     with partition_lock(
-        lake.data_dir, partition, app_db_url=app_db_url(), owner=run_id, on_wait=log
+        lake.data_dir, partition, app_db_url=lake.app_db_url, owner=run_id, on_wait=log
     ):
         yield
 

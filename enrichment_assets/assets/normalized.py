@@ -13,7 +13,6 @@ from dagster import (
     asset,
 )
 
-from enrichment_assets.app_db import app_db_url
 from enrichment_assets.assets.enriched import enriched_conversations
 from enrichment_assets.assets.layer_io import (
     empty_frame,
@@ -106,7 +105,7 @@ def normalized_conversations(
         fault_point("normalized")
         # Versions replaced by this partition's leave the other partitions' exports first,
         # so that a conversation is never in two export files at once.
-        stale = identity_index(store, app_db_url()).stale_rows(batch)
+        stale = identity_index(store, store.app_db_url).stale_rows(batch)
         retired = retire_superseded(
             store, stale.elsewhere, batch, owner=context.run.run_id, log=context.log.info
         )

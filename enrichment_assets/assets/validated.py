@@ -19,7 +19,6 @@ from dagster import (
     asset,
 )
 
-from enrichment_assets.app_db import app_db_url
 from enrichment_assets.assets.layer_io import (
     map_row_groups,
     partition_writer,
@@ -242,7 +241,7 @@ def validated_conversations(
                 changes_out.write(change_rows(part.changes))
                 raw_rows += part.raw_rows
                 progress(f"validated {raw_rows} raw rows")
-        set_aside = identity_index(store, app_db_url()).resolve_and_register(
+        set_aside = identity_index(store, store.app_db_url).resolve_and_register(
             batch,
             landed_at,
             pl.concat(identities)

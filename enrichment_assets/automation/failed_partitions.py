@@ -32,13 +32,13 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     MetadataValue,
+    RunRecord,
     RunRequest,
     RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     sensor,
 )
-from dagster._core.storage.dagster_run import FINISHED_STATUSES, RunRecord, TagBucket
 
 from enrichment_assets.automation.new_raw_files import PIPELINE_JOB, TRIGGER_TAG
 from enrichment_assets.automation.retry_state import (
@@ -73,6 +73,8 @@ RETRY_OF_TAG = "enrich/retry_of"
 LLM_BATCH_TRIGGER = "llm_batches"  # the trigger of the runs `llm_batches.py` requests
 FLAGGED_ASSET = AssetKey("enriched_conversations")
 CURSOR_VERSION = 1
+# A run in one of these states is over: its outcome can be judged.
+FINISHED_STATUSES = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
 
 
 @dataclass(frozen=True)
@@ -234,10 +236,8 @@ def latest_runs(instance: DagsterInstance, partitions: list[str]) -> dict[str, R
     """The newest run of each partition (one query for all of them)."""
     if not partitions:
         return {}
-    records = instance.get_run_records(
-        filters=RunsFilter(tags={PARTITION_TAG: partitions}),
-        bucket_by=TagBucket(tag_key=PARTITION_TAG, tag_values=partitions, bucket_limit=1),
-    )
+    # Every run of these partitions (a handful each: a first run, its retries, runs by hand).
+    records = instance.get_run_records(filters=RunsFilter(tags={PARTITION_TAG: partitions}))
     latest: dict[str, RunRecord] = {}
     for record in records:
         key = record.dagster_run.tags[PARTITION_TAG]
@@ -308,7 +308,7 @@ def failed_partitions_tick(
         log.warning(
             f"run {dead.run_id} of partition {dead.partition} died ({dead.reason}): marked failed"
         )
-    entries = read_retries(lake)
+    entries = read_retries(instance)
     changed = False
 
     finished = instance.get_run_records(
@@ -387,7 +387,7 @@ def failed_partitions_tick(
     )
     requests.extend(first_runs[: max(settings.max_requests_per_tick - len(requests), 0)])
     if changed:
-        write_retries(lake, entries)
+        write_retries(instance, entries)
     cursor = orjson.dumps(
         {"v": CURSOR_VERSION, "updated_after": updated_after, "confirmed": confirmed}
     ).decode()

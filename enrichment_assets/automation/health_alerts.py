@@ -1,7 +1,7 @@
 """`health_alerts`: posts a health threshold's change of level to a webhook.
 
 Each tick reads the latest `pipeline_health` materialization (its `levels` metadata: one
-level per SPEC threshold, the same as its checks) and compares it with the levels last
+level per health threshold, the same as its checks) and compares it with the levels last
 posted, which the sensor keeps in its cursor. A change (to CRITICAL, to WARNING, or back
 to ok) is one post of Slack-compatible JSON (`alerts.slack_message`); an unchanged level
 is never posted again. When the webhook is down the post fails within `timeout_s`, the

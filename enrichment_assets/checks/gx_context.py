@@ -8,8 +8,9 @@ disk) except for two folders under `<data dir>/reports/`:
     gx/validations/   every validation result (JSON), kept so that Data Docs lists them all
     data_docs/        the generated HTML site: index.html, one page per suite and result
 
-The suites come from `expectations/<asset>.json` at the repository root; those
-files are the source of truth, loaded into the context each time it is built.
+The suites come from `expectations/<asset>.json` (top level of the repository, package
+data in the wheel: `package_data_path`); those files are the source of truth, loaded into
+the context each time it is built.
 
 The pages show data from the batches (unexpected values are ids and text from input),
 so they are rendered with our views (`data_docs_views`), which escape every value GX
@@ -39,9 +40,10 @@ from enrichment_assets.checks.gate_chunks import (
     group_by_plan,
     merge_suite_results,
 )
+from enrichment_assets.package_data import package_data_path
 from enrichment_assets.workers import release_memory
 
-EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
+EXPECTATIONS_DIR = package_data_path("expectations")
 DATASOURCE = "lake"
 BATCH_DEFINITION = "partition"
 DOCS_SITE = "local_site"

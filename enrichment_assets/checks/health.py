@@ -1,9 +1,9 @@
-"""Pipeline health across all partitions: metrics in DuckDB, levels against SPEC thresholds.
+"""Pipeline health across all partitions: metrics in DuckDB, levels against its thresholds.
 
 The metrics come from `sql/pipeline_health.sql` (over every status file) and
 `sql/pipeline_health_annotations.sql` (over every normalized file): DuckDB reads
 the Parquet, nothing loads a partition into Python. The thresholds are the ones
-of the system we replace (SPEC.md, "Quality gates"); each metric's level is
+of the system we replace (README, "Quality gates and health"); each metric's level is
 `ok`, `warning` or `critical`. Used by the `pipeline_health` asset and by
 `enrich report`, so both always agree.
 """
@@ -13,13 +13,18 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from enrichment_assets.exports import verify_exports
 from enrichment_assets.lake import Lake
 from enrichment_assets.sql_files import load_sql
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from enrichment_assets.automation.retry_state import PartitionRetry
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 
@@ -88,13 +93,10 @@ def _row(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict[str, Any]) -
     return dict(zip(columns, cursor.fetchone(), strict=True))
 
 
-def _flagged_partitions(lake: Lake) -> list[dict[str, Any]]:
-    # The failed-partitions sensor owns that state; read through its module.
-    from enrichment_assets.automation.retry_state import flagged_partitions
-
+def _flagged_partitions(flagged: Sequence[PartitionRetry]) -> list[dict[str, Any]]:
     return [
         {"partition": e.partition, "reason": e.reason, "detail": e.detail, "tries": e.tries}
-        for e in flagged_partitions(lake)
+        for e in flagged
     ]
 
 
@@ -125,11 +127,14 @@ def stranded_partitions(
     return stranded
 
 
-def pipeline_health(lake: Lake, active: set[str] | None = None) -> dict[str, Any]:
+def pipeline_health(
+    lake: Lake, active: set[str] | None = None, flagged: Sequence[PartitionRetry] = ()
+) -> dict[str, Any]:
     """Every health metric, each threshold's level, and the partitions needing a person.
 
     `active`: the partitions a live run or command is working on (`run_liveness`); their
-    unfinished records are pending work, anyone else's are stranded.
+    unfinished records are pending work, anyone else's are stranded. `flagged`: the
+    partitions out of retries (`retry_state.flagged_partitions` of the instance).
     """
     status_files, normalized_files = _files(lake, "status"), _files(lake, "normalized")
     con = duckdb.connect()
@@ -185,7 +190,7 @@ def pipeline_health(lake: Lake, active: set[str] | None = None) -> dict[str, Any
             "p95": _round(status.get("seconds_to_enriched_p95")),
         },
         "gate_blocked_partitions": status.get("gate_blocked_partitions") or [],
-        "flagged_partitions": _flagged_partitions(lake),
+        "flagged_partitions": _flagged_partitions(flagged),
         # The low-confidence rule: due now, waiting for their age, out of attempts.
         "low_confidence": _low_confidence(lake),
     }

@@ -1,11 +1,13 @@
 """Which enricher runs, and how it talks to its LLM endpoint.
 
 Two doors to the same settings:
-- `LLMSettings.from_env()`: the environment contract of SPEC.md (`ENRICH_ENRICHER`,
-  `ENRICH_LLM_*`, `OPENAI_API_KEY` as the key's fallback);
+- `LLMSettings.from_env()`: the environment variables of README, "Configuration"
+  (`ENRICH_ENRICHER`, `ENRICH_LLM_*`, `OPENAI_API_KEY` as the key's fallback);
 - `LLMResource`: the Dagster resource with the same fields, so each can also be
   set as resource config in the UI; `LLMResource.from_env()` wires the key as an
   `EnvVar`, so Dagster stores the variable's name, never its value.
+Both copy the fields by name (`SHARED_FIELDS`): a field is listed in each class once (with
+its validation in `LLMSettings`, its UI description in `LLMResource`), never copied by hand.
 
 The API key is a `SecretStr` in `LLMSettings` and hidden from the resource's
 repr; error messages are scrubbed of it by the enricher.
@@ -119,7 +121,7 @@ class LLMSettings(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LLMSettings:
-        """Read the `ENRICH_*` contract of SPEC.md (unset variables keep the defaults)."""
+        """Read the `ENRICH_*` variables (README, "Configuration"); unset ones keep the defaults."""
         env = os.environ if env is None else env
         names = {
             "enricher": "ENRICH_ENRICHER",
@@ -195,6 +197,12 @@ class LLMSettings(BaseModel):
             pii_mode=pii_mode,
             phone_region=phone_region,
         )
+
+
+# The fields `LLMSettings` and `LLMResource` carry alike, copied by name from one to the
+# other; the key (a SecretStr there, an EnvVar here) and the prices (parsed there, JSON
+# here) are the two carried differently.
+SHARED_FIELDS = tuple(n for n in LLMSettings.model_fields if n not in ("api_key", "prices"))
 
 
 def enricher_kinds(settings: LLMSettings | None = None) -> set[str]:
@@ -284,53 +292,17 @@ class LLMResource(ConfigurableResource):
         settings = LLMSettings.from_env(env)
         key_var = next((n for n in ("ENRICH_LLM_API_KEY", "OPENAI_API_KEY") if env.get(n)), None)
         return cls(
-            enricher=settings.enricher,
-            base_url=settings.base_url,
-            model=settings.model,
+            **{name: getattr(settings, name) for name in SHARED_FIELDS},
             api_key=EnvVar(key_var) if key_var else None,
-            concurrency=settings.concurrency,
-            timeout_s=settings.timeout_s,
-            max_attempts=settings.max_attempts,
-            retry_budget_s=settings.retry_budget_s,
-            breaker_window=settings.breaker_window,
-            max_response_bytes=settings.max_response_bytes,
-            rpm=settings.rpm,
-            tpm=settings.tpm,
-            mode=settings.mode,
             prices_json=env.get("ENRICH_LLM_PRICES") or None,
-            budget_usd=settings.budget_usd,
-            daily_budget_usd=settings.daily_budget_usd,
-            expected_completion_tokens=settings.expected_completion_tokens,
-            escalation_model=settings.escalation_model,
-            low_confidence_below=settings.low_confidence_below,
-            low_confidence_after_hours=settings.low_confidence_after_hours,
-            low_confidence_max_attempts=settings.low_confidence_max_attempts,
         )
 
     def settings(self) -> LLMSettings:
         """The validated settings (ValueError with the offending field when invalid)."""
         return LLMSettings(
-            enricher=self.enricher,
-            base_url=self.base_url,
-            model=self.model,
+            **{name: getattr(self, name) for name in SHARED_FIELDS},
             api_key=self.api_key,
-            concurrency=self.concurrency,
-            timeout_s=self.timeout_s,
-            max_attempts=self.max_attempts,
-            retry_budget_s=self.retry_budget_s,
-            breaker_window=self.breaker_window,
-            max_response_bytes=self.max_response_bytes,
-            rpm=self.rpm,
-            tpm=self.tpm,
-            mode=self.mode,
             prices=parse_prices(self.prices_json),
-            budget_usd=self.budget_usd,
-            daily_budget_usd=self.daily_budget_usd,
-            expected_completion_tokens=self.expected_completion_tokens,
-            escalation_model=self.escalation_model,
-            low_confidence_below=self.low_confidence_below,
-            low_confidence_after_hours=self.low_confidence_after_hours,
-            low_confidence_max_attempts=self.low_confidence_max_attempts,
         )
 
     def build_enricher(

@@ -1,5 +1,5 @@
 -- Daily per-user summaries (the `conversation_summaries` asset). Unique on
--- (user_id, window_start), as SPEC.md says: re-running a day replaces its
+-- (user_id, window_start) (README, "Daily summaries"): re-running a day replaces its
 -- rows, never adds. Columns follow sql/conversation_summaries.sql.
 CREATE TABLE IF NOT EXISTS conversation_summaries (
     user_id            text        NOT NULL,

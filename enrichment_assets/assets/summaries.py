@@ -34,7 +34,13 @@ from dagster import (
 from pydantic import Field
 
 from enrichment_assets.assets.llm_spend import run_budget
-from enrichment_assets.assets.metadata import layer_table, path_value, preview
+from enrichment_assets.assets.metadata import (
+    check_outcomes,
+    layer_table,
+    path_value,
+    preview,
+    unchanged_result,
+)
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.checks.gx_suites import GateReport, gate_specs, validate_layer
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
@@ -47,6 +53,7 @@ from enrichment_assets.enrichers.settings import (
 )
 from enrichment_assets.env import env_int
 from enrichment_assets.faults import fault_point
+from enrichment_assets.fingerprints import write_record
 from enrichment_assets.lake import Lake, atomic_path, hidden_temp
 from enrichment_assets.partitions import summary_days
 from enrichment_assets.resources import AppDatabaseResource, LakeResource, PiiRedactionResource
@@ -300,8 +307,21 @@ def conversation_summaries(
     # Taken before reading: a normalized batch materialized later may be missed, so the
     # sensor counts this day stale for any batch newer than the watermark.
     watermark = latest_normalized_storage_id(context)
-    cache_dir = store.data_dir / "cache" / "enrichment"
+    config.check()
     settings = enricher.settings()
+    # The day's inputs, before reading them too: a change meanwhile makes the next run's
+    # fingerprint differ, so it does the work again.
+    from enrichment_assets.summary_inputs import day_fingerprints, unchanged_day
+
+    inputs = day_fingerprints(store, [day], config, settings)[day]
+    if (previous := unchanged_day(store, day, inputs)) is not None:
+        context.log.info(
+            f"{day}: inputs unchanged since run {previous.run_id}: nothing recomputed, "
+            "files left as they were"
+        )
+        path = {"path": path_value(summaries_path(store, day))}
+        return unchanged_result(previous, ASSET_NAME, {WATERMARK_KEY: watermark, **path})
+    cache_dir = store.data_dir / "cache" / "enrichment"
     # The run's LLM budget and today's daily limit stop its sending too (`llm_spend.py`).
     budget = run_budget(context.instance, settings, None)
     annotator = enricher.build_enricher(  # through the resource, as ever
@@ -342,16 +362,10 @@ def conversation_summaries(
         ),
     }
     if gate.blocked_reason is None:
-        if (export := write_summaries_export(store, day)) is not None:
-            metadata["export"] = path_value(export)
-        if app_db.app_db_url is not None:
-            from enrichment_assets.app_db import publish_summaries  # psycopg: only when set
-
-            published = publish_summaries(app_db.app_db_url, day, summaries)
-            metadata["published"] = MetadataValue.text(
-                f"{published.rows} rows to the application database's {published.table} "
-                f"({published.upserted} upserted, {published.deleted} deleted)"
-            )
+        _publish_day(context, store, app_db, summaries, metadata)
+        # Only a day whose annotations all came back is left alone on the same inputs.
+        if metadata["failed_annotations"] == 0:
+            _record_day(context, store, inputs, metadata, gate)
     else:
         # Keep the last file, export and publication that passed: a blocked day changes none.
         context.log.error(f"{day}: summaries kept as they were: {gate.blocked_reason}")
@@ -359,3 +373,49 @@ def conversation_summaries(
     if reason := context.run.tags.get(STALE_REASON_TAG):
         metadata["rerun_reason"] = MetadataValue.text(reason)
     return MaterializeResult(metadata=metadata, check_results=gate.check_results)
+
+
+def _publish_day(
+    context: AssetExecutionContext,
+    store: Lake,
+    app_db: AppDatabaseResource,
+    summaries: pl.DataFrame,
+    metadata: dict[str, object],
+) -> None:
+    """The export file and, with an application database, its rows of the day."""
+    day = context.partition_key
+    if (export := write_summaries_export(store, day)) is not None:
+        metadata["export"] = path_value(export)
+    if app_db.app_db_url is not None:
+        from enrichment_assets.app_db import publish_summaries  # psycopg: only when set
+
+        published = publish_summaries(app_db.app_db_url, day, summaries)
+        metadata["published"] = MetadataValue.text(
+            f"{published.rows} rows to the application database's {published.table} "
+            f"({published.upserted} upserted, {published.deleted} deleted)"
+        )
+
+
+def _record_day(
+    context: AssetExecutionContext,
+    store: Lake,
+    inputs: str,
+    metadata: dict[str, object],
+    gate: GateReport,
+) -> None:
+    """Remember what the day's files were computed from: the same inputs skip the work."""
+    from enrichment_assets.summary_inputs import published_files, record_path
+
+    day = context.partition_key
+    write_record(
+        record_path(store, day),
+        published_files(store, day),
+        fingerprint=inputs,
+        run_id=context.run.run_id,
+        metadata={
+            k: v
+            for k, v in metadata.items()
+            if isinstance(v, int | float | str) and k not in ("path", WATERMARK_KEY)
+        },
+        checks=check_outcomes(gate.check_results),
+    )

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import duckdb
+
 from enrichment_assets.assets.summaries import (
     SummaryWindowConfig,
     register_normalized,
@@ -39,25 +41,19 @@ def published_files(lake: Lake, day: str) -> dict[str, Path]:
     return {"lake": summaries_path(lake, day), "export": summaries_export_path(lake, day)}
 
 
-def day_fingerprints(
-    lake: Lake,
+def fingerprints_of_days(
+    con: duckdb.DuckDBPyConnection,
     days: Iterable[str],
     config: SummaryWindowConfig | None = None,
     settings: LLMSettings | None = None,
 ) -> dict[str, str]:
-    """{day: fingerprint of its summaries' inputs}, every day in one scan of the lake."""
+    """{day: fingerprint of its summaries' inputs} over the connection's `summary_messages`,
+    every day in one scan."""
     wanted = sorted(set(days))
-    if not wanted:
-        return {}
     config = config or SummaryWindowConfig()
     code_version = enrichment_code_version(settings or LLMSettings.from_env())
-    con = summary_connection()
-    try:
-        register_normalized(con, lake.layer_glob("normalized"))
-        rows = con.sql(load_sql("conversation_summaries_inputs"), params={"days": wanted})
-        found = {day: [messages, rows_hash] for day, messages, rows_hash in rows.fetchall()}
-    finally:
-        con.close()
+    rows = con.sql(load_sql("conversation_summaries_inputs"), params={"days": wanted})
+    found = {day: [messages, rows_hash] for day, messages, rows_hash in rows.fetchall()}
     return {
         day: fingerprint(
             {
@@ -70,6 +66,19 @@ def day_fingerprints(
         )
         for day in wanted
     }
+
+
+def day_fingerprints(lake: Lake, days: Iterable[str]) -> dict[str, str]:
+    """{day: fingerprint} in the default window settings, every day in one scan of the lake."""
+    wanted = sorted(set(days))
+    if not wanted:
+        return {}
+    con = summary_connection()
+    try:
+        register_normalized(con, lake.layer_glob("normalized"))
+        return fingerprints_of_days(con, wanted)
+    finally:
+        con.close()
 
 
 def unchanged_day(lake: Lake, day: str, day_fingerprint: str) -> PublishedRecord | None:

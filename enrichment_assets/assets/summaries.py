@@ -14,6 +14,8 @@ gate passes.
 import glob
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -44,6 +46,7 @@ from enrichment_assets.assets.metadata import (
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.checks.gx_suites import GateReport, gate_specs, validate_layer
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
+from enrichment_assets.enrichers.budget import SpendBudget
 from enrichment_assets.enrichers.code_version import enrichment_code_version
 from enrichment_assets.enrichers.settings import (
     LLMResource,
@@ -190,8 +193,21 @@ def annotate_windows(windows: pl.DataFrame, enricher: Enricher, chunk_rows: int)
     return pl.concat(chunks, how="vertical_relaxed")
 
 
+@contextmanager
+def day_connection(lake: Lake, day: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A summary connection whose `summary_messages` holds one day's messages, read from
+    every normalized partition once (its fingerprint and its windows read them there)."""
+    con = summary_connection()
+    try:
+        register_normalized(con, lake.layer_glob("normalized"))
+        con.execute(load_sql("conversation_summaries_day_messages"), {"day_start": day_start(day)})
+        yield con
+    finally:
+        con.close()
+
+
 def summarize_day(
-    lake: Lake,
+    con: duckdb.DuckDBPyConnection,
     day: str,
     config: SummaryWindowConfig,
     enricher: Enricher,
@@ -199,26 +215,22 @@ def summarize_day(
     generated_at: datetime,
     chunk_rows: int = 20_000,
 ) -> pl.DataFrame:
-    """The summaries of one UTC day over every normalized partition (not yet written)."""
+    """The summaries of one UTC day (`day_connection`) over every normalized partition (not
+    yet written)."""
     config.check()
-    con = summary_connection()
-    try:
-        register_normalized(con, lake.layer_glob("normalized"))
-        windows = user_windows(con, day, config)
-        annotations = annotate_windows(windows, enricher, chunk_rows)
-        con.register("summary_windows", windows.drop("messages"))
-        con.register("summary_annotations", annotations)
-        return con.sql(
-            load_sql("conversation_summaries"),
-            params={
-                "day": day,
-                "min_messages": config.min_messages,
-                "window_hours": config.window_hours,
-                "generated_at": generated_at,
-            },
-        ).pl()
-    finally:
-        con.close()
+    windows = user_windows(con, day, config)
+    annotations = annotate_windows(windows, enricher, chunk_rows)
+    con.register("summary_windows", windows.drop("messages"))
+    con.register("summary_annotations", annotations)
+    return con.sql(
+        load_sql("conversation_summaries"),
+        params={
+            "day": day,
+            "min_messages": config.min_messages,
+            "window_hours": config.window_hours,
+            "generated_at": generated_at,
+        },
+    ).pl()
 
 
 def replace_summaries(lake: Lake, day: str, summaries: pl.DataFrame) -> GateReport:
@@ -311,32 +323,18 @@ def conversation_summaries(
     settings = enricher.settings()
     # The day's inputs, before reading them too: a change meanwhile makes the next run's
     # fingerprint differ, so it does the work again.
-    from enrichment_assets.summary_inputs import day_fingerprints, unchanged_day
+    from enrichment_assets.summary_inputs import fingerprints_of_days, unchanged_day
 
-    inputs = day_fingerprints(store, [day], config, settings)[day]
-    if (previous := unchanged_day(store, day, inputs)) is not None:
-        context.log.info(
-            f"{day}: inputs unchanged since run {previous.run_id}: nothing recomputed, "
-            "files left as they were"
-        )
-        path = {"path": path_value(summaries_path(store, day))}
-        return unchanged_result(previous, ASSET_NAME, {WATERMARK_KEY: watermark, **path})
-    cache_dir = store.data_dir / "cache" / "enrichment"
-    # The run's LLM budget and today's daily limit stop its sending too (`llm_spend.py`).
-    budget = run_budget(context.instance, settings, None)
-    annotator = enricher.build_enricher(  # through the resource, as ever
-        cache_dir, pii_mode=pii.pii_mode, phone_region=pii.region
-    )
-    if hasattr(annotator, "budget"):
-        annotator.budget = budget
-    generated_at = datetime.now(UTC)
-    summaries = summarize_day(
-        store, day, config, annotator, generated_at=generated_at, chunk_rows=lake.chunk_rows
-    )
-    context.log.info(
-        f"{day}: {summaries.height} summaries (min_messages={config.min_messages}, "
-        f"window_hours={config.window_hours}, enricher={annotator.name})"
-    )
+    with day_connection(store, day) as con:
+        inputs = fingerprints_of_days(con, [day], config, settings)[day]
+        if (previous := unchanged_day(store, day, inputs)) is not None:
+            context.log.info(
+                f"{day}: inputs unchanged since run {previous.run_id}: nothing recomputed, "
+                "files left as they were"
+            )
+            path = {"path": path_value(summaries_path(store, day))}
+            return unchanged_result(previous, ASSET_NAME, {WATERMARK_KEY: watermark, **path})
+        summaries, annotator, budget = _summaries_of(context, con, config, enricher, pii, lake)
 
     gate = replace_summaries(store, day, summaries)
     fault_point("summaries")
@@ -351,8 +349,8 @@ def conversation_summaries(
         f"{(day_start(day) + timedelta(days=1)).isoformat()}) in "
         f"{config.window_hours} h windows",
         "min_messages": config.min_messages,
-        "enricher": annotator.name,
-        **({"llm_cost_usd": round(budget.spent_usd, 6)} if annotator.name != "heuristic" else {}),
+        "enricher": annotator,
+        **({"llm_cost_usd": round(budget.spent_usd, 6)} if annotator != "heuristic" else {}),
         **({"llm_budget_usd": budget.limit_usd} if budget.limit_usd is not None else {}),
         WATERMARK_KEY: watermark,
         "path": path_value(target),
@@ -419,3 +417,33 @@ def _record_day(
         },
         checks=check_outcomes(gate.check_results),
     )
+
+
+def _summaries_of(
+    context: AssetExecutionContext,
+    con: duckdb.DuckDBPyConnection,
+    config: SummaryWindowConfig,
+    enricher: LLMResource,
+    pii: PiiRedactionResource,
+    lake: LakeResource,
+) -> tuple[pl.DataFrame, str, SpendBudget]:
+    """The day's summaries by the configured enricher, within the run's LLM budget; the
+    enricher's name and the budget (what it spent)."""
+    day = context.partition_key
+    settings = enricher.settings()
+    cache_dir = lake.lake.data_dir / "cache" / "enrichment"
+    # The run's LLM budget and today's daily limit stop its sending too (`llm_spend.py`).
+    budget = run_budget(context.instance, settings, None)
+    annotator = enricher.build_enricher(  # through the resource, as ever
+        cache_dir, pii_mode=pii.pii_mode, phone_region=pii.region
+    )
+    if hasattr(annotator, "budget"):
+        annotator.budget = budget
+    summaries = summarize_day(
+        con, day, config, annotator, generated_at=datetime.now(UTC), chunk_rows=lake.chunk_rows
+    )
+    context.log.info(
+        f"{day}: {summaries.height} summaries (min_messages={config.min_messages}, "
+        f"window_hours={config.window_hours}, enricher={annotator.name})"
+    )
+    return summaries, annotator.name, budget

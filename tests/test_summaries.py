@@ -116,6 +116,19 @@ def tick(instance: DagsterInstance, cursor: str | None) -> tuple[list[RunRequest
     return list(result.run_requests or []), result.cursor
 
 
+def summarized_batch(
+    lake: Lake, instance: DagsterInstance, path: Path, user: str, hour: str
+) -> tuple[str, str | None]:
+    """A batch of five messages of `user` in that hour of DAY, summarized, and the sensor's
+    cursor past it (it requests nothing: the summary saw the batch); (batch, cursor)."""
+    clock = [f"{hour}:00:{s:02d}" for s in range(0, 50, 10)]
+    batch = land_and_run(lake, instance, path, [chat(user, at(DAY, *clock))])
+    summarize(instance)
+    requests, cursor = tick(instance, None)
+    assert requests == []
+    return batch, cursor
+
+
 def test_four_messages_in_the_window_get_no_summary_and_five_get_one(
     lake: Lake, instance: DagsterInstance, tmp_path: Path
 ) -> None:
@@ -245,15 +258,7 @@ def test_rerunning_a_day_replaces_its_rows(
 def test_late_batch_marks_its_day_stale_and_the_rerun_updates_it(
     lake: Lake, instance: DagsterInstance, tmp_path: Path
 ) -> None:
-    land_and_run(
-        lake,
-        instance,
-        tmp_path / "on-time.jsonl",
-        [chat("user-late", at(DAY, "09:00:00", "09:00:10", "09:00:20", "09:00:30", "09:00:40"))],
-    )
-    summarize(instance)
-    requests, cursor = tick(instance, None)
-    assert requests == []  # the summary already saw that batch
+    _, cursor = summarized_batch(lake, instance, tmp_path / "on-time.jsonl", "user-late", "09")
 
     late = land_and_run(
         lake,
@@ -429,13 +434,7 @@ def _identity(path: Path) -> tuple[int, int]:
 def test_a_day_whose_inputs_did_not_change_is_not_recomputed_nor_rewritten(
     lake: Lake, instance: DagsterInstance, tmp_path: Path
 ) -> None:
-    land_and_run(
-        lake,
-        instance,
-        tmp_path / "day.jsonl",
-        [chat("user-same", at(DAY, "07:00:00", "07:00:10", "07:00:20", "07:00:30", "07:00:40"))],
-    )
-    summarize(instance)
+    summarized_batch(lake, instance, tmp_path / "day.jsonl", "user-same", "07")
     files = [summaries_path(lake, DAY), summaries_export_path(lake, DAY)]
     before = [_identity(f) for f in files]
 
@@ -455,15 +454,7 @@ def test_a_day_whose_inputs_did_not_change_is_not_recomputed_nor_rewritten(
 def test_stale_summaries_skips_days_whose_inputs_did_not_change_and_defers_a_running_day(
     lake: Lake, instance: DagsterInstance, tmp_path: Path
 ) -> None:
-    batch = land_and_run(
-        lake,
-        instance,
-        tmp_path / "day.jsonl",
-        [chat("user-re", at(DAY, "10:00:00", "10:00:10", "10:00:20", "10:00:30", "10:00:40"))],
-    )
-    summarize(instance)
-    requests, cursor = tick(instance, None)
-    assert requests == []
+    batch, cursor = summarized_batch(lake, instance, tmp_path / "day.jsonl", "user-re", "10")
     # The batch materialized again with the same output: its day's inputs are the same.
     (again,) = materialize_partitions(instance, [batch])
     assert again.success

@@ -201,6 +201,7 @@ def day_connection(lake: Lake, day: str) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         register_normalized(con, lake.layer_glob("normalized"))
         con.execute(load_sql("conversation_summaries_day_messages"), {"day_start": day_start(day)})
+        con.execute(load_sql("conversation_summaries_day_view"))
         yield con
     finally:
         con.close()

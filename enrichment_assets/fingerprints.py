@@ -6,8 +6,9 @@ are not rewritten. A fingerprint is a sha256 over everything the output depends 
 
 - `code_fingerprint`: the package's files, `sql/` and `expectations/` (any edit, a new
   release, a changed seed file: a new fingerprint);
-- `settings_fingerprint`: the `ENRICH_*` environment (enricher, model, limits, PII mode,
-  summary windows...), secrets and locations left out (changing them changes no output);
+- `settings_fingerprint`: the `ENRICH_*` environment (enricher, model, endpoint, limits,
+  PII mode, summary windows, application database...), secrets, local folders, worker
+  counts and timeouts left out (changing them changes no output);
 - the work's own inputs (a batch's manifest, the rows of a summary day...).
 
 After a publication, `write_record` keeps the fingerprint, the run, the identity of each
@@ -33,10 +34,11 @@ from enrichment_assets.lake import write_bytes_atomic
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 _CODE_DIRS = (PACKAGE_DIR, PACKAGE_DIR.parent / "sql", PACKAGE_DIR.parent / "expectations")
-# Secrets, where things are, how much runs at once and how long to wait: no output
-# changes with them.
+# Secrets (a rotated key changes no output), local folders (the data folder is an input
+# of its own where it matters), how much runs at once and how long to wait. Endpoints and
+# database URLs count: another application database must receive the rows too.
 _SECRETS = ("KEY", "SECRET", "PASSWORD", "TOKEN")
-_LOCATIONS_AND_PACE = ("_URL", "_URI", "_DIR", "_WORKERS", "_CONCURRENCY", "_S")
+_LOCATIONS_AND_PACE = ("_DIR", "_WORKERS", "_CONCURRENCY", "_S")
 RECORD_VERSION = 1
 
 
@@ -53,7 +55,8 @@ def code_fingerprint() -> str:
 
 
 def settings_fingerprint() -> dict[str, str]:
-    """The `ENRICH_*` settings an output may depend on (secrets and locations left out)."""
+    """The `ENRICH_*` settings an output may depend on (secrets, local folders, worker
+    counts and timeouts left out)."""
     return {
         name: value
         for name, value in sorted(os.environ.items())

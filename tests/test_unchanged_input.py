@@ -8,9 +8,9 @@ import pytest
 from dagster import DagsterInstance
 
 from enrichment_assets.lake import Lake
-from enrichment_assets.sample_data import write_sample_files
 from enrichment_assets.summaries_automation import SUMMARIES_JOB
 from tests.cli import enrich
+from tests.factories import conversation, write_jsonl
 
 
 def _files(lake: Lake) -> dict[Path, tuple[int, int]]:
@@ -27,7 +27,9 @@ def test_enrich_run_again_on_unchanged_input_runs_nothing_and_new_input_runs_alo
     lake: Lake, instance: DagsterInstance, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = tmp_path / "in"
-    write_sample_files(folder, 40, files=2, seed=21)
+    # One summary day (2024-06-01, the factory's), a user with enough messages on it.
+    for name in ("a", "b"):
+        write_jsonl(folder / f"{name}.jsonl", [conversation(), conversation(user_id="u-1")])
     first = enrich(capsys, "run", str(folder))
     assert first.code == 0, first.stderr
     runs = instance.get_runs()
@@ -43,8 +45,7 @@ def test_enrich_run_again_on_unchanged_input_runs_nothing_and_new_input_runs_alo
     assert "rows per layer" in again.stdout  # the same report of what the lake holds
 
     # A new file: only its partition runs; the other two keep their runs and files.
-    (new_file,) = write_sample_files(tmp_path / "more", 20, files=1, seed=22)
-    (folder / new_file.name).write_bytes(new_file.read_bytes())
+    write_jsonl(folder / "c.jsonl", [conversation()])
     third = enrich(capsys, "run", str(folder))
 
     assert third.code == 0, third.stderr

@@ -217,6 +217,8 @@ def _run_logged(
             )
     _print_results(lake, unique, days, title)
     _print_llm_batches(lake, unique)
+    if skipped := sum(1 for o in outcomes if o.skipped):
+        out.print(f"unchanged since their last run, not run again: {skipped} partition(s)")
     if dataset is not None:
         _print_dataset(dataset)
     err.print(plain(f"log: {log_path.resolve()}"), soft_wrap=True)
@@ -308,6 +310,7 @@ def _materialize(
         materialize_summary_days,
         summary_days_of,
     )
+    from enrichment_assets.summary_inputs import changed_days
 
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -319,13 +322,15 @@ def _materialize(
     ) as progress:
         task = progress.add_task("materializing partitions", total=len(partitions))
         outcomes = materialize_partitions(
-            instance, partitions, on_done=lambda _: progress.advance(task), state=state
+            instance, partitions, on_done=lambda _: progress.advance(task), state=state, lake=lake
         )
-        # Then the summary days the batches' messages fall on (today's waits for midnight).
+        # Then the summary days the batches' messages fall on (today's waits for midnight),
+        # those whose inputs changed since their files were published.
         days = summary_days_of(lake, partitions) if steps.summaries else []
-        day_task = progress.add_task("summarizing days", total=len(days))
+        changed = changed_days(lake, days)
+        day_task = progress.add_task("summarizing days", total=len(changed))
         outcomes += materialize_summary_days(
-            instance, days, on_done=lambda _: progress.advance(day_task), state=state
+            instance, list(changed), on_done=lambda _: progress.advance(day_task), state=state
         )
         dataset = None
         if steps.dataset:
@@ -340,8 +345,11 @@ def _materialize(
             if state.log_path is not None and not dataset.unchanged:
                 append_run_events(instance, dataset.run_id, state.log_path)
             progress.advance(dataset_task)
-        # Then the health over every partition, with its threshold checks.
-        outcomes.append(materialize_pipeline_health(instance, state=state))
+        # Then the health over every partition, with its threshold checks; unless nothing
+        # ran at all (unchanged input costs nothing: the last health run stands).
+        nothing_ran = all(o.skipped for o in outcomes) and (dataset is None or dataset.unchanged)
+        if not (outcomes and nothing_ran):
+            outcomes.append(materialize_pipeline_health(instance, state=state))
     return outcomes, days, dataset
 
 

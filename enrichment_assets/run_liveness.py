@@ -138,7 +138,7 @@ def recover_dead_runs(
 
 
 # Statuses of a run that has not ended (and may still write).
-_UNFINISHED_RUN = [
+UNFINISHED_RUN_STATUSES = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
     DagsterRunStatus.STARTING,
@@ -161,7 +161,7 @@ def active_partitions(
     """
     now = time.time()
     partitions = set()
-    for record in instance.get_run_records(filters=RunsFilter(statuses=_UNFINISHED_RUN)):
+    for record in instance.get_run_records(filters=RunsFilter(statuses=UNFINISHED_RUN_STATUSES)):
         run = record.dagster_run
         partition = run.tags.get("dagster/partition")
         if partition is None:

@@ -68,6 +68,8 @@ class PartitionOutcome:
     run_id: str
     failed_checks: list[str] = field(default_factory=list)
     error: str | None = None
+    # Inputs unchanged since `run_id` succeeded: nothing ran (`unchanged_batches.py`).
+    skipped: bool = False
 
 
 def materialize_partitions(
@@ -77,26 +79,42 @@ def materialize_partitions(
     tags: dict[str, str] | None = None,
     on_done: Callable[[PartitionOutcome], None] | None = None,
     state: CommandState | None = None,
+    lake: Lake | None = None,
 ) -> list[PartitionOutcome]:
     """Run the whole pipeline for each partition, one in-process run each.
 
+    With `lake`, a partition whose inputs (manifest, code, settings) are those of its last
+    successful run is not run again (`unchanged_batches.py`): its outcome says `skipped`.
     `state` (when given) follows the progress, for a command that may be interrupted,
     and carries the run config and the log file.
     """
+    from enrichment_assets.unchanged_batches import (
+        batch_fingerprint,
+        remember_inputs,
+        unchanged_batches,
+    )
+
     state = state or CommandState()
     keys = list(dict.fromkeys(partitions))
+    prints = {k: batch_fingerprint(lake, k) for k in keys} if lake is not None else {}
+    unchanged = unchanged_batches(instance, lake, prints) if lake is not None else {}
     state.pending = [k for k in keys if k not in state.done]
     outcomes = []
     with _long_lived_objects_frozen():
         for key in keys:
             state.running = key
             state.pending.remove(key)
-            outcome = _execute(
-                instance, key, tags={**state.tags, **(tags or {})}, run_config=state.run_config
-            )
+            if key in unchanged:
+                outcome = PartitionOutcome(key, success=True, run_id=unchanged[key], skipped=True)
+            else:
+                outcome = _execute(
+                    instance, key, tags={**state.tags, **(tags or {})}, run_config=state.run_config
+                )
+                if outcome.success:
+                    remember_inputs(instance, outcome.run_id, prints.get(key))
             state.running = None
             state.done.append(key)
-            if state.log_path is not None:
+            if state.log_path is not None and not outcome.skipped:
                 append_run_events(instance, outcome.run_id, state.log_path)
             outcomes.append(outcome)
             if on_done is not None:

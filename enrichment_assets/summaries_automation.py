@@ -29,6 +29,7 @@ from dagster import (
     DagsterInstance,
     DefaultScheduleStatus,
     RunRequest,
+    RunsFilter,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
     SensorResult,
@@ -37,6 +38,7 @@ from dagster import (
     schedule,
     sensor,
 )
+from dagster._core.storage.tags import PARTITION_NAME_TAG
 
 from enrichment_assets.assets.summaries import (
     ASSET_NAME,
@@ -53,6 +55,7 @@ from enrichment_assets.env import env_int
 from enrichment_assets.lake import Lake
 from enrichment_assets.partitions import is_summary_day, register_summary_days, summary_days
 from enrichment_assets.resources import LakeResource
+from enrichment_assets.run_liveness import UNFINISHED_RUN_STATUSES
 from enrichment_assets.sql_files import load_sql
 
 SUMMARIES_JOB = "conversation_summaries_job"
@@ -120,6 +123,8 @@ class StaleDay:
     summary_run_id: str
     batches: dict[str, int] = field(default_factory=dict)  # batch -> messages on the day
     newest_storage_id: int = 0
+    batch_storage_ids: list[int] = field(default_factory=list)
+    inputs: str = ""  # the fingerprint of the day's inputs (`summary_inputs.py`)
 
     def reason(self) -> str:
         listed = ", ".join(f"{batch} ({count} msgs)" for batch, count in self.batches.items())
@@ -194,6 +199,8 @@ def plan_stale_days(
         stale = days.setdefault(day, StaleDay(day=day, summary_run_id=seen[1]))
         stale.batches[batch] = messages
         stale.newest_storage_id = max(stale.newest_storage_id, newest[batch])
+        stale.batch_storage_ids.append(newest[batch])
+    cursor = _settle(instance, lake, days, notes, cursor)
     unsummarized = sorted(d for d, seen in watermarks.items() if seen is None)
     if unsummarized:
         notes.append(f"days never summarized, left to the schedule/backfills: {unsummarized}")
@@ -207,11 +214,46 @@ def plan_stale_days(
     return StalePlan(sorted(days.values(), key=lambda s: s.day), cursor, notes, new_days)
 
 
+def _day_in_progress(instance: DagsterInstance, day: str) -> bool:
+    """Whether a run of the day's summaries is queued or going (from any trigger)."""
+    runs = instance.get_run_records(
+        RunsFilter(
+            job_name=SUMMARIES_JOB,
+            tags={PARTITION_NAME_TAG: day},
+            statuses=UNFINISHED_RUN_STATUSES,
+        ),
+        limit=1,
+    )
+    return bool(runs)
+
+
+def _settle(
+    instance: DagsterInstance, lake: Lake, days: dict[str, StaleDay], notes: list[str], cursor: int
+) -> int:
+    """Drop the stale days whose inputs did not change since their files were published (a
+    late batch that only repeats what the day had), and defer those with a run in progress
+    (never two runs of one day at once): the cursor stays before their batches, so a later
+    tick looks at them again. Returns the cursor."""
+    from enrichment_assets.summary_inputs import changed_days
+
+    changed = changed_days(lake, days)
+    for day in sorted(days):
+        if day not in changed:
+            notes.append(f"{day}: inputs unchanged since its summaries were published")
+            del days[day]
+        elif _day_in_progress(instance, day):
+            notes.append(f"{day}: a run of it is in progress; looked at again next tick")
+            cursor = min(cursor, min(days.pop(day).batch_storage_ids) - 1)
+        else:
+            days[day].inputs = changed[day]
+    return cursor
+
+
 def run_request_for(stale: StaleDay) -> RunRequest:
     return RunRequest(
         partition_key=stale.day,
-        # One run per day and newest batch: a repeated tick never requests it twice.
-        run_key=f"stale-summary:{stale.day}:{stale.newest_storage_id}",
+        # One run per day and inputs: a repeated tick never requests the same work twice.
+        run_key=f"stale-summary:{stale.day}:{stale.inputs[:16]}",
         tags={
             TRIGGER_TAG: "stale_summaries",
             STALE_REASON_TAG: stale.reason(),

@@ -156,5 +156,7 @@ def test_enrich_run_lands_bytes_once_whatever_the_name_and_a_rerun_is_idempotent
     assert instance.get_dynamic_partitions("batches") == [partition]
     assert lake.export_path("enriched", partition).read_bytes() == export
     runs = [r for r in instance.get_runs() if r.tags.get("dagster/partition") == partition]
-    assert len(runs) == 2  # the command ran the partition again, as it says
+    # Its inputs did not change since that run succeeded: not run again, as it says.
+    assert len(runs) == 1
+    assert "unchanged since their last run, not run again: 1 partition(s)" in again.stdout
     assert orjson.loads(export.splitlines()[0])["status"] == "completed"

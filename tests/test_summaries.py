@@ -12,6 +12,7 @@ import pytest
 from dagster import (
     AssetKey,
     DagsterInstance,
+    DagsterRunStatus,
     ExecuteInProcessResult,
     RunRequest,
     build_sensor_context,
@@ -113,6 +114,19 @@ def tick(instance: DagsterInstance, cursor: str | None) -> tuple[list[RunRequest
     ) as context:
         result = stale_summaries(context)
     return list(result.run_requests or []), result.cursor
+
+
+def summarized_batch(
+    lake: Lake, instance: DagsterInstance, path: Path, user: str, hour: str
+) -> tuple[str, str | None]:
+    """A batch of five messages of `user` in that hour of DAY, summarized, and the sensor's
+    cursor past it (it requests nothing: the summary saw the batch); (batch, cursor)."""
+    clock = [f"{hour}:00:{s:02d}" for s in range(0, 50, 10)]
+    batch = land_and_run(lake, instance, path, [chat(user, at(DAY, *clock))])
+    summarize(instance)
+    requests, cursor = tick(instance, None)
+    assert requests == []
+    return batch, cursor
 
 
 def test_four_messages_in_the_window_get_no_summary_and_five_get_one(
@@ -244,15 +258,7 @@ def test_rerunning_a_day_replaces_its_rows(
 def test_late_batch_marks_its_day_stale_and_the_rerun_updates_it(
     lake: Lake, instance: DagsterInstance, tmp_path: Path
 ) -> None:
-    land_and_run(
-        lake,
-        instance,
-        tmp_path / "on-time.jsonl",
-        [chat("user-late", at(DAY, "09:00:00", "09:00:10", "09:00:20", "09:00:30", "09:00:40"))],
-    )
-    summarize(instance)
-    requests, cursor = tick(instance, None)
-    assert requests == []  # the summary already saw that batch
+    _, cursor = summarized_batch(lake, instance, tmp_path / "on-time.jsonl", "user-late", "09")
 
     late = land_and_run(
         lake,
@@ -418,3 +424,56 @@ def test_enrich_run_summarizes_the_days_its_batches_cover(
         r.tags.get("dagster/partition") for r in runs if r.job_name == SUMMARIES_JOB
     )
     assert summary_runs == [DAY, "2024-06-02"]
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def test_a_day_whose_inputs_did_not_change_is_not_recomputed_nor_rewritten(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    summarized_batch(lake, instance, tmp_path / "day.jsonl", "user-same", "07")
+    files = [summaries_path(lake, DAY), summaries_export_path(lake, DAY)]
+    before = [_identity(f) for f in files]
+
+    again = summarize(instance)  # as a re-materialization from the UI
+
+    (event,) = again.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert "inputs unchanged" in metadata["skipped"].value
+    assert metadata["dagster/row_count"].value == 1  # the last build's figures
+    assert all(e.passed for e in again.get_asset_check_evaluations())
+    assert [_identity(f) for f in files] == before
+    # Other window settings are other inputs: the day is computed and its files replaced.
+    summarize(instance, min_messages=4)
+    assert [_identity(f) for f in files] != before
+
+
+def test_stale_summaries_skips_days_whose_inputs_did_not_change_and_defers_a_running_day(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    batch, cursor = summarized_batch(lake, instance, tmp_path / "day.jsonl", "user-re", "10")
+    # The batch materialized again with the same output: its day's inputs are the same.
+    (again,) = materialize_partitions(instance, [batch])
+    assert again.success
+    requests, cursor = tick(instance, cursor)
+    assert requests == []
+
+    # Late data on the day while a run of that day is still going: not a second run at once.
+    going = instance.create_run_for_job(
+        defs.resolve_job_def(SUMMARIES_JOB),
+        tags={"dagster/partition": DAY},
+        status=DagsterRunStatus.STARTED,
+    )
+    late = [chat("user-re", at(DAY, "22:00:00", "22:00:10"))]
+    land_and_run(lake, instance, tmp_path / "late.jsonl", late)
+    requests, held = tick(instance, cursor)
+    assert requests == []
+    # Once that run is over, the late batch (behind the held cursor) makes the day run.
+    instance.report_run_failed(going)
+    (request,) = tick(instance, held)[0]
+    assert request.partition_key == DAY
+    # The same inputs are requested under the same run key: never twice.
+    assert tick(instance, held)[0][0].run_key == request.run_key

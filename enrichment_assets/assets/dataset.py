@@ -33,7 +33,13 @@ from dagster import (
 )
 from pydantic import Field
 
-from enrichment_assets.assets.metadata import PREVIEW_ROWS, path_value, preview
+from enrichment_assets.assets.metadata import (
+    PREVIEW_ROWS,
+    check_outcomes,
+    path_value,
+    preview,
+    unchanged_result,
+)
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.automation.settings import default_sensor_status
 from enrichment_assets.checks.gx_suites import gate_specs, validate_layer
@@ -235,14 +241,7 @@ def training_dataset(
             metadata={"counts": MetadataValue.json(counts)},
         )
         if gate.blocked_reason is None and staged.conserved:
-            checks = [
-                {
-                    "check_name": result.check_name,
-                    "passed": result.passed,
-                    "severity": result.severity.value,
-                }
-                for result in [*gate.check_results, conservation]
-            ]
+            checks = check_outcomes([*gate.check_results, conservation])
             kept_metadata = {
                 key: value
                 for key, value in metadata.items()
@@ -295,33 +294,16 @@ def training_dataset(
 
 
 def _unchanged(previous: PublishedRecord, folder: Path) -> MaterializeResult:
-    """The result of a build skipped because its inputs did not change: the last build's
-    figures and gate outcome, evaluated on the same inputs."""
-    since = {"unchanged_since_run": previous.run_id}
-    metadata: dict[str, object] = {
-        **previous.metadata,
-        **{
-            key: MetadataValue.json(value)
-            for key, value in previous.metadata.items()
-            if isinstance(value, dict | list)
+    """The result of a build skipped because its inputs did not change."""
+    return unchanged_result(
+        previous,
+        ASSET_NAME,
+        {
+            "files_rewritten": MetadataValue.json([]),
+            "path": path_value(folder),
+            "manifest": path_value(folder / MANIFEST),
         },
-        **since,
-        "skipped": MetadataValue.text("inputs unchanged: files left as they were"),
-        "files_rewritten": MetadataValue.json([]),
-        "path": path_value(folder),
-        "manifest": path_value(folder / MANIFEST),
-    }
-    checks = [
-        AssetCheckResult(
-            check_name=check["check_name"],
-            asset_key=ASSET_NAME,
-            passed=bool(check["passed"]),
-            severity=AssetCheckSeverity(check["severity"]),
-            metadata={**since, "evaluated": "on the same inputs by that run"},
-        )
-        for check in previous.checks
-    ]
-    return MaterializeResult(metadata=metadata, check_results=checks)
+    )
 
 
 training_dataset_job = define_asset_job(

@@ -9,7 +9,17 @@ from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
-from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
+
+from enrichment_assets.fingerprints import PublishedRecord
 
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 120
@@ -65,3 +75,43 @@ class ProgressLog:
         if now - self._last >= self._every:
             self._log.info(message)
             self._last = now
+
+
+def check_outcomes(results: list[AssetCheckResult]) -> list[dict[str, Any]]:
+    """What a publication record keeps of its gate: name, passed, severity of each check."""
+    return [
+        {"check_name": r.check_name, "passed": r.passed, "severity": r.severity.value}
+        for r in results
+    ]
+
+
+def unchanged_result(
+    previous: PublishedRecord, asset_key: str, metadata: dict[str, Any]
+) -> MaterializeResult:
+    """The result of a build skipped because its inputs did not change: the last build's
+    figures (then `metadata`) and its gate outcome, evaluated on the same inputs."""
+    since = {"unchanged_since_run": previous.run_id}
+    checks = [
+        AssetCheckResult(
+            check_name=check["check_name"],
+            asset_key=asset_key,
+            passed=bool(check["passed"]),
+            severity=AssetCheckSeverity(check["severity"]),
+            metadata={**since, "evaluated": "on the same inputs by that run"},
+        )
+        for check in previous.checks
+    ]
+    return MaterializeResult(
+        metadata={
+            **previous.metadata,
+            **{
+                key: MetadataValue.json(value)
+                for key, value in previous.metadata.items()
+                if isinstance(value, dict | list)
+            },
+            **since,
+            "skipped": MetadataValue.text("inputs unchanged: files left as they were"),
+            **metadata,
+        },
+        check_results=checks,
+    )

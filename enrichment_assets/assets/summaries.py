@@ -14,6 +14,8 @@ gate passes.
 import glob
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -35,10 +37,17 @@ from pydantic import Field
 
 from enrichment_assets.assets.layer_io import failed_ids
 from enrichment_assets.assets.llm_spend import run_budget
-from enrichment_assets.assets.metadata import layer_table, path_value, preview
+from enrichment_assets.assets.metadata import (
+    check_outcomes,
+    layer_table,
+    path_value,
+    preview,
+    unchanged_result,
+)
 from enrichment_assets.assets.normalized import normalized_conversations
 from enrichment_assets.checks.gx_suites import GateReport, gate_specs, validate_layer
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
+from enrichment_assets.enrichers.budget import SpendBudget
 from enrichment_assets.enrichers.code_version import enrichment_code_version
 from enrichment_assets.enrichers.settings import (
     LLMResource,
@@ -48,6 +57,7 @@ from enrichment_assets.enrichers.settings import (
 )
 from enrichment_assets.env import env_int
 from enrichment_assets.faults import fault_point
+from enrichment_assets.fingerprints import write_record
 from enrichment_assets.lake import Lake, atomic_path, hidden_temp
 from enrichment_assets.partitions import summary_days
 from enrichment_assets.resources import AppDatabaseResource, LakeResource, PiiRedactionResource
@@ -184,8 +194,22 @@ def annotate_windows(windows: pl.DataFrame, enricher: Enricher, chunk_rows: int)
     return pl.concat(chunks, how="vertical_relaxed")
 
 
+@contextmanager
+def day_connection(lake: Lake, day: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A summary connection whose `summary_messages` holds one day's messages, read from
+    every normalized partition once (its fingerprint and its windows read them there)."""
+    con = summary_connection()
+    try:
+        register_normalized(con, lake.layer_glob("normalized"))
+        con.execute(load_sql("conversation_summaries_day_messages"), {"day_start": day_start(day)})
+        con.execute(load_sql("conversation_summaries_day_view"))
+        yield con
+    finally:
+        con.close()
+
+
 def summarize_day(
-    lake: Lake,
+    con: duckdb.DuckDBPyConnection,
     day: str,
     config: SummaryWindowConfig,
     enricher: Enricher,
@@ -193,26 +217,22 @@ def summarize_day(
     generated_at: datetime,
     chunk_rows: int = 20_000,
 ) -> pl.DataFrame:
-    """The summaries of one UTC day over every normalized partition (not yet written)."""
+    """The summaries of one UTC day (`day_connection`) over every normalized partition (not
+    yet written)."""
     config.check()
-    con = summary_connection()
-    try:
-        register_normalized(con, lake.layer_glob("normalized"))
-        windows = user_windows(con, day, config)
-        annotations = annotate_windows(windows, enricher, chunk_rows)
-        con.register("summary_windows", windows.drop("messages"))
-        con.register("summary_annotations", annotations)
-        return con.sql(
-            load_sql("conversation_summaries"),
-            params={
-                "day": day,
-                "min_messages": config.min_messages,
-                "window_hours": config.window_hours,
-                "generated_at": generated_at,
-            },
-        ).pl()
-    finally:
-        con.close()
+    windows = user_windows(con, day, config)
+    annotations = annotate_windows(windows, enricher, chunk_rows)
+    con.register("summary_windows", windows.drop("messages"))
+    con.register("summary_annotations", annotations)
+    return con.sql(
+        load_sql("conversation_summaries"),
+        params={
+            "day": day,
+            "min_messages": config.min_messages,
+            "window_hours": config.window_hours,
+            "generated_at": generated_at,
+        },
+    ).pl()
 
 
 def replace_summaries(lake: Lake, day: str, summaries: pl.DataFrame) -> GateReport:
@@ -301,27 +321,22 @@ def conversation_summaries(
     # Taken before reading: a normalized batch materialized later may be missed, so the
     # sensor counts this day stale for any batch newer than the watermark.
     watermark = latest_normalized_storage_id(context)
-    cache_dir = store.data_dir / "cache" / "enrichment"
+    config.check()
     settings = enricher.settings()
-    # The run's LLM budget and today's daily limit stop its sending too (`llm_spend.py`).
-    budget = run_budget(context.instance, settings, None)
-    annotator = enricher.build_enricher(  # through the resource, as ever
-        cache_dir, pii_mode=pii.pii_mode, phone_region=pii.region
-    )
-    if hasattr(annotator, "budget"):
-        annotator.budget = budget
-    if hasattr(annotator, "failed_before"):  # one attempt each this run (`_policy`)
-        annotator.failed_before = failed_ids(
-            summaries_path(store, day), "summary_id", pl.col("error")
-        )
-    generated_at = datetime.now(UTC)
-    summaries = summarize_day(
-        store, day, config, annotator, generated_at=generated_at, chunk_rows=lake.chunk_rows
-    )
-    context.log.info(
-        f"{day}: {summaries.height} summaries (min_messages={config.min_messages}, "
-        f"window_hours={config.window_hours}, enricher={annotator.name})"
-    )
+    # The day's inputs, before reading them too: a change meanwhile makes the next run's
+    # fingerprint differ, so it does the work again.
+    from enrichment_assets.summary_inputs import fingerprints_of_days, unchanged_day
+
+    with day_connection(store, day) as con:
+        inputs = fingerprints_of_days(con, [day], config, settings)[day]
+        if (previous := unchanged_day(store, day, inputs)) is not None:
+            context.log.info(
+                f"{day}: inputs unchanged since run {previous.run_id}: nothing recomputed, "
+                "files left as they were"
+            )
+            path = {"path": path_value(summaries_path(store, day))}
+            return unchanged_result(previous, ASSET_NAME, {WATERMARK_KEY: watermark, **path})
+        summaries, annotator, budget = _summaries_of(context, con, config, enricher, pii, lake)
 
     gate = replace_summaries(store, day, summaries)
     fault_point("summaries")
@@ -336,8 +351,8 @@ def conversation_summaries(
         f"{(day_start(day) + timedelta(days=1)).isoformat()}) in "
         f"{config.window_hours} h windows",
         "min_messages": config.min_messages,
-        "enricher": annotator.name,
-        **({"llm_cost_usd": round(budget.spent_usd, 6)} if annotator.name != "heuristic" else {}),
+        "enricher": annotator,
+        **({"llm_cost_usd": round(budget.spent_usd, 6)} if annotator != "heuristic" else {}),
         **({"llm_budget_usd": budget.limit_usd} if budget.limit_usd is not None else {}),
         WATERMARK_KEY: watermark,
         "path": path_value(target),
@@ -347,16 +362,10 @@ def conversation_summaries(
         ),
     }
     if gate.blocked_reason is None:
-        if (export := write_summaries_export(store, day)) is not None:
-            metadata["export"] = path_value(export)
-        if app_db.app_db_url is not None:
-            from enrichment_assets.app_db import publish_summaries  # psycopg: only when set
-
-            published = publish_summaries(app_db.app_db_url, day, summaries)
-            metadata["published"] = MetadataValue.text(
-                f"{published.rows} rows to the application database's {published.table} "
-                f"({published.upserted} upserted, {published.deleted} deleted)"
-            )
+        _publish_day(context, store, app_db, summaries, metadata)
+        # Only a day whose annotations all came back is left alone on the same inputs.
+        if metadata["failed_annotations"] == 0:
+            _record_day(context, store, inputs, metadata, gate)
     else:
         # Keep the last file, export and publication that passed: a blocked day changes none.
         context.log.error(f"{day}: summaries kept as they were: {gate.blocked_reason}")
@@ -364,3 +373,83 @@ def conversation_summaries(
     if reason := context.run.tags.get(STALE_REASON_TAG):
         metadata["rerun_reason"] = MetadataValue.text(reason)
     return MaterializeResult(metadata=metadata, check_results=gate.check_results)
+
+
+def _publish_day(
+    context: AssetExecutionContext,
+    store: Lake,
+    app_db: AppDatabaseResource,
+    summaries: pl.DataFrame,
+    metadata: dict[str, object],
+) -> None:
+    """The export file and, with an application database, its rows of the day."""
+    day = context.partition_key
+    if (export := write_summaries_export(store, day)) is not None:
+        metadata["export"] = path_value(export)
+    if app_db.app_db_url is not None:
+        from enrichment_assets.app_db import publish_summaries  # psycopg: only when set
+
+        published = publish_summaries(app_db.app_db_url, day, summaries)
+        metadata["published"] = MetadataValue.text(
+            f"{published.rows} rows to the application database's {published.table} "
+            f"({published.upserted} upserted, {published.deleted} deleted)"
+        )
+
+
+def _record_day(
+    context: AssetExecutionContext,
+    store: Lake,
+    inputs: str,
+    metadata: dict[str, object],
+    gate: GateReport,
+) -> None:
+    """Remember what the day's files were computed from: the same inputs skip the work."""
+    from enrichment_assets.summary_inputs import published_files, record_path
+
+    day = context.partition_key
+    write_record(
+        record_path(store, day),
+        published_files(store, day),
+        fingerprint=inputs,
+        run_id=context.run.run_id,
+        metadata={
+            k: v
+            for k, v in metadata.items()
+            if isinstance(v, int | float | str) and k not in ("path", WATERMARK_KEY)
+        },
+        checks=check_outcomes(gate.check_results),
+    )
+
+
+def _summaries_of(
+    context: AssetExecutionContext,
+    con: duckdb.DuckDBPyConnection,
+    config: SummaryWindowConfig,
+    enricher: LLMResource,
+    pii: PiiRedactionResource,
+    lake: LakeResource,
+) -> tuple[pl.DataFrame, str, SpendBudget]:
+    """The day's summaries by the configured enricher, within the run's LLM budget; the
+    enricher's name and the budget (what it spent)."""
+    day = context.partition_key
+    settings = enricher.settings()
+    cache_dir = lake.lake.data_dir / "cache" / "enrichment"
+    # The run's LLM budget and today's daily limit stop its sending too (`llm_spend.py`).
+    budget = run_budget(context.instance, settings, None)
+    annotator = enricher.build_enricher(  # through the resource, as ever
+        cache_dir, pii_mode=pii.pii_mode, phone_region=pii.region
+    )
+    if hasattr(annotator, "budget"):
+        annotator.budget = budget
+    if hasattr(annotator, "failed_before"):  # one attempt each this run (`_policy`)
+        annotator.failed_before = failed_ids(
+            summaries_path(lake.lake, day), "summary_id", pl.col("error")
+        )
+    summaries = summarize_day(
+        con, day, config, annotator, generated_at=datetime.now(UTC), chunk_rows=lake.chunk_rows
+    )
+    context.log.info(
+        f"{day}: {summaries.height} summaries (min_messages={config.min_messages}, "
+        f"window_hours={config.window_hours}, enricher={annotator.name})"
+    )
+    return summaries, annotator.name, budget

@@ -19,9 +19,7 @@ replaced or edited by hand).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,14 @@ from enrichment_assets.dataset.build import (
     code_version,
     library_versions,
 )
-from enrichment_assets.lake import Lake, write_bytes_atomic
+from enrichment_assets.fingerprints import (
+    RECORD_VERSION,
+    PublishedRecord,
+    identity,
+    unchanged_record,
+    write_record,
+)
+from enrichment_assets.lake import Lake
 from enrichment_assets.sql_files import load_sql
 
 _SQL_FILES = (
@@ -43,16 +48,6 @@ _SQL_FILES = (
     "training_dataset_chat",
     "training_dataset_provenance",
 )
-RECORD_VERSION = 1
-
-
-def _identity(path: Path) -> list[int] | None:
-    """(size, mtime ns, inode) of a file, None when it is absent."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def inputs_fingerprint(
@@ -71,9 +66,9 @@ def inputs_fingerprint(
         "partitions": [
             [
                 partition,
-                _identity(lake.layer_path("normalized", partition)),
-                _identity(lake.layer_path("status", partition)),
-                _identity(lake.manifest_path(partition)),
+                identity(lake.layer_path("normalized", partition)),
+                identity(lake.layer_path("status", partition)),
+                identity(lake.manifest_path(partition)),
                 run_ids.get(partition),
             ]
             for partition in partitions
@@ -84,17 +79,6 @@ def inputs_fingerprint(
 
 def record_path(lake: Lake, name: str) -> Path:
     return lake.data_dir / "lake" / "dataset" / f"{name}.published.json"
-
-
-@dataclass(frozen=True)
-class PublishedRecord:
-    """What the last publication of a dataset was built from and wrote."""
-
-    fingerprint: str
-    run_id: str
-    files: dict[str, list[int] | None]  # file name -> identity when written
-    metadata: dict[str, Any]  # counts and the like, for the skipped run's metadata
-    checks: list[dict[str, Any]]  # {check_name, passed, severity} of the build's gate
 
 
 def record_publication(
@@ -109,17 +93,14 @@ def record_publication(
     checks: list[dict[str, Any]],
 ) -> None:
     """Keep what this publication was built from, and the identity of each file written."""
-    record = {
-        "version": RECORD_VERSION,
-        "fingerprint": fingerprint,
-        "run_id": run_id,
-        "files": {file: _identity(folder / file) for file in files},
-        "metadata": dict(metadata),
-        "checks": checks,
-    }
-    target = record_path(lake, name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(target, orjson.dumps(record, option=orjson.OPT_INDENT_2))
+    write_record(
+        record_path(lake, name),
+        {file: folder / file for file in files},
+        fingerprint=fingerprint,
+        run_id=run_id,
+        metadata=metadata,
+        checks=checks,
+    )
 
 
 def forget_publication(lake: Lake, name: str) -> None:
@@ -132,19 +113,4 @@ def unchanged_since(
 ) -> PublishedRecord | None:
     """The last publication's record when the inputs have this fingerprint and its files are
     still the ones it wrote (a build would then publish the same bytes); else None."""
-    try:
-        record = orjson.loads(record_path(lake, name).read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return None
-    if record.get("version") != RECORD_VERSION or record.get("fingerprint") != fingerprint:
-        return None
-    files: dict[str, list[int] | None] = record.get("files") or {}
-    if not files or any(_identity(folder / f) != identity for f, identity in files.items()):
-        return None
-    return PublishedRecord(
-        fingerprint=fingerprint,
-        run_id=record["run_id"],
-        files=files,
-        metadata=record.get("metadata") or {},
-        checks=record.get("checks") or [],
-    )
+    return unchanged_record(record_path(lake, name), fingerprint, lambda file: folder / file)

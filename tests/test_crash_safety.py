@@ -149,13 +149,34 @@ def health(data_dir: Path) -> dict:
         return pipeline_health(lake, active_partitions(instance, lake))
 
 
+def _session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this test session that every test worker (pytest-xdist) shares."""
+    root = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's root is inside the session's; alone, the root is the session's.
+    shared = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "crash-reference"
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Two small files of generated conversations (their days have summaries)."""
-    folder = tmp_path_factory.mktemp("inputs")
-    return write_sample_files(
-        folder, 120, files=2, seed=5, formats=("jsonl", "openai_jsonl"), defect_rate=0.05
-    )
+    """Two small files of generated conversations (their days have summaries).
+
+    One folder for the whole session: the quarantine export names each record's source
+    file by its path, so every worker must read the very files the reference run read.
+    """
+    shared = _session_dir(tmp_path_factory)
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        folder = shared / "inputs"
+        if not folder.exists():
+            staging = shared / "inputs.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            write_sample_files(
+                staging, 120, files=2, seed=5, formats=("jsonl", "openai_jsonl"), defect_rate=0.05
+            )
+            staging.rename(folder)
+        return sorted(folder.iterdir())
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +186,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory, inputs: list[Path]) -> d
     Computed once per test session: test workers (pytest-xdist) share it through a file in
     the session's temporary root, the first one computing it under a lock.
     """
-    root = tmp_path_factory.getbasetemp()
-    # Under xdist each worker's root is inside the session's; alone, the root is the session's.
-    shared = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "crash-reference"
-    shared.mkdir(exist_ok=True)
+    shared = _session_dir(tmp_path_factory)
     with (shared / "lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stored = shared / "exports.pickle"

@@ -10,8 +10,10 @@ from collections.abc import Iterator, Mapping
 
 import polars as pl
 import pytest
+from dagster import ConfigurableResource
 
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA
+from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
 from tests.llm_server import LoopbackLLMServer
 
 
@@ -55,3 +57,14 @@ def make_conversations(
 def conversation_id(i: int, topic: str = "refunds") -> str:
     """The id `make_conversations` gives conversation i."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"conversation/{topic}/{i}"))
+
+
+def layer_resources(enricher: ConfigurableResource, **overrides: object) -> dict[str, object]:
+    """The resources a run of the layers gets in the definitions, with this enricher."""
+    return {
+        "lake": LakeResource(),
+        "enricher": enricher,
+        "app_db": app_database(),
+        "pii": PiiRedactionResource(),
+        **overrides,
+    }

@@ -43,10 +43,11 @@ from enrichment_assets.enrichers.batch_ledger import (
 )
 from enrichment_assets.enrichers.settings import DEFAULT_PRICES, LLMResource
 from enrichment_assets.lake import Lake
-from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
+from enrichment_assets.resources import LakeResource
 from enrichment_assets.runner import land_files
 from enrichment_assets.status import read_status
 from tests.factories import read_jsonl
+from tests.llm_fixtures import layer_resources
 from tests.llm_server import Faults, LoopbackLLMServer
 from tests.test_llm_spend import batch as batch_file
 from tests.test_llm_spend import enriched_metadata, step_failure
@@ -72,12 +73,7 @@ def run(
         LAYER_ASSETS,
         partition_key=partition,
         instance=instance,
-        resources={
-            "lake": LakeResource(),
-            "enricher": enricher,
-            "app_db": app_database(),
-            "pii": PiiRedactionResource(),
-        },
+        resources=layer_resources(enricher),
         selection=request.get("asset_selection"),  # type: ignore[arg-type]
         run_config=request.get("run_config") or {},  # type: ignore[arg-type]
         tags=request.get("tags"),  # type: ignore[arg-type]

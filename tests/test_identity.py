@@ -19,10 +19,10 @@ from enrichment_assets.definitions import LAYER_ASSETS
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.queries import conversation_status, layer_counts
-from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
 from enrichment_assets.runner import land_files, materialize_partitions
 from enrichment_assets.status import read_status
 from tests.factories import conversation, message, read_jsonl, write_jsonl
+from tests.llm_fixtures import layer_resources
 from tests.llm_server import LoopbackLLMServer
 from tests.postgres import requires_postgres
 
@@ -240,12 +240,7 @@ def test_only_new_content_is_sent_to_the_llm(
                 LAYER_ASSETS,
                 partition_key=key,
                 instance=instance,
-                resources={
-                    "lake": LakeResource(),
-                    "enricher": enricher,
-                    "app_db": app_database(),
-                    "pii": PiiRedactionResource(),
-                },
+                resources=layer_resources(enricher),
                 raise_on_error=False,
             )
             assert result.success

@@ -27,10 +27,9 @@ from enrichment_assets.enrichers.pricing import CHARS_PER_TOKEN
 from enrichment_assets.enrichers.settings import DEFAULT_PRICES, LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.partitions import register_summary_days
-from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
 from enrichment_assets.runner import land_files
 from tests.factories import conversation, message, read_jsonl, write_jsonl
-from tests.llm_fixtures import make_conversations
+from tests.llm_fixtures import layer_resources, make_conversations
 from tests.llm_server import Faults, LoopbackLLMServer
 from tests.test_sensors import sensor_context
 
@@ -70,12 +69,7 @@ def run(instance: DagsterInstance, partition: str, enricher: LLMResource) -> boo
         LAYER_ASSETS,
         partition_key=partition,
         instance=instance,
-        resources={
-            "lake": LakeResource(),
-            "enricher": enricher,
-            "app_db": app_database(),
-            "pii": PiiRedactionResource(),
-        },
+        resources=layer_resources(enricher),
         raise_on_error=False,
     )
     return result.success
@@ -314,12 +308,7 @@ def test_the_daily_summaries_stop_at_the_budget_and_report_their_cost(
             [conversation_summaries],
             partition_key=DAY,
             instance=instance,
-            resources={
-                "lake": LakeResource(),
-                "enricher": enricher,
-                "app_db": app_database(),
-                "pii": PiiRedactionResource(),
-            },
+            resources=layer_resources(enricher),
         )
         assert result.success
         (materialization,) = result.asset_materializations_for_node("conversation_summaries")

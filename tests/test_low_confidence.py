@@ -17,10 +17,10 @@ from enrichment_assets.definitions import LAYER_ASSETS
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.low_confidence import LowConfidenceRule, read_attempts
-from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
 from enrichment_assets.runner import land_files
 from tests.cli import enrich
 from tests.factories import conversation, message, write_jsonl
+from tests.llm_fixtures import layer_resources
 from tests.llm_server import Faults, LoopbackLLMServer
 from tests.test_sensors import sensor_context
 
@@ -60,12 +60,7 @@ def run(
         LAYER_ASSETS,
         partition_key=partition,
         instance=instance,
-        resources={
-            "lake": LakeResource(),
-            "enricher": enricher,
-            "app_db": app_database(),
-            "pii": PiiRedactionResource(),
-        },
+        resources=layer_resources(enricher),
         selection=request.asset_selection if request else None,
         run_config=request.run_config if request else None,
     )

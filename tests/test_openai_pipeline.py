@@ -16,10 +16,10 @@ from dagster import AssetKey, DagsterInstance, materialize
 from enrichment_assets.definitions import LAYER_ASSETS
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
-from enrichment_assets.resources import LakeResource, PiiRedactionResource, app_database
 from enrichment_assets.runner import land_files
 from enrichment_assets.status import status_counts
 from tests.factories import conversation, message, read_jsonl, write_jsonl
+from tests.llm_fixtures import layer_resources
 from tests.llm_server import Faults, LoopbackLLMServer
 
 SECRET = "sk-test-NEVER-LOG-THIS-7f3a9c"
@@ -46,12 +46,7 @@ def run_partition(
         LAYER_ASSETS,
         partition_key=partition,
         instance=instance,
-        resources={
-            "lake": LakeResource(),
-            "enricher": enricher,
-            "app_db": app_database(),
-            "pii": PiiRedactionResource(),
-        },
+        resources=layer_resources(enricher),
         raise_on_error=False,
     )
     return result.success

@@ -30,7 +30,13 @@ from enrichment_assets.assets.layer_io import (
     write_layer,
 )
 from enrichment_assets.assets.llm_spend import committed_to_batches, estimate_layer, run_budget
-from enrichment_assets.assets.metadata import ProgressLog, layer_table, path_value, preview
+from enrichment_assets.assets.metadata import (
+    ProgressLog,
+    layer_table,
+    path_value,
+    preview,
+    rows_conserved,
+)
 from enrichment_assets.assets.validated import validated_conversations
 from enrichment_assets.checks.gx_suites import (
     gate_specs,
@@ -443,11 +449,8 @@ def _enriched_conversations(
             ),
         },
         check_results=[
-            AssetCheckResult(
-                check_name="validated_rows_conserved",
-                passed=validated == enriched_rows,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={"validated": validated, "enriched": enriched_rows},
+            rows_conserved(
+                "validated_rows_conserved", ("validated", validated), ("enriched", enriched_rows)
             ),
             AssetCheckResult(
                 check_name="reference_ids_known",

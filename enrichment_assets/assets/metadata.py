@@ -77,6 +77,20 @@ class ProgressLog:
             self._last = now
 
 
+def rows_conserved(
+    check_name: str, upstream: tuple[str, int], *downstream: tuple[str, int]
+) -> AssetCheckResult:
+    """The row-conservation check of a layer (blocking): every row of the layer upstream is
+    in exactly one of its outputs, so their counts add up to the upstream count."""
+    name, rows = upstream
+    return AssetCheckResult(
+        check_name=check_name,
+        passed=rows == sum(count for _, count in downstream),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={name: rows, **dict(downstream)},
+    )
+
+
 def check_outcomes(results: list[AssetCheckResult]) -> list[dict[str, Any]]:
     """What a publication record keeps of its gate: name, passed, severity of each check."""
     return [

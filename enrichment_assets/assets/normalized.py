@@ -21,7 +21,13 @@ from enrichment_assets.assets.layer_io import (
     row_count,
     write_layer,
 )
-from enrichment_assets.assets.metadata import ProgressLog, layer_table, path_value, preview
+from enrichment_assets.assets.metadata import (
+    ProgressLog,
+    layer_table,
+    path_value,
+    preview,
+    rows_conserved,
+)
 from enrichment_assets.checks.gx_suites import (
     gate_specs,
     partitioned_check_spec,
@@ -146,11 +152,10 @@ def normalized_conversations(
             ),
         },
         check_results=[
-            AssetCheckResult(
-                check_name="enriched_rows_conserved",
-                passed=enriched_rows == normalized_rows,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={"enriched": enriched_rows, "normalized": normalized_rows},
+            rows_conserved(
+                "enriched_rows_conserved",
+                ("enriched", enriched_rows),
+                ("normalized", normalized_rows),
             ),
             AssetCheckResult(
                 check_name="exports_hold_completed",

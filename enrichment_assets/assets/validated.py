@@ -11,8 +11,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
     AssetExecutionContext,
     MaterializeResult,
     MetadataValue,
@@ -26,7 +24,13 @@ from enrichment_assets.assets.layer_io import (
     staging_path,
     write_layer,
 )
-from enrichment_assets.assets.metadata import ProgressLog, layer_table, path_value, preview
+from enrichment_assets.assets.metadata import (
+    ProgressLog,
+    layer_table,
+    path_value,
+    preview,
+    rows_conserved,
+)
 from enrichment_assets.assets.raw import raw_conversations
 from enrichment_assets.checks.gx_suites import (
     gate_specs,
@@ -287,11 +291,11 @@ def validated_conversations(
             ),
         },
         check_results=[
-            AssetCheckResult(
-                check_name="raw_rows_conserved",
-                passed=raw_rows == validated + quarantined,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={"raw": raw_rows, "validated": validated, "quarantined": quarantined},
+            rows_conserved(
+                "raw_rows_conserved",
+                ("raw", raw_rows),
+                ("validated", validated),
+                ("quarantined", quarantined),
             ),
             *gate_results,
         ],

@@ -12,7 +12,6 @@ the run worker's start-up.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from dagster import AssetKey, DagsterInstance, EventLogRecord, RunsFilter
 from dagster._core.instance.ref import InstanceRef
 
 from tests.factories import conversation, read_jsonl, write_jsonl
+from tests.processes import stop_process_group
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -59,27 +59,6 @@ class RunningDaemon:
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
-
-
-def _stop_process_group(process: subprocess.Popen) -> None:
-    """SIGTERM the daemon's group (daemon, code server, run workers), then SIGKILL leftovers."""
-    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        # The daemon is gone; its children may still be shutting down in the group.
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
 
 
 @pytest.fixture
@@ -117,7 +96,7 @@ def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
     try:
         yield RunningDaemon(home, data_dir, log_path, process)
     finally:
-        _stop_process_group(process)
+        stop_process_group(process)
 
 
 def _exports(data_dir: Path) -> dict[str, list[Path]]:

@@ -21,7 +21,8 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.instance.ref import InstanceRef
 
 from tests.factories import conversation, read_jsonl, write_jsonl
-from tests.test_daemon_e2e import INSTANCE_YAML, PROJECT_DIR, _stop_process_group
+from tests.processes import stop_process_group
+from tests.test_daemon_e2e import INSTANCE_YAML, PROJECT_DIR
 
 pytestmark = pytest.mark.timeout(400)
 DEADLINE_S = 300  # catches a hang; two test workers share the machine
@@ -98,4 +99,4 @@ def test_a_daemon_run_stops_on_sigterm_and_is_retried_to_completion(tmp_path: Pa
         assert len(read_jsonl(export)) == 4
         assert not [p for p in (data_dir / "lake").rglob("*.tmp")]
     finally:
-        _stop_process_group(daemon)
+        stop_process_group(daemon)

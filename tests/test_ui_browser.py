@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from dagster._core.instance.ref import InstanceRef
 
 from enrichment_assets.checks.health import THRESHOLDS
 from tests.browser import CHROMIUM
+from tests.processes import stop_process_group
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -63,26 +63,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM the process group (webserver, daemon, code servers, runs), then SIGKILL."""
-    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
 
 
 def _wait_until_served(ui: RunningUI) -> None:
@@ -152,7 +132,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningUI]:
         _wait_until_served(running)
         yield running
     finally:
-        _stop_group(process)
+        stop_process_group(process)
 
 
 @pytest.fixture(scope="module")

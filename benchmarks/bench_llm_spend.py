@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `tests.llm_s
 import polars as pl
 from dagster import DagsterInstance, Failure
 
-from enrichment_assets.assets.llm_spend import run_budget
+from enrichment_assets.defs.spend.llm_spend import run_budget
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA
 from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED, SpendBudget
 from enrichment_assets.enrichers.openai import OpenAIEnricher

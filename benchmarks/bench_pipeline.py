@@ -71,9 +71,9 @@ LAND = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from enrichment_assets.instance import dagster_instance
+    from enrichment_assets.cli.instance import dagster_instance
     from enrichment_assets.lake import Lake
-    from enrichment_assets.runner import land_files
+    from enrichment_assets.cli.runner import land_files
     lake = Lake(Path(sys.argv[1]))
     with dagster_instance() as instance:
         print(land_files(lake, instance, [Path(sys.argv[2])])[0])

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from enrichment_assets.checks.health import CRITICAL, OK, WARNING
+from enrichment_assets.health_metrics import CRITICAL, OK, WARNING
 
 _SEVERITY = {OK: 0, WARNING: 1, CRITICAL: 2}
 # Slack's attachment colours: red, amber, green.

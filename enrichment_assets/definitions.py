@@ -4,32 +4,32 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from enrichment_assets.assets.dataset import (
+from enrichment_assets.defs.dataset.assets import (
     training_dataset,
     training_dataset_automation,
     training_dataset_job,
 )
-from enrichment_assets.assets.enriched import enriched_conversations
-from enrichment_assets.assets.health import (
+from enrichment_assets.defs.conversations.enriched import enriched_conversations
+from enrichment_assets.defs.health.assets import (
     pipeline_health_asset,
     pipeline_health_automation,
     pipeline_health_job,
 )
-from enrichment_assets.assets.normalized import normalized_conversations
-from enrichment_assets.assets.raw import raw_conversations
-from enrichment_assets.assets.summaries import conversation_summaries
-from enrichment_assets.assets.validated import validated_conversations
-from enrichment_assets.automation import SENSORS
-from enrichment_assets.automation.health_alerts import health_alerts
+from enrichment_assets.defs.conversations.normalized import normalized_conversations
+from enrichment_assets.defs.conversations.raw import raw_conversations
+from enrichment_assets.defs.summaries.assets import conversation_summaries
+from enrichment_assets.defs.conversations.validated import validated_conversations
+from enrichment_assets.defs.automation import SENSORS
+from enrichment_assets.defs.health.alerts import health_alerts
 from enrichment_assets.enrichers.settings import LLMResource
-from enrichment_assets.partitions import batch_partitions
-from enrichment_assets.resources import (
+from enrichment_assets.defs.conversations.partitions import batch_partitions
+from enrichment_assets.defs.resources import (
     AlertWebhookResource,
     LakeResource,
     PiiRedactionResource,
     app_database,
 )
-from enrichment_assets.summaries_automation import stale_summaries, summaries_daily, summaries_job
+from enrichment_assets.defs.summaries.automation import stale_summaries, summaries_daily, summaries_job
 
 # One application database resource: the assets' own, and where the lake publishes statuses.
 APP_DB = app_database()

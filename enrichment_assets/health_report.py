@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from enrichment_assets.lake import Lake, write_bytes_atomic
-from enrichment_assets.operations.terminal import plain
+from enrichment_assets.terminal import plain
 
 LEVEL_STYLE = {"ok": "green", "warning": "yellow", "critical": "bold red"}
 LEVEL_COLOR = {"ok": "#2e7d32", "warning": "#f9a825", "critical": "#c62828"}

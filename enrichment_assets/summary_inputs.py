@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from enrichment_assets.assets.summaries import (
+from enrichment_assets.defs.summaries.assets import (
     SummaryWindowConfig,
     register_normalized,
     summaries_export_path,

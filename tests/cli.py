@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from enrichment_assets.cli import main
+from enrichment_assets.cli.commands import main
 
 
 @dataclass

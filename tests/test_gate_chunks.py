@@ -16,7 +16,7 @@ import pytest
 
 from enrichment_assets.checks.gate_chunks import GATE_CHUNK_ROWS_ENV, HASH, ROWS, chunk_plan
 from enrichment_assets.checks.gate_frame import gate_frames
-from enrichment_assets.checks.gx_suites import validate_layer
+from enrichment_assets.defs.checks import validate_layer
 from enrichment_assets.lake import Lake
 
 PARTITION = "p1"

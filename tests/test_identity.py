@@ -19,7 +19,7 @@ from enrichment_assets.definitions import LAYER_ASSETS
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.queries import conversation_status, layer_counts
-from enrichment_assets.runner import land_files, materialize_partitions
+from enrichment_assets.cli.runner import land_files, materialize_partitions
 from enrichment_assets.status import read_status
 from tests.factories import conversation, message, read_jsonl, write_jsonl
 from tests.llm_fixtures import layer_resources
@@ -272,7 +272,7 @@ def test_only_new_content_is_sent_to_the_llm(
 def test_daily_summaries_count_each_conversation_once_in_its_current_version(
     lake: Lake, instance: DagsterInstance, tmp_path: Path
 ) -> None:
-    from enrichment_assets.assets.summaries import register_normalized, summary_connection
+    from enrichment_assets.defs.summaries.assets import register_normalized, summary_connection
 
     records = [conversation(user_id="user-a") for _ in range(3)]
     run(lake, instance, [write_jsonl(tmp_path / "a.jsonl", records)])
@@ -300,7 +300,7 @@ def test_daily_summaries_count_each_conversation_once_in_its_current_version(
 def test_the_report_counts_duplicates_and_never_as_pending_work(
     lake: Lake, instance: DagsterInstance, tmp_path: Path
 ) -> None:
-    from enrichment_assets.checks.health import pipeline_health
+    from enrichment_assets.health_metrics import pipeline_health
 
     records = [conversation() for _ in range(5)]
     run(lake, instance, [write_jsonl(tmp_path / "a.jsonl", [*records, records[0], records[1]])])

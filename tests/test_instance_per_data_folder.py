@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
-from enrichment_assets.instance import INSTANCE_DIR_VARIABLE, dagster_instance
-from enrichment_assets.partitions import batch_partitions
+from enrichment_assets.cli.instance import INSTANCE_DIR_VARIABLE, dagster_instance
+from enrichment_assets.defs.conversations.partitions import batch_partitions
 from tests.cli import enrich
 from tests.factories import conversation, write_jsonl
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from enrichment_assets.automation.failed_partitions import failed_partitions_tick
-from enrichment_assets.automation.retry_state import BUDGET_STOPPED, read_retries
-from enrichment_assets.automation.settings import RetrySettings
+from enrichment_assets.defs.automation.failed_partitions import failed_partitions_tick
+from enrichment_assets.defs.automation.retry_state import BUDGET_STOPPED, read_retries
+from enrichment_assets.defs.automation.settings import RetrySettings
 from enrichment_assets.definitions import LAYER_ASSETS
 from enrichment_assets.enrichers.annotation import SYSTEM_PROMPT, ModelPrice
 from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED, next_window
@@ -26,8 +26,8 @@ from enrichment_assets.enrichers.openai import OpenAIEnricher
 from enrichment_assets.enrichers.pricing import CHARS_PER_TOKEN
 from enrichment_assets.enrichers.settings import DEFAULT_PRICES, LLMResource
 from enrichment_assets.lake import Lake
-from enrichment_assets.partitions import register_summary_days
-from enrichment_assets.runner import land_files
+from enrichment_assets.defs.conversations.partitions import register_summary_days
+from enrichment_assets.cli.runner import land_files
 from tests.factories import conversation, message, read_jsonl, write_jsonl
 from tests.llm_fixtures import layer_resources, make_conversations
 from tests.llm_server import Faults, LoopbackLLMServer
@@ -288,7 +288,7 @@ def test_enrich_run_dry_run_prints_the_estimate_and_over_budget_refuses_in_one_l
 def test_the_daily_summaries_stop_at_the_budget_and_report_their_cost(
     lake: Lake, instance: DagsterInstance, tmp_path: Path, llm_server: LoopbackLLMServer
 ) -> None:
-    from enrichment_assets.assets.summaries import conversation_summaries
+    from enrichment_assets.defs.summaries.assets import conversation_summaries
     from tests.test_summaries import DAY, at, chat, land_and_run, summaries_of
 
     # Batches through the heuristic (free); the summaries of the day through the endpoint.

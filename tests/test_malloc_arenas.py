@@ -13,7 +13,7 @@ import pytest
 PROBE = textwrap.dedent(
     """
     import ctypes, os, sys, tempfile, threading
-    from enrichment_assets.malloc_arenas import limit_malloc_arenas
+    from enrichment_assets.cli.malloc_arenas import limit_malloc_arenas
 
     print("limited:", limit_malloc_arenas() if sys.argv[1] == "limit" else None)
     libc = ctypes.CDLL("libc.so.6")

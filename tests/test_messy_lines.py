@@ -22,7 +22,7 @@ from enrichment_assets.ingest import (
     read_line_range,
     read_raw_records,
 )
-from enrichment_assets.resources import LakeResource
+from enrichment_assets.defs.resources import LakeResource
 from tests.factories import conversation, message
 
 

@@ -16,7 +16,7 @@ from enrichment_assets.redaction import (
     redact_messages,
     redact_turns,
 )
-from enrichment_assets.resources import PiiRedactionResource
+from enrichment_assets.defs.resources import PiiRedactionResource
 from enrichment_assets.sample_pii import clean_messages, planted_conversations
 
 PLACEHOLDER = re.compile(r"<(EMAIL|PHONE|CARD|IBAN|IP)_\d+>")

@@ -28,23 +28,23 @@ from dagster import (
     materialize,
 )
 
-from enrichment_assets.automation import failed_partitions, new_raw_files
-from enrichment_assets.automation.failed_partitions import failed_partitions_tick
-from enrichment_assets.automation.landing import LandingCursor
-from enrichment_assets.automation.new_raw_files import new_raw_files_tick, plan_new_files
-from enrichment_assets.automation.retry_state import (
+from enrichment_assets.defs.automation import failed_partitions, new_raw_files
+from enrichment_assets.defs.automation.failed_partitions import failed_partitions_tick
+from enrichment_assets.defs.automation.landing import LandingCursor
+from enrichment_assets.defs.automation.new_raw_files import new_raw_files_tick, plan_new_files
+from enrichment_assets.defs.automation.retry_state import (
     GATE_FAILED,
     NULL_AI_FIELDS,
     RUN_FAILED,
     flagged_partitions,
     read_retries,
 )
-from enrichment_assets.automation.settings import NewFilesSettings, RetrySettings
+from enrichment_assets.defs.automation.settings import NewFilesSettings, RetrySettings
 from enrichment_assets.definitions import defs
 from enrichment_assets.lake import Lake
-from enrichment_assets.partitions import batch_partitions
-from enrichment_assets.resources import LakeResource
-from enrichment_assets.runner import PartitionOutcome, land_files, materialize_partitions
+from enrichment_assets.defs.conversations.partitions import batch_partitions
+from enrichment_assets.defs.resources import LakeResource
+from enrichment_assets.cli.runner import PartitionOutcome, land_files, materialize_partitions
 from enrichment_assets.status import read_status
 from tests.cli import enrich
 from tests.factories import conversation, write_jsonl

@@ -27,7 +27,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.instance.ref import InstanceRef
 
-from enrichment_assets.checks.health import THRESHOLDS
+from enrichment_assets.health_metrics import THRESHOLDS
 from tests.browser import CHROMIUM
 from tests.processes import stop_process_group
 

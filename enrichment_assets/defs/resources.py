@@ -1,0 +1,200 @@
+"""Dagster resources: the lake (data folder), the enricher settings, the application database,
+PII redaction."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
+from pydantic import Field
+
+from enrichment_assets.app_db import APP_DB_URL_ENV
+from enrichment_assets.ingest.limits import RecordLimits
+from enrichment_assets.lake import Lake, default_data_dir
+from enrichment_assets.postgres_url import libpq_url
+from enrichment_assets.redaction import (
+    PiiMode,
+    parse_mode,
+    parse_region,
+    phone_region_from_env,
+    pii_mode_from_env,
+)
+from enrichment_assets.defs.run_liveness import heartbeat
+from enrichment_assets.workers import default_workers
+
+
+class AppDatabaseResource(ConfigurableResource):
+    """The application's PostgreSQL database: reference data in, statuses and summaries out.
+
+    Optional: with no URL the pipeline runs on the embedded default (seed files,
+    nothing published). An empty `url` takes `ENRICH_APP_DB_URL`, read when it is used;
+    `app_database()` wires the variable as an `EnvVar` (never written into the definitions).
+    """
+
+    url: str = Field(
+        default="",
+        description="postgresql:// URL of the application database; empty = ENRICH_APP_DB_URL, "
+        "or not configured.",
+    )
+
+    @property
+    def app_db_url(self) -> str | None:
+        """The URL for psycopg (`postgres_url.libpq_url`), or None when not configured."""
+        url = self.url or os.environ.get(APP_DB_URL_ENV)
+        return libpq_url(url, APP_DB_URL_ENV) if url else None
+
+
+def app_database() -> AppDatabaseResource:
+    """The resource, from `ENRICH_APP_DB_URL` when it is set."""
+    if os.environ.get(APP_DB_URL_ENV):
+        return AppDatabaseResource(url=EnvVar(APP_DB_URL_ENV))
+    return AppDatabaseResource()
+
+
+class LakeResource(ConfigurableResource):
+    """The data folder: Parquet per layer and partition, landing store, exports.
+
+    Defaults to `ENRICH_DATA_DIR` (or `./data`), read when a run starts. Its statuses are
+    published to `app_db` (the application database resource) when that is configured.
+    """
+
+    app_db: AppDatabaseResource | None = Field(
+        default=None,
+        description="Where statuses are published; unset = AppDatabaseResource() "
+        "(ENRICH_APP_DB_URL, or nowhere).",
+    )
+
+    data_dir: str = Field(
+        default="",
+        description="Root of the data folder; empty = ENRICH_DATA_DIR, or ./data.",
+    )
+    chunk_rows: int = Field(
+        default=5_000,
+        description="Conversations processed per chunk: bounds memory whatever the input size.",
+    )
+    enrich_chunk_rows: int = Field(
+        default=10_000,
+        description=(
+            "Conversations per enricher call: set-based enrichers (heuristic) run faster on "
+            "larger chunks; memory stays bounded by this, not by the partition."
+        ),
+    )
+
+    workers: int = Field(
+        default=0,
+        description=(
+            "Processes for the Python-bound work of a chunk (parsing, validation, text "
+            "repair); 0 = ENRICH_WORKERS, or one per CPU; 1 = all in the run's process."
+        ),
+    )
+
+    max_record_bytes: int = Field(
+        default=0,
+        description="Bytes of one record at most (a line, an array element); 0 = "
+        "ENRICH_MAX_RECORD_BYTES, or 16 MiB. A longer one is quarantined (record_too_large).",
+    )
+    max_nesting_depth: int = Field(
+        default=0,
+        description="Nesting depth of one record at most (1 to 190); 0 = "
+        "ENRICH_MAX_NESTING_DEPTH, or 64. A deeper one is quarantined (nesting_too_deep).",
+    )
+    max_messages: int = Field(
+        default=0,
+        description="Messages of one conversation at most; 0 = ENRICH_MAX_MESSAGES, or "
+        "10,000. More are quarantined (too_many_messages).",
+    )
+    max_message_chars: int = Field(
+        default=0,
+        description="Characters of one message at most; 0 = ENRICH_MAX_MESSAGE_CHARS, or "
+        "4,000,000. A longer one is quarantined (message_too_long).",
+    )
+
+    @property
+    def limits(self) -> RecordLimits:
+        """The record limits of ingest: these fields, else the environment, else defaults."""
+        return RecordLimits.from_env(
+            max_record_bytes=self.max_record_bytes,
+            max_nesting_depth=self.max_nesting_depth,
+            max_messages=self.max_messages,
+            max_message_chars=self.max_message_chars,
+        )
+
+    @contextmanager
+    def yield_for_execution(self, context: InitResourceContext) -> Iterator[LakeResource]:
+        """While a run uses the lake, it says it is alive (`run_liveness.heartbeat`), so that
+        a run whose process dies is found and retried."""
+        run = context.dagster_run
+        if context.instance is None or run is None:
+            yield self
+            return
+        with heartbeat(context.instance, run.run_id):
+            yield self
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or default_workers()
+
+    @property
+    def lake(self) -> Lake:
+        app_db = self.app_db or AppDatabaseResource()
+        return Lake(
+            Path(self.data_dir) if self.data_dir else default_data_dir(),
+            app_db_url=app_db.app_db_url,
+        )
+
+
+class PiiRedactionResource(ConfigurableResource):
+    """Which texts have their personal data replaced by placeholders (`redaction.py`).
+
+    `mode`: `off`; `egress` (what is sent to an LLM endpoint); `export` (that, and the
+    training dataset's lines). Empty fields take `ENRICH_PII_MODE` (default egress) and
+    `ENRICH_PII_PHONE_REGION` (default US), read when a run starts.
+    """
+
+    mode: str = Field(default="", description="off | egress | export; empty = ENRICH_PII_MODE.")
+    phone_region: str = Field(
+        default="",
+        description="Region of phone numbers written without a country code (US, DE, ...; "
+        "none = international numbers only); empty = ENRICH_PII_PHONE_REGION, or US.",
+    )
+
+    @property
+    def pii_mode(self) -> PiiMode:
+        """The mode (ValueError naming the setting when it is not one of the three)."""
+        return parse_mode(self.mode, "pii.mode") if self.mode else pii_mode_from_env()
+
+    @property
+    def region(self) -> str:
+        return (
+            parse_region(self.phone_region, "pii.phone_region")
+            if self.phone_region
+            else phone_region_from_env()
+        )
+
+
+ALERT_WEBHOOK_URL_ENV = "ENRICH_ALERT_WEBHOOK_URL"
+
+
+class AlertWebhookResource(ConfigurableResource):
+    """Where health threshold level changes are posted (Slack-compatible JSON).
+
+    Empty `url` = `ENRICH_ALERT_WEBHOOK_URL`, read when the sensor ticks; unset both, and
+    alerts are off. `timeout_s` bounds one post, so a webhook that is down never holds
+    the sensor (the change is posted on a later tick).
+    """
+
+    url: str = Field(
+        default="",
+        description="Incoming-webhook URL (Slack or compatible); empty = "
+        "ENRICH_ALERT_WEBHOOK_URL; both unset = alerts off.",
+    )
+    timeout_s: float = Field(
+        default=5.0, description="Seconds one post may take (connect and answer) at most."
+    )
+
+    @property
+    def webhook_url(self) -> str | None:
+        return (self.url or os.environ.get(ALERT_WEBHOOK_URL_ENV, "")).strip() or None

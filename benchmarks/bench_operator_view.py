@@ -53,15 +53,15 @@ def main() -> None:
     os.environ["ENRICH_DATA_DIR"] = str(root / "data")
     from dagster import SensorResult, build_sensor_context, instance_for_test
 
-    from enrichment_assets.defs.health.alerts import health_alerts
-    from enrichment_assets.health_metrics import pipeline_health
-    from enrichment_assets.lake import Lake
-    from enrichment_assets.defs.resources import AlertWebhookResource
     from enrichment_assets.cli.runner import (
         land_files,
         materialize_partitions,
         materialize_pipeline_health,
     )
+    from enrichment_assets.defs.health.alerts import health_alerts
+    from enrichment_assets.defs.resources import AlertWebhookResource
+    from enrichment_assets.health_metrics import pipeline_health
+    from enrichment_assets.lake import Lake
     from enrichment_assets.sample_data import write_sample_files
 
     lake = Lake(root / "data")

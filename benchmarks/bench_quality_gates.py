@@ -67,9 +67,9 @@ def main() -> None:
         os.environ["ENRICH_DATA_DIR"] = str(data_dir)
         from dagster import DagsterInstance
 
+        from enrichment_assets.cli.runner import land_files, materialize_partitions
         from enrichment_assets.defs.checks import validate_layer
         from enrichment_assets.lake import Lake
-        from enrichment_assets.cli.runner import land_files, materialize_partitions
         from enrichment_assets.sample_data import write_sample_files
 
         print(f"GX import in a fresh interpreter: {gx_import_seconds():.2f} s")

@@ -4,32 +4,36 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
+from enrichment_assets.defs.automation import SENSORS
+from enrichment_assets.defs.conversations.enriched import enriched_conversations
+from enrichment_assets.defs.conversations.normalized import normalized_conversations
+from enrichment_assets.defs.conversations.partitions import batch_partitions
+from enrichment_assets.defs.conversations.raw import raw_conversations
+from enrichment_assets.defs.conversations.validated import validated_conversations
 from enrichment_assets.defs.dataset.assets import (
     training_dataset,
     training_dataset_automation,
     training_dataset_job,
 )
-from enrichment_assets.defs.conversations.enriched import enriched_conversations
+from enrichment_assets.defs.health.alerts import health_alerts
 from enrichment_assets.defs.health.assets import (
     pipeline_health_asset,
     pipeline_health_automation,
     pipeline_health_job,
 )
-from enrichment_assets.defs.conversations.normalized import normalized_conversations
-from enrichment_assets.defs.conversations.raw import raw_conversations
-from enrichment_assets.defs.summaries.assets import conversation_summaries
-from enrichment_assets.defs.conversations.validated import validated_conversations
-from enrichment_assets.defs.automation import SENSORS
-from enrichment_assets.defs.health.alerts import health_alerts
-from enrichment_assets.enrichers.settings import LLMResource
-from enrichment_assets.defs.conversations.partitions import batch_partitions
 from enrichment_assets.defs.resources import (
     AlertWebhookResource,
     LakeResource,
     PiiRedactionResource,
     app_database,
 )
-from enrichment_assets.defs.summaries.automation import stale_summaries, summaries_daily, summaries_job
+from enrichment_assets.defs.summaries.assets import conversation_summaries
+from enrichment_assets.defs.summaries.automation import (
+    stale_summaries,
+    summaries_daily,
+    summaries_job,
+)
+from enrichment_assets.enrichers.settings import LLMResource
 
 # One application database resource: the assets' own, and where the lake publishes statuses.
 APP_DB = app_database()

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 from dagster import ConfigurableResource
 
-from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA
 from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource, app_database
+from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA
 from tests.llm_server import LoopbackLLMServer
 
 

@@ -26,6 +26,8 @@ from dagster import (
 )
 from dagster._core.instance.ref import InstanceRef
 
+from enrichment_assets.cli.runner import land_files
+from enrichment_assets.definitions import LAYER_ASSETS
 from enrichment_assets.defs.automation.failed_partitions import (
     ATTEMPT_TAG,
     REASON_TAG,
@@ -34,7 +36,7 @@ from enrichment_assets.defs.automation.failed_partitions import (
 from enrichment_assets.defs.automation.llm_batches import apply_request, llm_batches
 from enrichment_assets.defs.automation.retry_state import NULL_AI_FIELDS
 from enrichment_assets.defs.automation.settings import RetrySettings
-from enrichment_assets.definitions import LAYER_ASSETS
+from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.enrichers.batch_ledger import (
     PartitionBatches,
     SubmittedBatch,
@@ -43,8 +45,6 @@ from enrichment_assets.enrichers.batch_ledger import (
 )
 from enrichment_assets.enrichers.settings import DEFAULT_PRICES, LLMResource
 from enrichment_assets.lake import Lake
-from enrichment_assets.defs.resources import LakeResource
-from enrichment_assets.cli.runner import land_files
 from enrichment_assets.status import read_status
 from tests.factories import read_jsonl
 from tests.llm_fixtures import layer_resources

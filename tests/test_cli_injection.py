@@ -28,9 +28,9 @@ import psycopg
 import pytest
 from dagster import instance_for_test
 
-from enrichment_assets.lake import Lake
 from enrichment_assets.cli.operations.export import file_stem
 from enrichment_assets.cli.runner import land_files, materialize_partitions
+from enrichment_assets.lake import Lake
 from tests.cli import enrich
 from tests.factories import conversation, write_jsonl
 from tests.postgres import requires_postgres
@@ -165,7 +165,14 @@ def test_a_terminal_sees_no_escape_sequence_from_the_data(hostile: Hostile) -> N
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "200"}
     env.pop("NO_COLOR", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "enrichment_assets.cli.commands", "status", "--status", "validation_failed"],
+        [
+            sys.executable,
+            "-m",
+            "enrichment_assets.cli.commands",
+            "status",
+            "--status",
+            "validation_failed",
+        ],
         cwd=PROJECT,
         env=env,
         stdin=subprocess.DEVNULL,

@@ -29,9 +29,9 @@ from dagster._core.instance.ref import InstanceRef
 
 from enrichment_assets.defs.automation.failed_partitions import failed_partitions_tick
 from enrichment_assets.defs.automation.settings import RetrySettings
+from enrichment_assets.defs.run_liveness import active_partitions
 from enrichment_assets.health_metrics import pipeline_health
 from enrichment_assets.lake import HOST_TAG, Lake
-from enrichment_assets.defs.run_liveness import active_partitions
 from enrichment_assets.sample_data import write_sample_files
 from enrichment_assets.status import read_status
 

@@ -9,12 +9,12 @@ import pytest
 from dagster import DagsterInstance, materialize
 from typer.testing import CliRunner
 
+from enrichment_assets.cli.commands import app
+from enrichment_assets.cli.runner import land_files, materialize_partitions
+from enrichment_assets.definitions import defs
 from enrichment_assets.defs.health.assets import pipeline_health_asset
 from enrichment_assets.health_metrics import THRESHOLDS, pipeline_health
-from enrichment_assets.cli.commands import app
-from enrichment_assets.definitions import defs
 from enrichment_assets.lake import Lake
-from enrichment_assets.cli.runner import land_files, materialize_partitions
 from tests.factories import conversation, message, write_jsonl
 
 LEVELS = {t.metric: t for t in THRESHOLDS}

@@ -20,10 +20,14 @@ import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
 from enrichment_assets.alerts import level_changes, slack_message
+from enrichment_assets.cli.runner import (
+    land_files,
+    materialize_partitions,
+    materialize_pipeline_health,
+)
 from enrichment_assets.defs.health.alerts import health_alerts
-from enrichment_assets.lake import Lake
 from enrichment_assets.defs.resources import AlertWebhookResource
-from enrichment_assets.cli.runner import land_files, materialize_partitions, materialize_pipeline_health
+from enrichment_assets.lake import Lake
 from tests.factories import conversation, write_jsonl
 
 

@@ -15,11 +15,11 @@ import polars as pl
 import psycopg
 from dagster import DagsterInstance, materialize
 
+from enrichment_assets.cli.runner import land_files, materialize_partitions
 from enrichment_assets.definitions import LAYER_ASSETS
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.queries import conversation_status, layer_counts
-from enrichment_assets.cli.runner import land_files, materialize_partitions
 from enrichment_assets.status import read_status
 from tests.factories import conversation, message, read_jsonl, write_jsonl
 from tests.llm_fixtures import layer_resources

@@ -11,13 +11,13 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance, RunRequest, materialize
 
-from enrichment_assets.defs.automation.low_confidence import low_confidence_tick
-from enrichment_assets.health_metrics import pipeline_health
+from enrichment_assets.cli.runner import land_files
 from enrichment_assets.definitions import LAYER_ASSETS
+from enrichment_assets.defs.automation.low_confidence import low_confidence_tick
 from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.health_metrics import pipeline_health
 from enrichment_assets.lake import Lake
 from enrichment_assets.low_confidence import LowConfidenceRule, read_attempts
-from enrichment_assets.cli.runner import land_files
 from tests.cli import enrich
 from tests.factories import conversation, message, write_jsonl
 from tests.llm_fixtures import layer_resources

@@ -16,11 +16,11 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance
 
+from enrichment_assets.cli.runner import add_partitions, materialize_partitions
 from enrichment_assets.inputs import inspect_file
 from enrichment_assets.lake import Lake
 from enrichment_assets.landing_store import register_batch
 from enrichment_assets.queries import layer_counts
-from enrichment_assets.cli.runner import add_partitions, materialize_partitions
 from tests.cli import enrich
 from tests.factories import conversation, read_jsonl, write_jsonl
 from tests.messy_inputs import write_messy_folder

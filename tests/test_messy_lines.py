@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.ingest import (
     CONVERSATION_ID_NAMESPACE,
     RecordLimits,
@@ -22,7 +23,6 @@ from enrichment_assets.ingest import (
     read_line_range,
     read_raw_records,
 )
-from enrichment_assets.defs.resources import LakeResource
 from tests.factories import conversation, message
 
 

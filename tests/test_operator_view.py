@@ -35,15 +35,15 @@ from dagster import (
 )
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from enrichment_assets.health_metrics import THRESHOLDS, pipeline_health
 from enrichment_assets.cli.commands import main
 from enrichment_assets.definitions import LAYER_ASSETS, defs
-from enrichment_assets.enrichers.settings import LLMResource
-from enrichment_assets.exports import receipt_path, verify_exports
-from enrichment_assets.lake import Lake
 from enrichment_assets.defs.conversations.partitions import is_summary_day, summary_days
 from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.defs.summaries.automation import summaries_daily
+from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.exports import receipt_path, verify_exports
+from enrichment_assets.health_metrics import THRESHOLDS, pipeline_health
+from enrichment_assets.lake import Lake
 from tests.factories import conversation, message, write_jsonl
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 from dagster import DagsterInstance
 
+from enrichment_assets.cli.runner import PartitionOutcome, land_files, materialize_partitions
 from enrichment_assets.exports import receipt_lines
 from enrichment_assets.lake import Lake
 from enrichment_assets.queries import conversation_status, layer_counts
-from enrichment_assets.cli.runner import PartitionOutcome, land_files, materialize_partitions
 from enrichment_assets.status import read_status
 from tests.factories import conversation, message, read_jsonl, write_jsonl
 

@@ -27,9 +27,9 @@ from dagster import DagsterInstance
 from enrichment_assets.app_db import applied_versions, publish_summaries
 from enrichment_assets.app_db.migrations import available_migrations
 from enrichment_assets.app_db.publish import publish_status
+from enrichment_assets.cli.runner import land_files, materialize_partitions
 from enrichment_assets.lake import Lake
 from enrichment_assets.queries import conversation_status
-from enrichment_assets.cli.runner import land_files, materialize_partitions
 from enrichment_assets.sample_data import write_sample_files
 from enrichment_assets.status import STATUS_SCHEMA, read_status
 from tests.postgres import requires_postgres
@@ -116,7 +116,7 @@ def test_db_upgrade_applies_each_migration_once(new_database: Callable[[str], st
     url = new_database("app")
     versions = {m.version for m in available_migrations()}
     first = subprocess.run(
-        [sys.executable, "-m", "enrichment_assets.cli.commands", "db", "upgrade", "--url", url],
+        [sys.executable, "-m", "enrichment_assets.cli", "db", "upgrade", "--url", url],
         capture_output=True,
         text=True,
         check=False,
@@ -124,7 +124,7 @@ def test_db_upgrade_applies_each_migration_once(new_database: Callable[[str], st
     assert first.returncode == 0, first.stderr
     assert "applied 0001_reference_tables" in first.stdout
     second = subprocess.run(
-        [sys.executable, "-m", "enrichment_assets.cli.commands", "db", "upgrade", "--url", url],
+        [sys.executable, "-m", "enrichment_assets.cli", "db", "upgrade", "--url", url],
         capture_output=True,
         text=True,
         check=False,
@@ -139,7 +139,7 @@ def test_db_upgrade_without_a_database_is_one_line_and_non_zero(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k != "ENRICH_APP_DB_URL"}
     result = subprocess.run(
-        [sys.executable, "-m", "enrichment_assets.cli.commands", "db", "upgrade"],
+        [sys.executable, "-m", "enrichment_assets.cli", "db", "upgrade"],
         capture_output=True,
         text=True,
         env=env,

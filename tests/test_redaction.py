@@ -8,6 +8,7 @@ from collections import Counter
 import polars as pl
 import pytest
 
+from enrichment_assets.defs.resources import PiiRedactionResource
 from enrichment_assets.redaction import (
     PII_KINDS,
     detect,
@@ -16,7 +17,6 @@ from enrichment_assets.redaction import (
     redact_messages,
     redact_turns,
 )
-from enrichment_assets.defs.resources import PiiRedactionResource
 from enrichment_assets.sample_pii import clean_messages, planted_conversations
 
 PLACEHOLDER = re.compile(r"<(EMAIL|PHONE|CARD|IBAN|IP)_\d+>")

@@ -12,7 +12,11 @@ import pytest
 from dagster import DagsterInstance
 
 from enrichment_assets.defs.automation.landing import LandingCursor
-from enrichment_assets.defs.automation.new_raw_files import NewFilesPlan, plan_new_files, run_request_for
+from enrichment_assets.defs.automation.new_raw_files import (
+    NewFilesPlan,
+    plan_new_files,
+    run_request_for,
+)
 from enrichment_assets.defs.automation.settings import NewFilesSettings
 from enrichment_assets.ingest.files import unescape_name
 from enrichment_assets.inputs import land_inputs

@@ -28,6 +28,8 @@ from dagster import (
     materialize,
 )
 
+from enrichment_assets.cli.runner import PartitionOutcome, land_files, materialize_partitions
+from enrichment_assets.definitions import defs
 from enrichment_assets.defs.automation import failed_partitions, new_raw_files
 from enrichment_assets.defs.automation.failed_partitions import failed_partitions_tick
 from enrichment_assets.defs.automation.landing import LandingCursor
@@ -40,11 +42,9 @@ from enrichment_assets.defs.automation.retry_state import (
     read_retries,
 )
 from enrichment_assets.defs.automation.settings import NewFilesSettings, RetrySettings
-from enrichment_assets.definitions import defs
-from enrichment_assets.lake import Lake
 from enrichment_assets.defs.conversations.partitions import batch_partitions
 from enrichment_assets.defs.resources import LakeResource
-from enrichment_assets.cli.runner import PartitionOutcome, land_files, materialize_partitions
+from enrichment_assets.lake import Lake
 from enrichment_assets.status import read_status
 from tests.cli import enrich
 from tests.factories import conversation, write_jsonl

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from enrichment_assets.lake import Lake
 from enrichment_assets.defs.summaries.automation import SUMMARIES_JOB
+from enrichment_assets.lake import Lake
 from tests.cli import enrich
 from tests.factories import conversation, write_jsonl
 

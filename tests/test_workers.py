@@ -15,9 +15,9 @@ import pytest
 from dagster import DagsterInstance
 
 from enrichment_assets import workers
+from enrichment_assets.cli.runner import land_files, materialize_partitions
 from enrichment_assets.ingest import raw_records
 from enrichment_assets.lake import Lake
-from enrichment_assets.cli.runner import land_files, materialize_partitions
 from enrichment_assets.sample_data import write_sample_files
 from enrichment_assets.workers import SharedTable, map_ordered, scratch_dir, scratch_root
 

@@ -27,12 +27,12 @@ from rich.text import Text
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
+    from enrichment_assets.cli.runner import CommandState, PartitionOutcome
     from enrichment_assets.defs.dataset.assets import DatasetOutcome
     from enrichment_assets.lake import Lake
-    from enrichment_assets.cli.runner import CommandState, PartitionOutcome
 
-from enrichment_assets.terminal import console, dumps_json, plain, visible
 from enrichment_assets.postgres_url import PostgresUrlError
+from enrichment_assets.terminal import console, dumps_json, plain, visible
 
 if TYPE_CHECKING:
     from enrichment_assets.cli.runner import PartitionOutcome
@@ -184,7 +184,6 @@ def _run_logged(
         import enrichment_assets.definitions  # noqa: F401  (the runs need it)
         from enrichment_assets.cli.instance import dagster_instance
         from enrichment_assets.cli.interrupts import run_interruptibly
-        from enrichment_assets.locks import claim
         from enrichment_assets.cli.runner import (
             COMMAND_TAG,
             QUIET_RUN_CONFIG,
@@ -192,6 +191,7 @@ def _run_logged(
             CommandState,
             add_partitions,
         )
+        from enrichment_assets.locks import claim
 
         report = landed.result()
     for note in report.notes:
@@ -233,8 +233,8 @@ def _run_logged(
 
 def _print_dry_run(instance: DagsterInstance, lake: Lake, partitions: list[str]) -> None:
     """Validate the partitions, print what enriching them would cost, send nothing."""
-    from enrichment_assets.enrichers.settings import LLMSettings
     from enrichment_assets.cli.spend_estimate import dry_run
+    from enrichment_assets.enrichers.settings import LLMSettings
 
     try:
         settings = LLMSettings.from_env()
@@ -302,7 +302,6 @@ def _materialize(
     training dataset over every partition."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from enrichment_assets.defs.dataset.assets import materialize_training_dataset
     from enrichment_assets.cli.run_log import append_run_events
     from enrichment_assets.cli.runner import (
         materialize_partitions,
@@ -310,6 +309,7 @@ def _materialize(
         materialize_summary_days,
         summary_days_of,
     )
+    from enrichment_assets.defs.dataset.assets import materialize_training_dataset
     from enrichment_assets.summary_inputs import changed_days
 
     with Progress(
@@ -360,9 +360,9 @@ def _on_interrupt(instance: DagsterInstance, lake: Lake, state: CommandState, si
 
     from dagster import DagsterRunStatus, RunsFilter
 
+    from enrichment_assets.cli.runner import COMMAND_TAG
     from enrichment_assets.dataset.publish import RENAMING
     from enrichment_assets.debris import remove_own_leftovers
-    from enrichment_assets.cli.runner import COMMAND_TAG
 
     name = signal.Signals(signum).name
     try:
@@ -387,8 +387,8 @@ def _on_interrupt(instance: DagsterInstance, lake: Lake, state: CommandState, si
 
 
 def _print_results(lake: Lake, partitions: list[str], days: list[str], title: str) -> None:
-    from enrichment_assets.queries import layer_counts
     from enrichment_assets.cli.summaries_report import summaries_report
+    from enrichment_assets.queries import layer_counts
 
     counts = layer_counts(lake)
     shown = {p: counts[p] for p in partitions if p in counts}
@@ -573,9 +573,9 @@ def run(
 
 def _run_stale() -> None:
     """`enrich run --stale`: one line per stale partition (and why), then its re-run."""
-    from enrichment_assets.definitions import defs
     from enrichment_assets.cli.instance import dagster_instance
     from enrichment_assets.cli.stale_partitions import reenrich_stale
+    from enrichment_assets.definitions import defs
 
     with dagster_instance() as instance:
         _recover_dead_runs(instance)
@@ -831,7 +831,10 @@ def report(
 
     Example: enrich report --json
     """
+    from enrichment_assets.cli.instance import dagster_instance
+    from enrichment_assets.cli.summaries_report import summaries_line, summaries_report
     from enrichment_assets.defs.automation.retry_state import flagged_partitions
+    from enrichment_assets.defs.run_liveness import active_partitions
     from enrichment_assets.health_metrics import pipeline_health
     from enrichment_assets.health_report import (
         data_docs_index,
@@ -839,11 +842,8 @@ def report(
         report_payload,
         write_health_files,
     )
-    from enrichment_assets.cli.instance import dagster_instance
     from enrichment_assets.lake import Lake
     from enrichment_assets.queries import layer_counts
-    from enrichment_assets.defs.run_liveness import active_partitions
-    from enrichment_assets.cli.summaries_report import summaries_line, summaries_report
 
     lake = Lake(_data_dir())
     counts = layer_counts(lake)

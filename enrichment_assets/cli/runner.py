@@ -16,10 +16,14 @@ from pathlib import Path
 
 from dagster import DagsterInstance, Definitions
 
+from enrichment_assets.cli.run_log import append_run_events
+from enrichment_assets.defs.conversations.partitions import (
+    batch_partitions,
+    is_summary_day,
+    register_summary_days,
+)
 from enrichment_assets.inputs import register_files
 from enrichment_assets.lake import Lake
-from enrichment_assets.defs.conversations.partitions import batch_partitions, is_summary_day, register_summary_days
-from enrichment_assets.cli.run_log import append_run_events
 
 
 def land_files(lake: Lake, instance: DagsterInstance, files: list[Path]) -> list[str]:

@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 
 from dagster import AssetKey, DagsterInstance
 
+from enrichment_assets.cli.runner import QUIET_RUN_CONFIG, PartitionOutcome, _execute
 from enrichment_assets.defs.spend.llm_spend import committed_to_batches, daily_left, estimate_layer
 from enrichment_assets.enrichers.budget import run_limit
 from enrichment_assets.enrichers.pricing import CostEstimate
 from enrichment_assets.enrichers.settings import LLMSettings
 from enrichment_assets.lake import Lake
-from enrichment_assets.cli.runner import QUIET_RUN_CONFIG, PartitionOutcome, _execute
 
 # The layers a dry run materializes: parsing and validation only.
 FREE_ASSETS = ("raw_conversations", "validated_conversations")

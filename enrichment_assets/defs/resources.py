@@ -12,6 +12,7 @@ from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field
 
 from enrichment_assets.app_db import APP_DB_URL_ENV
+from enrichment_assets.defs.run_liveness import heartbeat
 from enrichment_assets.ingest.limits import RecordLimits
 from enrichment_assets.lake import Lake, default_data_dir
 from enrichment_assets.postgres_url import libpq_url
@@ -22,7 +23,6 @@ from enrichment_assets.redaction import (
     phone_region_from_env,
     pii_mode_from_env,
 )
-from enrichment_assets.defs.run_liveness import heartbeat
 from enrichment_assets.workers import default_workers
 
 

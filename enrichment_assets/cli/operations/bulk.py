@@ -22,9 +22,9 @@ import duckdb
 import polars as pl
 from dagster import DagsterInstance
 
-from enrichment_assets.lake import Lake
 from enrichment_assets.cli.operations import OperationError
 from enrichment_assets.cli.runner import PartitionOutcome, reenrich_conversations
+from enrichment_assets.lake import Lake
 
 SUCCESSFUL, FAILED, SKIPPED = "successful", "failed", "skipped"
 

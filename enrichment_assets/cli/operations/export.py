@@ -36,9 +36,9 @@ from typing import Any, BinaryIO
 import duckdb
 import orjson
 
+from enrichment_assets.cli.operations import OperationError, OperationUsageError
 from enrichment_assets.exports import receipt_lines
 from enrichment_assets.lake import Lake
-from enrichment_assets.cli.operations import OperationError, OperationUsageError
 from enrichment_assets.queries import known_partitions
 
 KINDS = ("raw", "enriched", "training", "quarantine")

@@ -13,9 +13,9 @@ from typing import Any
 
 import duckdb
 
+from enrichment_assets.cli.operations import OperationError, OperationUsageError
 from enrichment_assets.contract import STATUSES
 from enrichment_assets.lake import Lake
-from enrichment_assets.cli.operations import OperationError, OperationUsageError
 from enrichment_assets.queries import known_partitions
 
 LISTED_COLUMNS = (

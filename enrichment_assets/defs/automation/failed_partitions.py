@@ -57,13 +57,13 @@ from enrichment_assets.defs.automation.settings import (
     requested_run_config,
     retry_interval_seconds,
 )
+from enrichment_assets.defs.conversations.partitions import batch_partitions
+from enrichment_assets.defs.resources import LakeResource
+from enrichment_assets.defs.run_liveness import recover_dead_runs
 from enrichment_assets.enrichers.batch_ledger import read_batches
 from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED, OVER_BUDGET, next_window
 from enrichment_assets.lake import Lake
 from enrichment_assets.locks import claimed_partitions
-from enrichment_assets.defs.conversations.partitions import batch_partitions
-from enrichment_assets.defs.resources import LakeResource
-from enrichment_assets.defs.run_liveness import recover_dead_runs
 
 PARTITION_TAG = "dagster/partition"
 RETRY_TRIGGER = "failed_partitions"

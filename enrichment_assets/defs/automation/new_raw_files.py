@@ -32,12 +32,12 @@ from enrichment_assets.defs.automation.settings import (
     new_files_interval_seconds,
     requested_run_config,
 )
+from enrichment_assets.defs.conversations.partitions import batch_partitions
+from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.ingest.files import escape_name
 from enrichment_assets.inputs import inspect_file
 from enrichment_assets.lake import Lake, Manifest
 from enrichment_assets.landing_store import ContentIndex, SourceFile, register_batch
-from enrichment_assets.defs.conversations.partitions import batch_partitions
-from enrichment_assets.defs.resources import LakeResource
 
 PIPELINE_JOB = "conversations_pipeline"
 TRIGGER_TAG = "enrich/trigger"

@@ -21,6 +21,12 @@ from dagster import (
 )
 from pydantic import Field
 
+from enrichment_assets.defs.checks import (
+    gate_specs,
+    partitioned_check_spec,
+    prewarm_gate,
+    run_gate,
+)
 from enrichment_assets.defs.conversations.layer_io import (
     empty_frame,
     failed_ids,
@@ -29,7 +35,8 @@ from enrichment_assets.defs.conversations.layer_io import (
     row_count,
     write_layer,
 )
-from enrichment_assets.defs.spend.llm_spend import committed_to_batches, estimate_layer, run_budget
+from enrichment_assets.defs.conversations.partitions import batch_partitions
+from enrichment_assets.defs.conversations.validated import validated_conversations
 from enrichment_assets.defs.metadata import (
     ProgressLog,
     layer_table,
@@ -37,13 +44,8 @@ from enrichment_assets.defs.metadata import (
     preview,
     rows_conserved,
 )
-from enrichment_assets.defs.conversations.validated import validated_conversations
-from enrichment_assets.defs.checks import (
-    gate_specs,
-    partitioned_check_spec,
-    prewarm_gate,
-    run_gate,
-)
+from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource
+from enrichment_assets.defs.spend.llm_spend import committed_to_batches, estimate_layer, run_budget
 from enrichment_assets.enrichers.base import (
     Enricher,
     concurrent_chunks,
@@ -68,10 +70,8 @@ from enrichment_assets.low_confidence import (
     best_annotations,
     record_attempts,
 )
-from enrichment_assets.defs.conversations.partitions import batch_partitions
 from enrichment_assets.redaction import PII_KINDS
 from enrichment_assets.reference import load_reference
-from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource
 from enrichment_assets.sql_files import load_sql
 from enrichment_assets.status import apply_changes
 from enrichment_assets.workers import map_ordered_threads

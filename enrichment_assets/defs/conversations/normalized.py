@@ -13,6 +13,12 @@ from dagster import (
     asset,
 )
 
+from enrichment_assets.defs.checks import (
+    gate_specs,
+    partitioned_check_spec,
+    prewarm_gate,
+    run_gate,
+)
 from enrichment_assets.defs.conversations.enriched import enriched_conversations
 from enrichment_assets.defs.conversations.layer_io import (
     empty_frame,
@@ -21,6 +27,7 @@ from enrichment_assets.defs.conversations.layer_io import (
     row_count,
     write_layer,
 )
+from enrichment_assets.defs.conversations.partitions import batch_partitions
 from enrichment_assets.defs.metadata import (
     ProgressLog,
     layer_table,
@@ -28,18 +35,11 @@ from enrichment_assets.defs.metadata import (
     preview,
     rows_conserved,
 )
-from enrichment_assets.defs.checks import (
-    gate_specs,
-    partitioned_check_spec,
-    prewarm_gate,
-    run_gate,
-)
+from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.exports import CONVERSATION_KINDS, retire_superseded, write_exports
 from enrichment_assets.faults import fault_point
 from enrichment_assets.identity import identity_index
 from enrichment_assets.normalization import normalize, normalize_row_group
-from enrichment_assets.defs.conversations.partitions import batch_partitions
-from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.status import apply_changes
 from enrichment_assets.workers import loaded
 

@@ -9,7 +9,9 @@ import polars as pl
 import pyarrow as pa
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from enrichment_assets.defs.checks import gate_specs, prewarm_gate, run_gate
 from enrichment_assets.defs.conversations.layer_io import partition_writer, write_layer
+from enrichment_assets.defs.conversations.partitions import batch_partitions
 from enrichment_assets.defs.metadata import (
     PREVIEW_ROWS,
     ProgressLog,
@@ -17,7 +19,7 @@ from enrichment_assets.defs.metadata import (
     path_value,
     preview,
 )
-from enrichment_assets.defs.checks import gate_specs, prewarm_gate, run_gate
+from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.faults import fault_point
 from enrichment_assets.ingest import (
     RAW_RECORD_SCHEMA,
@@ -29,8 +31,6 @@ from enrichment_assets.ingest import (
 )
 from enrichment_assets.ingest.files import FileProblem
 from enrichment_assets.lake import Lake, ManifestEntry
-from enrichment_assets.defs.conversations.partitions import batch_partitions
-from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.status import register_records
 from enrichment_assets.workers import loaded, map_ordered, scratch_dir, shared_call
 

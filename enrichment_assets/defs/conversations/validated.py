@@ -17,6 +17,12 @@ from dagster import (
     asset,
 )
 
+from enrichment_assets.defs.checks import (
+    gate_specs,
+    partitioned_check_spec,
+    prewarm_gate,
+    run_gate,
+)
 from enrichment_assets.defs.conversations.layer_io import (
     map_row_groups,
     partition_writer,
@@ -24,6 +30,8 @@ from enrichment_assets.defs.conversations.layer_io import (
     staging_path,
     write_layer,
 )
+from enrichment_assets.defs.conversations.partitions import batch_partitions
+from enrichment_assets.defs.conversations.raw import raw_conversations
 from enrichment_assets.defs.metadata import (
     ProgressLog,
     layer_table,
@@ -31,13 +39,7 @@ from enrichment_assets.defs.metadata import (
     preview,
     rows_conserved,
 )
-from enrichment_assets.defs.conversations.raw import raw_conversations
-from enrichment_assets.defs.checks import (
-    gate_specs,
-    partitioned_check_spec,
-    prewarm_gate,
-    run_gate,
-)
+from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.faults import fault_point
 from enrichment_assets.identity import (
     BATCH_COLUMNS,
@@ -48,8 +50,6 @@ from enrichment_assets.identity import (
     set_aside_reason,
 )
 from enrichment_assets.lake import Lake
-from enrichment_assets.defs.conversations.partitions import batch_partitions
-from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.status import (
     CHANGE_SCHEMA,
     apply_changes,

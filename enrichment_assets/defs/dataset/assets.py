@@ -33,16 +33,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from enrichment_assets.defs.metadata import (
-    PREVIEW_ROWS,
-    check_outcomes,
-    path_value,
-    preview,
-    unchanged_result,
-)
-from enrichment_assets.defs.conversations.normalized import normalized_conversations
-from enrichment_assets.defs.automation.settings import default_sensor_status
-from enrichment_assets.defs.checks import gate_specs, validate_layer
 from enrichment_assets.dataset.build import (
     DATASET_NAME,
     REMOVAL_STEPS,
@@ -64,10 +54,20 @@ from enrichment_assets.dataset.publish import (
     dataset_dir,
     publish_dataset,
 )
+from enrichment_assets.defs.automation.settings import default_sensor_status
+from enrichment_assets.defs.checks import gate_specs, validate_layer
+from enrichment_assets.defs.conversations.normalized import normalized_conversations
+from enrichment_assets.defs.metadata import (
+    PREVIEW_ROWS,
+    check_outcomes,
+    path_value,
+    preview,
+    unchanged_result,
+)
+from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource
 from enrichment_assets.env import env_int
 from enrichment_assets.faults import fault_point
 from enrichment_assets.lake import Lake, hidden_temp
-from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource
 
 ASSET_NAME = "training_dataset"
 CONSERVATION_CHECK = "dataset_counts_add_up"
@@ -350,8 +350,8 @@ def materialize_training_dataset(
     other `TrainingDatasetConfig` field. Inputs unchanged since the files were published:
     the run skips the work (its metadata says so); with `run_when_unchanged=False` (the
     command line) no run is launched at all, and the outcome names the run that built them."""
-    from enrichment_assets.definitions import defs
     from enrichment_assets.cli.runner import QUIET_RUN_CONFIG
+    from enrichment_assets.definitions import defs
 
     store = LakeResource().lake
     previous = (

@@ -23,11 +23,11 @@ from dagster import (
 )
 
 from enrichment_assets.alerts import AlertDeliveryError, level_changes, post_json, slack_message
-from enrichment_assets.defs.health.assets import HEALTH_ASSET, LEVELS_KEY
 from enrichment_assets.defs.automation.settings import default_sensor_status
-from enrichment_assets.health_metrics import THRESHOLDS
-from enrichment_assets.env import env_int
+from enrichment_assets.defs.health.assets import HEALTH_ASSET, LEVELS_KEY
 from enrichment_assets.defs.resources import ALERT_WEBHOOK_URL_ENV, AlertWebhookResource
+from enrichment_assets.env import env_int
+from enrichment_assets.health_metrics import THRESHOLDS
 
 
 def _posted_levels(cursor: str | None) -> dict[str, str]:

@@ -19,19 +19,19 @@ from dagster import (
     define_asset_job,
 )
 
+from enrichment_assets.defs.automation.retry_state import flagged_partitions
+from enrichment_assets.defs.automation.settings import default_sensor_status
 from enrichment_assets.defs.conversations.enriched import enriched_conversations
-from enrichment_assets.defs.metadata import path_value
 from enrichment_assets.defs.conversations.normalized import normalized_conversations
 from enrichment_assets.defs.conversations.raw import raw_conversations
 from enrichment_assets.defs.conversations.validated import validated_conversations
-from enrichment_assets.defs.automation.retry_state import flagged_partitions
-from enrichment_assets.defs.automation.settings import default_sensor_status
-from enrichment_assets.health_metrics import CRITICAL, OK, THRESHOLDS, pipeline_health
-from enrichment_assets.env import env_int
-from enrichment_assets.health_report import write_health_files
-from enrichment_assets.queries import layer_counts
+from enrichment_assets.defs.metadata import path_value
 from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.defs.run_liveness import active_partitions
+from enrichment_assets.env import env_int
+from enrichment_assets.health_metrics import CRITICAL, OK, THRESHOLDS, pipeline_health
+from enrichment_assets.health_report import write_health_files
+from enrichment_assets.queries import layer_counts
 
 HEALTH_ASSET = "pipeline_health"
 HEALTH_JOB = "pipeline_health_job"

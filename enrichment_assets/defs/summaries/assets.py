@@ -35,8 +35,10 @@ from dagster import (
 )
 from pydantic import Field
 
+from enrichment_assets.defs.checks import GateReport, gate_specs, validate_layer
 from enrichment_assets.defs.conversations.layer_io import failed_ids
-from enrichment_assets.defs.spend.llm_spend import run_budget
+from enrichment_assets.defs.conversations.normalized import normalized_conversations
+from enrichment_assets.defs.conversations.partitions import summary_days
 from enrichment_assets.defs.metadata import (
     check_outcomes,
     layer_table,
@@ -44,8 +46,8 @@ from enrichment_assets.defs.metadata import (
     preview,
     unchanged_result,
 )
-from enrichment_assets.defs.conversations.normalized import normalized_conversations
-from enrichment_assets.defs.checks import GateReport, gate_specs, validate_layer
+from enrichment_assets.defs.resources import AppDatabaseResource, LakeResource, PiiRedactionResource
+from enrichment_assets.defs.spend.llm_spend import run_budget
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
 from enrichment_assets.enrichers.budget import SpendBudget
 from enrichment_assets.enrichers.code_version import enrichment_code_version
@@ -59,8 +61,6 @@ from enrichment_assets.env import env_int
 from enrichment_assets.faults import fault_point
 from enrichment_assets.fingerprints import write_record
 from enrichment_assets.lake import Lake, atomic_path, hidden_temp
-from enrichment_assets.defs.conversations.partitions import summary_days
-from enrichment_assets.defs.resources import AppDatabaseResource, LakeResource, PiiRedactionResource
 from enrichment_assets.sql_files import load_sql
 
 ASSET_NAME = "conversation_summaries"

@@ -40,6 +40,15 @@ from dagster import (
 )
 from dagster._core.storage.tags import PARTITION_NAME_TAG
 
+from enrichment_assets.defs.automation.new_raw_files import TRIGGER_TAG
+from enrichment_assets.defs.automation.settings import default_sensor_status
+from enrichment_assets.defs.conversations.partitions import (
+    is_summary_day,
+    register_summary_days,
+    summary_days,
+)
+from enrichment_assets.defs.resources import LakeResource
+from enrichment_assets.defs.run_liveness import UNFINISHED_RUN_STATUSES
 from enrichment_assets.defs.summaries.assets import (
     ASSET_NAME,
     NORMALIZED_KEY,
@@ -49,13 +58,8 @@ from enrichment_assets.defs.summaries.assets import (
     register_normalized,
     summary_connection,
 )
-from enrichment_assets.defs.automation.new_raw_files import TRIGGER_TAG
-from enrichment_assets.defs.automation.settings import default_sensor_status
 from enrichment_assets.env import env_int
 from enrichment_assets.lake import Lake
-from enrichment_assets.defs.conversations.partitions import is_summary_day, register_summary_days, summary_days
-from enrichment_assets.defs.resources import LakeResource
-from enrichment_assets.defs.run_liveness import UNFINISHED_RUN_STATUSES
 from enrichment_assets.sql_files import load_sql
 
 SUMMARIES_JOB = "conversation_summaries_job"

@@ -1,0 +1,5 @@
+"""`python -m enrichment_assets.cli ...`: the `enrich` command."""
+
+from enrichment_assets.cli.commands import console_main
+
+console_main()

@@ -27,7 +27,6 @@ from dagster import (
 from dagster._core.instance.ref import InstanceRef
 
 from enrichment_assets.cli.runner import land_files
-from enrichment_assets.definitions import LAYER_ASSETS
 from enrichment_assets.defs.automation.failed_partitions import (
     ATTEMPT_TAG,
     REASON_TAG,
@@ -36,6 +35,7 @@ from enrichment_assets.defs.automation.failed_partitions import (
 from enrichment_assets.defs.automation.llm_batches import apply_request, llm_batches
 from enrichment_assets.defs.automation.retry_state import NULL_AI_FIELDS
 from enrichment_assets.defs.automation.settings import RetrySettings
+from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
 from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.enrichers.batch_ledger import (
     PartitionBatches,

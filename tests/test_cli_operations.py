@@ -492,7 +492,7 @@ class DyingLLMResource(LLMResource):
 def test_a_run_that_dies_mid_enrichment_is_recovered_by_the_next_run(
     fresh: tuple[Lake, DagsterInstance], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from enrichment_assets.definitions import LAYER_ASSETS
+    from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
 
     lake, instance = fresh
     records = [conversation() for _ in range(5)]

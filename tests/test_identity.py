@@ -16,7 +16,7 @@ import psycopg
 from dagster import DagsterInstance, materialize
 
 from enrichment_assets.cli.runner import land_files, materialize_partitions
-from enrichment_assets.definitions import LAYER_ASSETS
+from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.queries import conversation_status, layer_counts

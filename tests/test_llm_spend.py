@@ -17,10 +17,10 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from enrichment_assets.cli.runner import land_files
-from enrichment_assets.definitions import LAYER_ASSETS
 from enrichment_assets.defs.automation.failed_partitions import failed_partitions_tick
 from enrichment_assets.defs.automation.retry_state import BUDGET_STOPPED, read_retries
 from enrichment_assets.defs.automation.settings import RetrySettings
+from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
 from enrichment_assets.defs.conversations.partitions import register_summary_days
 from enrichment_assets.enrichers.annotation import SYSTEM_PROMPT, ModelPrice
 from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED, next_window

@@ -36,7 +36,8 @@ from dagster import (
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from enrichment_assets.cli.commands import main
-from enrichment_assets.definitions import LAYER_ASSETS, defs
+from enrichment_assets.definitions import defs
+from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
 from enrichment_assets.defs.conversations.partitions import is_summary_day, summary_days
 from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.defs.summaries.automation import summaries_daily

@@ -16,7 +16,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from enrichment_assets.cli.runner import land_files
-from enrichment_assets.definitions import LAYER_ASSETS
+from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
 from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource, app_database
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA
 from enrichment_assets.enrichers.batch import BatchOptions

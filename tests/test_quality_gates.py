@@ -19,8 +19,9 @@ from dagster import (
 from enrichment_assets.checks.gate_frame import gate_frame
 from enrichment_assets.checks.gx_context import suite_names
 from enrichment_assets.cli.runner import land_files, materialize_partitions
-from enrichment_assets.definitions import LAYER_ASSETS, defs
+from enrichment_assets.definitions import defs
 from enrichment_assets.defs.checks import validate_layer
+from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
 from enrichment_assets.defs.conversations.partitions import batch_partitions
 from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake

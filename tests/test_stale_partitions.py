@@ -15,8 +15,8 @@ from dagster import AssetsDefinition, DagsterInstance, Definitions, materialize
 
 from enrichment_assets.cli.runner import land_files
 from enrichment_assets.cli.stale_partitions import reenrich_stale, stale_partitions
-from enrichment_assets.definitions import conversations_pipeline
 from enrichment_assets.defs.conversations.enriched import enriched_conversations
+from enrichment_assets.defs.conversations.jobs import conversations_pipeline
 from enrichment_assets.defs.conversations.normalized import normalized_conversations
 from enrichment_assets.defs.conversations.raw import raw_conversations
 from enrichment_assets.defs.conversations.validated import validated_conversations

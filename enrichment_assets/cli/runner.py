@@ -276,7 +276,8 @@ def _execute(
     """One in-process run of a job (default: the pipeline) for one partition (None: an
     unpartitioned job), as an outcome (`definitions`: those of the code location unless
     given)."""
-    from enrichment_assets.definitions import conversations_pipeline, defs
+    from enrichment_assets.definitions import defs
+    from enrichment_assets.defs.conversations.jobs import conversations_pipeline
 
     job = (definitions or defs).resolve_job_def(job_name or conversations_pipeline.name)
     result = job.execute_in_process(

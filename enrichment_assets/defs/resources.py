@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dagster import ConfigurableResource, EnvVar, InitResourceContext
+from dagster import ConfigurableResource, Definitions, EnvVar, InitResourceContext, definitions
 from pydantic import Field
 
 from enrichment_assets.app_db import APP_DB_URL_ENV
 from enrichment_assets.defs.run_liveness import heartbeat
+from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.ingest.limits import RecordLimits
 from enrichment_assets.lake import Lake, default_data_dir
 from enrichment_assets.postgres_url import libpq_url
@@ -198,3 +199,22 @@ class AlertWebhookResource(ConfigurableResource):
     @property
     def webhook_url(self) -> str | None:
         return (self.url or os.environ.get(ALERT_WEBHOOK_URL_ENV, "")).strip() or None
+
+
+@definitions
+def resources() -> Definitions:
+    """Every resource of the code location, bound by key to the assets and sensors."""
+    # One application database resource: the assets' own, and where the lake publishes.
+    app_db = app_database()
+    return Definitions(
+        resources={
+            "lake": LakeResource(app_db=app_db),
+            # ENRICH_ENRICHER, ENRICH_LLM_* read when the code location loads; key as EnvVar.
+            "enricher": LLMResource.from_env(),
+            "app_db": app_db,
+            # ENRICH_PII_MODE, ENRICH_PII_PHONE_REGION read when a run starts.
+            "pii": PiiRedactionResource(),
+            # ENRICH_ALERT_WEBHOOK_URL read when the sensor ticks; unset = alerts off.
+            "alert_webhook": AlertWebhookResource(),
+        }
+    )

@@ -89,6 +89,7 @@ def main() -> None:
 
     from dagster import instance_for_test
 
+    from enrichment_assets.cli.dataset_run import materialize_training_dataset
     from enrichment_assets.cli.runner import land_files, materialize_partitions
     from enrichment_assets.dataset.build import (
         DatasetSpec,
@@ -101,10 +102,7 @@ def main() -> None:
     )
     from enrichment_assets.dataset.fingerprint import forget_publication, inputs_fingerprint
     from enrichment_assets.defs.checks import validate_layer
-    from enrichment_assets.defs.dataset.assets import (
-        materialize_training_dataset,
-        normalized_run_ids,
-    )
+    from enrichment_assets.defs.dataset.assets import normalized_run_ids
     from enrichment_assets.lake import Lake
     from enrichment_assets.sample_data import write_sample_files
     from enrichment_assets.workers import default_workers, start_workers

@@ -24,7 +24,7 @@ from enrichment_assets.sql_files import load_sql
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from enrichment_assets.defs.automation.retry_state import PartitionRetry
+    from enrichment_assets.partition_retry import PartitionRetry
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 

@@ -17,18 +17,19 @@ from pathlib import Path
 
 import duckdb
 
-from enrichment_assets.defs.summaries.assets import (
-    SummaryWindowConfig,
-    register_normalized,
-    summaries_export_path,
-    summaries_path,
-    summary_connection,
-)
 from enrichment_assets.enrichers.code_version import enrichment_code_version
 from enrichment_assets.enrichers.settings import LLMSettings
 from enrichment_assets.fingerprints import PublishedRecord, fingerprint, unchanged_record
 from enrichment_assets.lake import Lake
 from enrichment_assets.sql_files import load_sql
+from enrichment_assets.summary_windows import (
+    SummaryWindows,
+    default_windows,
+    register_normalized,
+    summaries_export_path,
+    summaries_path,
+    summary_connection,
+)
 
 
 def record_path(lake: Lake, day: str) -> Path:
@@ -44,13 +45,13 @@ def published_files(lake: Lake, day: str) -> dict[str, Path]:
 def fingerprints_of_days(
     con: duckdb.DuckDBPyConnection,
     days: Iterable[str],
-    config: SummaryWindowConfig | None = None,
+    config: SummaryWindows | None = None,
     settings: LLMSettings | None = None,
 ) -> dict[str, str]:
     """{day: fingerprint of its summaries' inputs} over the connection's `summary_messages`,
     every day in one scan."""
     wanted = sorted(set(days))
-    config = config or SummaryWindowConfig()
+    config = config or default_windows()
     code_version = enrichment_code_version(settings or LLMSettings.from_env())
     rows = con.sql(load_sql("conversation_summaries_inputs"), params={"days": wanted})
     found = {day: [messages, rows_hash] for day, messages, rows_hash in rows.fetchall()}

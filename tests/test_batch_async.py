@@ -33,18 +33,18 @@ from enrichment_assets.defs.automation.failed_partitions import (
     failed_partitions_tick,
 )
 from enrichment_assets.defs.automation.llm_batches import apply_request, llm_batches
-from enrichment_assets.defs.automation.retry_state import NULL_AI_FIELDS
 from enrichment_assets.defs.automation.settings import RetrySettings
 from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
-from enrichment_assets.defs.resources import LakeResource
+from enrichment_assets.defs.resources import LakeResource, LLMResource
 from enrichment_assets.enrichers.batch_ledger import (
     PartitionBatches,
     SubmittedBatch,
     read_batches,
     write_batches,
 )
-from enrichment_assets.enrichers.settings import DEFAULT_PRICES, LLMResource
+from enrichment_assets.enrichers.settings import DEFAULT_PRICES
 from enrichment_assets.lake import Lake
+from enrichment_assets.partition_retry import NULL_AI_FIELDS
 from enrichment_assets.status import read_status
 from tests.factories import read_jsonl
 from tests.llm_fixtures import layer_resources

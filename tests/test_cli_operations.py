@@ -19,9 +19,8 @@ import pytest
 from dagster import DagsterInstance, instance_for_test, materialize
 
 from enrichment_assets.cli.runner import BULK_REQUEST_TAG, land_files, materialize_partitions
-from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource
+from enrichment_assets.defs.resources import LakeResource, LLMResource, PiiRedactionResource
 from enrichment_assets.enrichers.heuristic import HeuristicEnricher
-from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.status import read_status
 from tests.cli import enrich

@@ -17,7 +17,7 @@ from dagster import DagsterInstance, materialize
 
 from enrichment_assets.cli.runner import land_files, materialize_partitions
 from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
-from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.defs.resources import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.queries import conversation_status, layer_counts
 from enrichment_assets.status import read_status
@@ -272,7 +272,7 @@ def test_only_new_content_is_sent_to_the_llm(
 def test_daily_summaries_count_each_conversation_once_in_its_current_version(
     lake: Lake, instance: DagsterInstance, tmp_path: Path
 ) -> None:
-    from enrichment_assets.defs.summaries.assets import register_normalized, summary_connection
+    from enrichment_assets.summary_windows import register_normalized, summary_connection
 
     records = [conversation(user_id="user-a") for _ in range(3)]
     run(lake, instance, [write_jsonl(tmp_path / "a.jsonl", records)])

@@ -18,16 +18,18 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from enrichment_assets.cli.runner import land_files
 from enrichment_assets.defs.automation.failed_partitions import failed_partitions_tick
-from enrichment_assets.defs.automation.retry_state import BUDGET_STOPPED, read_retries
+from enrichment_assets.defs.automation.retry_state import read_retries
 from enrichment_assets.defs.automation.settings import RetrySettings
 from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
 from enrichment_assets.defs.conversations.partitions import register_summary_days
+from enrichment_assets.defs.resources import LLMResource
 from enrichment_assets.enrichers.annotation import SYSTEM_PROMPT, ModelPrice
 from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED, next_window
 from enrichment_assets.enrichers.openai import OpenAIEnricher
 from enrichment_assets.enrichers.pricing import CHARS_PER_TOKEN
-from enrichment_assets.enrichers.settings import DEFAULT_PRICES, LLMResource
+from enrichment_assets.enrichers.settings import DEFAULT_PRICES
 from enrichment_assets.lake import Lake
+from enrichment_assets.partition_retry import BUDGET_STOPPED
 from tests.factories import conversation, message, read_jsonl, write_jsonl
 from tests.llm_fixtures import layer_resources, make_conversations
 from tests.llm_server import Faults, LoopbackLLMServer

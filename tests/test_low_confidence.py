@@ -14,7 +14,7 @@ from dagster import DagsterInstance, RunRequest, materialize
 from enrichment_assets.cli.runner import land_files
 from enrichment_assets.defs.automation.low_confidence import low_confidence_tick
 from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
-from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.defs.resources import LLMResource
 from enrichment_assets.health_metrics import pipeline_health
 from enrichment_assets.lake import Lake
 from enrichment_assets.low_confidence import LowConfidenceRule, read_attempts

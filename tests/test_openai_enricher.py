@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from enrichment_assets.defs.resources import LLMResource
 from enrichment_assets.enrichers.annotation import (
     ANNOTATION_JSON_SCHEMA,
     PROMPT_VERSION,
@@ -30,7 +31,7 @@ from enrichment_assets.enrichers.cache import (
 )
 from enrichment_assets.enrichers.openai import OpenAIEnricher
 from enrichment_assets.enrichers.retry import RetryPolicy, parse_duration, server_retry_hint
-from enrichment_assets.enrichers.settings import SHARED_FIELDS, LLMResource, LLMSettings
+from enrichment_assets.enrichers.settings import SHARED_FIELDS, LLMSettings
 from tests.llm_fixtures import make_conversations
 from tests.llm_server import Faults, LoopbackLLMServer
 

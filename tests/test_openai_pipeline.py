@@ -15,7 +15,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from enrichment_assets.cli.runner import land_files
 from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
-from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.defs.resources import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.status import status_counts
 from tests.factories import conversation, message, read_jsonl, write_jsonl

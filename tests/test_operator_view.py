@@ -39,9 +39,8 @@ from enrichment_assets.cli.commands import main
 from enrichment_assets.definitions import defs
 from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
 from enrichment_assets.defs.conversations.partitions import is_summary_day, summary_days
-from enrichment_assets.defs.resources import LakeResource
+from enrichment_assets.defs.resources import LakeResource, LLMResource
 from enrichment_assets.defs.summaries.automation import summaries_daily
-from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.exports import receipt_path, verify_exports
 from enrichment_assets.health_metrics import THRESHOLDS, pipeline_health
 from enrichment_assets.lake import Lake

@@ -17,11 +17,15 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from enrichment_assets.cli.runner import land_files
 from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
-from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource, app_database
+from enrichment_assets.defs.resources import (
+    LakeResource,
+    LLMResource,
+    PiiRedactionResource,
+    app_database,
+)
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA
 from enrichment_assets.enrichers.batch import BatchOptions
 from enrichment_assets.enrichers.openai import OpenAIEnricher
-from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.redaction import PII_KINDS
 from enrichment_assets.sample_pii import planted_conversations, planted_corpus

@@ -23,7 +23,7 @@ from enrichment_assets.definitions import defs
 from enrichment_assets.defs.checks import validate_layer
 from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
 from enrichment_assets.defs.conversations.partitions import batch_partitions
-from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.defs.resources import LLMResource
 from enrichment_assets.lake import Lake
 from enrichment_assets.status import read_status
 from tests.factories import conversation, message, write_jsonl

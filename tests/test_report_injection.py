@@ -21,9 +21,10 @@ import pytest
 
 from enrichment_assets.checks.gx_context import docs_run_name
 from enrichment_assets.cli.runner import land_files, materialize_partitions
-from enrichment_assets.defs.automation.retry_state import GATE_FAILED, PartitionRetry, write_retries
+from enrichment_assets.defs.automation.retry_state import write_retries
 from enrichment_assets.defs.checks import validate_layer
 from enrichment_assets.lake import Lake
+from enrichment_assets.partition_retry import GATE_FAILED, PartitionRetry
 from tests.browser import OpenedPage
 from tests.cli import enrich
 from tests.factories import conversation, write_jsonl

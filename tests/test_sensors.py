@@ -34,17 +34,12 @@ from enrichment_assets.defs.automation import failed_partitions, new_raw_files
 from enrichment_assets.defs.automation.failed_partitions import failed_partitions_tick
 from enrichment_assets.defs.automation.landing import LandingCursor
 from enrichment_assets.defs.automation.new_raw_files import new_raw_files_tick, plan_new_files
-from enrichment_assets.defs.automation.retry_state import (
-    GATE_FAILED,
-    NULL_AI_FIELDS,
-    RUN_FAILED,
-    flagged_partitions,
-    read_retries,
-)
+from enrichment_assets.defs.automation.retry_state import flagged_partitions, read_retries
 from enrichment_assets.defs.automation.settings import NewFilesSettings, RetrySettings
 from enrichment_assets.defs.conversations.partitions import batch_partitions
 from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.lake import Lake
+from enrichment_assets.partition_retry import GATE_FAILED, NULL_AI_FIELDS, RUN_FAILED
 from enrichment_assets.status import read_status
 from tests.cli import enrich
 from tests.factories import conversation, write_jsonl

@@ -20,11 +20,15 @@ from enrichment_assets.defs.conversations.jobs import conversations_pipeline
 from enrichment_assets.defs.conversations.normalized import normalized_conversations
 from enrichment_assets.defs.conversations.raw import raw_conversations
 from enrichment_assets.defs.conversations.validated import validated_conversations
-from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource, app_database
+from enrichment_assets.defs.resources import (
+    LakeResource,
+    LLMResource,
+    PiiRedactionResource,
+    app_database,
+)
 from enrichment_assets.enrichers import annotation
 from enrichment_assets.enrichers import openai as openai_enricher
 from enrichment_assets.enrichers.code_version import enrichment_code_version
-from enrichment_assets.enrichers.settings import LLMResource
 from enrichment_assets.lake import Lake
 from tests.factories import conversation, message, write_jsonl
 from tests.llm_server import LoopbackLLMServer

@@ -19,22 +19,28 @@ from dagster import (
     materialize,
 )
 
-from enrichment_assets.cli.runner import land_files, materialize_partitions, summary_days_of
+from enrichment_assets.cli.runner import land_files, materialize_partitions
 from enrichment_assets.definitions import defs
 from enrichment_assets.defs.checks import CONTRACT_CHECK, validate_layer
 from enrichment_assets.defs.conversations.partitions import register_summary_days
-from enrichment_assets.defs.resources import AppDatabaseResource, LakeResource, PiiRedactionResource
+from enrichment_assets.defs.resources import (
+    AppDatabaseResource,
+    LakeResource,
+    LLMResource,
+    PiiRedactionResource,
+)
 from enrichment_assets.defs.summaries.assets import (
     STALE_REASON_TAG,
     conversation_summaries,
     replace_summaries,
-    summaries_export_path,
-    summaries_path,
-    summary_id,
 )
-from enrichment_assets.defs.summaries.automation import SUMMARIES_JOB, stale_summaries
-from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.defs.summaries.automation import (
+    SUMMARIES_JOB,
+    stale_summaries,
+    summary_days_of,
+)
 from enrichment_assets.lake import Lake
+from enrichment_assets.summary_windows import summaries_export_path, summaries_path, summary_id
 from tests.cli import enrich
 from tests.factories import conversation, message, read_jsonl, write_jsonl
 

@@ -25,13 +25,10 @@ from dagster import (
     instance_for_test,
 )
 
+from enrichment_assets.cli.dataset_run import DatasetOutcome, materialize_training_dataset
 from enrichment_assets.cli.runner import land_files, materialize_partitions
 from enrichment_assets.dataset.build import DatasetSpec, stage_dataset
 from enrichment_assets.dataset.publish import dataset_dir, publish_dataset
-from enrichment_assets.defs.dataset.assets import (
-    DatasetOutcome,
-    materialize_training_dataset,
-)
 from enrichment_assets.lake import Lake, write_bytes_atomic
 from enrichment_assets.sample_data import generate_conversations, to_openai
 from enrichment_assets.sample_pii import planted_conversations

@@ -27,8 +27,8 @@ from rich.text import Text
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
+    from enrichment_assets.cli.dataset_run import DatasetOutcome
     from enrichment_assets.cli.runner import CommandState, PartitionOutcome
-    from enrichment_assets.defs.dataset.assets import DatasetOutcome
     from enrichment_assets.lake import Lake
 
 from enrichment_assets.postgres_url import PostgresUrlError
@@ -302,14 +302,14 @@ def _materialize(
     training dataset over every partition."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from enrichment_assets.cli.dataset_run import materialize_training_dataset
     from enrichment_assets.cli.run_log import append_run_events
     from enrichment_assets.cli.runner import (
         materialize_partitions,
         materialize_pipeline_health,
         materialize_summary_days,
-        summary_days_of,
     )
-    from enrichment_assets.defs.dataset.assets import materialize_training_dataset
+    from enrichment_assets.defs.summaries.automation import summary_days_of
     from enrichment_assets.summary_inputs import changed_days
 
     with Progress(

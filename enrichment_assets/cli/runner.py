@@ -9,7 +9,7 @@ fall on run through the summaries job the same way.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,6 @@ from dagster import DagsterInstance, Definitions
 from enrichment_assets.cli.run_log import append_run_events
 from enrichment_assets.defs.conversations.partitions import (
     batch_partitions,
-    is_summary_day,
     register_summary_days,
 )
 from enrichment_assets.inputs import register_files
@@ -188,21 +187,6 @@ def reenrich_conversations(
         if on_done is not None:
             on_done(outcome)
     return outcomes
-
-
-def summary_days_of(lake: Lake, partitions: Iterable[str]) -> list[str]:
-    """The summary days (UTC days that are over, `is_summary_day`) on which these batches'
-    normalized Parquet holds summarizable messages, by DuckDB; today is not one until it ends."""
-    from enrichment_assets.defs.summaries.assets import register_normalized, summary_connection
-    from enrichment_assets.sql_files import load_sql
-
-    con = summary_connection()
-    try:
-        register_normalized(con, [str(lake.layer_path("normalized", p)) for p in partitions])
-        touched = con.sql(load_sql("conversation_summaries_days")).fetchall()
-    finally:
-        con.close()
-    return sorted({day for _, day, _ in touched if is_summary_day(day)})
 
 
 def materialize_summary_days(

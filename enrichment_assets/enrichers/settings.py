@@ -3,9 +3,9 @@
 Two doors to the same settings:
 - `LLMSettings.from_env()`: the environment variables of README, "Configuration"
   (`ENRICH_ENRICHER`, `ENRICH_LLM_*`, `OPENAI_API_KEY` as the key's fallback);
-- `LLMResource`: the Dagster resource with the same fields, so each can also be
-  set as resource config in the UI; `LLMResource.from_env()` wires the key as an
-  `EnvVar`, so Dagster stores the variable's name, never its value.
+- `LLMResource` (`enrichment_assets/defs/resources.py`): the Dagster resource with the same
+  fields, so each can also be set as resource config in the UI; `LLMResource.from_env()`
+  wires the key as an `EnvVar`, so Dagster stores the variable's name, never its value.
 Both copy the fields by name (`SHARED_FIELDS`): a field is listed in each class once (with
 its validation in `LLMSettings`, its UI description in `LLMResource`), never copied by hand.
 
@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from dagster import ConfigurableResource, EnvVar
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from enrichment_assets.enrichers.annotation import ModelPrice
 from enrichment_assets.enrichers.base import Enricher
@@ -220,100 +219,3 @@ def enricher_tags(settings: LLMSettings | None = None) -> dict[str, str]:
         model = "".join(c if c.isalnum() or c in "-_." else "_" for c in settings.model)
         tags["enrich/model"] = model[:63]
     return tags
-
-
-class LLMResource(ConfigurableResource):
-    """The enricher and its LLM endpoint, as Dagster resource config (see LLMSettings)."""
-
-    enricher: str = Field(default="heuristic", description="heuristic | openai")
-    base_url: str | None = Field(default=None, description="OpenAI-compatible /v1 URL")
-    model: str = "gpt-4o-mini"
-    api_key: str | None = Field(
-        default=None, repr=False, description='Set as EnvVar("ENRICH_LLM_API_KEY"), never inline.'
-    )
-    concurrency: int = 16
-    timeout_s: float = Field(
-        default=60.0, description="Total deadline of one request: connect, reads, whole body."
-    )
-    max_attempts: int = 6
-    retry_budget_s: float = Field(
-        default=DEFAULT_RETRY_BUDGET_S,
-        description="Seconds a run may wait on retries alone, once every conversation "
-        "had its first answer; then the failing ones are left to the failed-partitions sensor.",
-    )
-    breaker_window: int = Field(
-        default=DEFAULT_BREAKER_WINDOW,
-        description="Consecutive failed conversations after which the run sends nothing "
-        "more (endpoint unavailable); 0: never.",
-    )
-    max_response_bytes: int = Field(
-        default=DEFAULT_MAX_RESPONSE_BYTES, description="Cap on one answer's body, in bytes."
-    )
-    rpm: int | None = None
-    tpm: int | None = None
-    mode: str = Field(
-        default="online",
-        description="online | batch (the Batch API: the run submits and ends, the llm_batches "
-        "sensor applies the results) | batch_wait (the Batch API, polled inside the run)",
-    )
-    prices_json: str | None = Field(default=None, description="ENRICH_LLM_PRICES override")
-    budget_usd: float | None = Field(
-        default=None,
-        description="USD one run may spend (ENRICH_LLM_BUDGET_USD); over the estimate nothing "
-        "is sent, and sending stops when the measured spend reaches it. None: no limit.",
-    )
-    daily_budget_usd: float | None = Field(
-        default=None, description="USD all runs of one UTC day may spend; None: no limit."
-    )
-    expected_completion_tokens: int = Field(
-        default=DEFAULT_EXPECTED_COMPLETION_TOKENS,
-        description="Completion tokens per request the cost estimate assumes.",
-    )
-    escalation_model: str | None = Field(
-        default=None,
-        description="Model that re-asks low-confidence conversations; None: the same model.",
-    )
-    low_confidence_below: float = Field(
-        default=0.7, description="A confidence below this is re-asked (low-confidence rule)."
-    )
-    low_confidence_after_hours: float = Field(
-        default=24.0, description="Hours after its last attempt a low-confidence one is re-asked."
-    )
-    low_confidence_max_attempts: int = Field(
-        default=5, description="Attempts in all (the first included) of the low-confidence rule."
-    )
-
-    _settings: LLMSettings | None = PrivateAttr(default=None)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> LLMResource:
-        """Resource config from the environment; the key stays an EnvVar reference."""
-        env = os.environ if env is None else env
-        settings = LLMSettings.from_env(env)
-        key_var = next((n for n in ("ENRICH_LLM_API_KEY", "OPENAI_API_KEY") if env.get(n)), None)
-        return cls(
-            **{name: getattr(settings, name) for name in SHARED_FIELDS},
-            api_key=EnvVar(key_var) if key_var else None,
-            prices_json=env.get("ENRICH_LLM_PRICES") or None,
-        )
-
-    def settings(self) -> LLMSettings:
-        """The validated settings (ValueError with the offending field when invalid)."""
-        return LLMSettings(
-            **{name: getattr(self, name) for name in SHARED_FIELDS},
-            api_key=self.api_key,
-            prices=parse_prices(self.prices_json),
-        )
-
-    def build_enricher(
-        self,
-        cache_dir: Path | None = None,
-        budget: SpendBudget | None = None,
-        *,
-        pii_mode: PiiMode = DEFAULT_MODE,
-        phone_region: str = DEFAULT_PHONE_REGION,
-    ) -> Enricher:
-        """The configured enricher (see LLMSettings.build_enricher)."""
-        return self.settings().build_enricher(
-            cache_dir, budget, pii_mode=pii_mode, phone_region=phone_region
-        )

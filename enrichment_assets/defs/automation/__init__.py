@@ -12,7 +12,8 @@ from enrichment_assets.defs.automation.failed_partitions import failed_partition
 from enrichment_assets.defs.automation.llm_batches import llm_batches
 from enrichment_assets.defs.automation.low_confidence import low_confidence
 from enrichment_assets.defs.automation.new_raw_files import new_raw_files
-from enrichment_assets.defs.automation.retry_state import PartitionRetry, flagged_partitions
+from enrichment_assets.defs.automation.retry_state import flagged_partitions
+from enrichment_assets.partition_retry import PartitionRetry
 
 SENSORS = [new_raw_files, failed_partitions, low_confidence, llm_batches]
 

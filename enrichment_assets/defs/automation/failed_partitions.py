@@ -41,16 +41,7 @@ from dagster import (
 )
 
 from enrichment_assets.defs.automation.new_raw_files import PIPELINE_JOB, TRIGGER_TAG
-from enrichment_assets.defs.automation.retry_state import (
-    BUDGET_STOPPED,
-    GATE_FAILED,
-    NEVER_RAN,
-    NULL_AI_FIELDS,
-    RUN_FAILED,
-    PartitionRetry,
-    read_retries,
-    write_retries,
-)
+from enrichment_assets.defs.automation.retry_state import read_retries, write_retries
 from enrichment_assets.defs.automation.settings import (
     RetrySettings,
     default_sensor_status,
@@ -64,6 +55,14 @@ from enrichment_assets.enrichers.batch_ledger import read_batches
 from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED, OVER_BUDGET, next_window
 from enrichment_assets.lake import Lake
 from enrichment_assets.locks import claimed_partitions
+from enrichment_assets.partition_retry import (
+    BUDGET_STOPPED,
+    GATE_FAILED,
+    NEVER_RAN,
+    NULL_AI_FIELDS,
+    RUN_FAILED,
+    PartitionRetry,
+)
 
 PARTITION_TAG = "dagster/partition"
 RETRY_TRIGGER = "failed_partitions"

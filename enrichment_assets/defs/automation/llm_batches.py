@@ -26,9 +26,9 @@ from enrichment_assets.defs.automation.failed_partitions import LLM_BATCH_TRIGGE
 from enrichment_assets.defs.automation.low_confidence import REASKED_ASSETS
 from enrichment_assets.defs.automation.new_raw_files import PIPELINE_JOB, TRIGGER_TAG
 from enrichment_assets.defs.automation.settings import default_sensor_status, requested_run_config
-from enrichment_assets.defs.resources import LakeResource
+from enrichment_assets.defs.resources import LakeResource, LLMResource
 from enrichment_assets.enrichers.batch_ledger import PartitionBatches, open_submissions
-from enrichment_assets.enrichers.settings import LLMResource, LLMSettings
+from enrichment_assets.enrichers.settings import LLMSettings
 from enrichment_assets.env import env_int
 from enrichment_assets.lake import Lake
 from enrichment_assets.locks import claimed_partitions

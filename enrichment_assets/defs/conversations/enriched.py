@@ -44,7 +44,7 @@ from enrichment_assets.defs.metadata import (
     preview,
     rows_conserved,
 )
-from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource
+from enrichment_assets.defs.resources import LakeResource, LLMResource, PiiRedactionResource
 from enrichment_assets.defs.spend.llm_spend import committed_to_batches, estimate_layer, run_budget
 from enrichment_assets.enrichers.base import (
     Enricher,
@@ -56,12 +56,7 @@ from enrichment_assets.enrichers.batch_ledger import remove_batches
 from enrichment_assets.enrichers.budget import SpendBudget
 from enrichment_assets.enrichers.code_version import enrichment_code_version
 from enrichment_assets.enrichers.pricing import CostEstimate
-from enrichment_assets.enrichers.settings import (
-    LLMResource,
-    LLMSettings,
-    enricher_kinds,
-    enricher_tags,
-)
+from enrichment_assets.enrichers.settings import LLMSettings, enricher_kinds, enricher_tags
 from enrichment_assets.faults import fault_point
 from enrichment_assets.low_confidence import (
     ATTEMPT_COLUMNS,

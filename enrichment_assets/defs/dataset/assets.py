@@ -7,10 +7,8 @@ the automation that rebuilds the default dataset after layer runs, and
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 import polars as pl
 from dagster import (
     AllPartitionMapping,
@@ -34,7 +32,6 @@ from dagster import (
 from pydantic import Field
 
 from enrichment_assets.dataset.build import (
-    DATASET_NAME,
     REMOVAL_STEPS,
     DatasetSpec,
     dataset_partitions,
@@ -67,7 +64,7 @@ from enrichment_assets.defs.metadata import (
 from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource
 from enrichment_assets.env import env_int
 from enrichment_assets.faults import fault_point
-from enrichment_assets.lake import Lake, hidden_temp
+from enrichment_assets.lake import hidden_temp
 
 ASSET_NAME = "training_dataset"
 CONSERVATION_CHECK = "dataset_counts_add_up"
@@ -319,125 +316,3 @@ training_dataset_automation = AutomationConditionSensorDefinition(
     minimum_interval_seconds=env_int("ENRICH_DATASET_AUTOMATION_INTERVAL_S", 30),
     description="Rebuilds the default training dataset once layer runs have updated a batch.",
 )
-
-
-@dataclass
-class DatasetOutcome:
-    """What `materialize_training_dataset` did, for the command line to print."""
-
-    name: str
-    success: bool
-    run_id: str
-    folder: Path | None  # None when the name is not a valid folder name
-    failed_checks: list[str] = field(default_factory=list)
-    error: str | None = None
-    counts: dict | None = None  # the manifest's counts when the files are published
-    unchanged: bool = False  # inputs unchanged since the last build: nothing was rebuilt
-    withheld: str | None = None  # why a build that ran published nothing
-
-
-def materialize_training_dataset(
-    instance: DagsterInstance,
-    *,
-    name: str = DEFAULT_DATASET,
-    partitions: Iterable[str] = (),
-    tags: dict[str, str] | None = None,
-    config: dict | None = None,
-    run_when_unchanged: bool = True,
-) -> DatasetOutcome:
-    """Build one dataset in-process through `training_dataset_job` (what `enrich run` and
-    `enrich demo` call last: the default dataset over every partition). `config` adds any
-    other `TrainingDatasetConfig` field. Inputs unchanged since the files were published:
-    the run skips the work (its metadata says so); with `run_when_unchanged=False` (the
-    command line) no run is launched at all, and the outcome names the run that built them."""
-    from enrichment_assets.cli.runner import QUIET_RUN_CONFIG
-    from enrichment_assets.definitions import defs
-
-    store = LakeResource().lake
-    previous = (
-        None
-        if run_when_unchanged
-        else _published_and_unchanged(instance, store, name, partitions, config)
-    )
-    if previous is not None:
-        folder = dataset_dir(store, name)
-        return DatasetOutcome(
-            name=name,
-            success=True,
-            run_id=previous.run_id,
-            folder=folder,
-            counts=orjson.loads((folder / MANIFEST).read_bytes())["counts"],
-            unchanged=True,
-        )
-
-    run_config = {
-        **QUIET_RUN_CONFIG,
-        "ops": {
-            ASSET_NAME: {"config": {**(config or {}), "name": name, "partitions": list(partitions)}}
-        },
-    }
-    job = defs.resolve_job_def(training_dataset_job.name)
-    result = job.execute_in_process(
-        instance=instance, run_config=run_config, tags=tags or {}, raise_on_error=False
-    )
-    failed_checks = [
-        f"{e.asset_key.to_user_string()}:{e.check_name}"
-        for e in result.get_asset_check_evaluations()
-        if not e.passed and e.severity == AssetCheckSeverity.ERROR
-    ]
-    folder = dataset_dir(LakeResource().lake, name) if DATASET_NAME.fullmatch(name) else None
-    manifest = folder / MANIFEST if folder is not None else None
-    success = result.success and not failed_checks
-    metadata = {
-        key: value
-        for event in result.get_asset_materialization_events()
-        for key, value in event.materialization.metadata.items()
-    }
-    withheld = metadata.get("withheld")
-    return DatasetOutcome(
-        unchanged="skipped" in metadata,
-        withheld=str(withheld.value) if withheld is not None else None,  # type: ignore[attr-defined]
-        name=name,
-        success=success,
-        run_id=result.run_id,
-        folder=folder,
-        failed_checks=failed_checks,
-        error=None if result.success else _failure(result),
-        counts=orjson.loads(manifest.read_bytes())["counts"]
-        if success and manifest is not None and manifest.is_file()
-        else None,
-    )
-
-
-def _published_and_unchanged(
-    instance: DagsterInstance,
-    store: Lake,
-    name: str,
-    partitions: Iterable[str],
-    config: dict | None,
-) -> PublishedRecord | None:
-    """The last publication's record when a build with these settings would read the same
-    inputs (a `stat` per file and one query of the instance); None when it must run."""
-    try:
-        settings = TrainingDatasetConfig(name=name, partitions=list(partitions), **(config or {}))
-        spec = settings.spec(PiiRedactionResource())
-        spec.check()
-        selected = dataset_partitions(store, spec.partitions)
-        fingerprint = inputs_fingerprint(
-            store, spec, selected, normalized_run_ids(instance, selected)
-        )
-        return unchanged_since(store, name, dataset_dir(store, name), fingerprint)
-    except (ValueError, OSError, KeyError):  # the run says what is wrong, in one line
-        return None
-
-
-def _failure(result: object) -> str:
-    """One line: the failed step's root error."""
-    for event in result.all_events:  # type: ignore[attr-defined]
-        if event.is_step_failure and event.event_specific_data is not None:
-            error = event.event_specific_data.error
-            while error is not None and error.cause is not None:
-                error = error.cause
-            message = error.message.strip().splitlines()[0] if error else "see the run's logs"
-            return f"step {event.step_key} failed: {message}"
-    return "the run failed: see its logs in the Dagster UI"

@@ -11,18 +11,11 @@ its summaries, never duplicates them. `export/summaries/<day>.jsonl` follows whe
 gate passes.
 """
 
-import glob
 import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import duckdb
-import orjson
 import polars as pl
-import pyarrow.parquet as pq
 from dagster import (
     AllPartitionMapping,
     AssetDep,
@@ -46,193 +39,58 @@ from enrichment_assets.defs.metadata import (
     preview,
     unchanged_result,
 )
-from enrichment_assets.defs.resources import AppDatabaseResource, LakeResource, PiiRedactionResource
+from enrichment_assets.defs.resources import (
+    AppDatabaseResource,
+    LakeResource,
+    LLMResource,
+    PiiRedactionResource,
+)
 from enrichment_assets.defs.spend.llm_spend import run_budget
-from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
 from enrichment_assets.enrichers.budget import SpendBudget
 from enrichment_assets.enrichers.code_version import enrichment_code_version
-from enrichment_assets.enrichers.settings import (
-    LLMResource,
-    LLMSettings,
-    enricher_kinds,
-    enricher_tags,
-)
-from enrichment_assets.env import env_int
+from enrichment_assets.enrichers.settings import LLMSettings, enricher_kinds, enricher_tags
 from enrichment_assets.faults import fault_point
 from enrichment_assets.fingerprints import write_record
-from enrichment_assets.lake import Lake, atomic_path, hidden_temp
-from enrichment_assets.sql_files import load_sql
+from enrichment_assets.lake import Lake, hidden_temp
+from enrichment_assets.summary_windows import (
+    SummaryWindows,
+    day_connection,
+    day_start,
+    default_windows,
+    summaries_path,
+    summarize_day,
+    write_summaries_export,
+)
 
 ASSET_NAME = "conversation_summaries"
-LAYER = "summaries"
 NORMALIZED_KEY = AssetKey("normalized_conversations")
 # Metadata key: the newest normalized materialization (event storage id) a run could see.
 WATERMARK_KEY = "normalized_watermark"
 # Run tag set by the `stale_summaries` sensor: why the day runs again (shown in the UI).
 STALE_REASON_TAG = "enrich/stale_reason"
-# Namespace of summary ids: uuid5(namespace, [user_id, window_start]).
-SUMMARY_ID_NAMESPACE = uuid.UUID("4f0d5a52-6c2e-5b8e-9a51-3f1c7e2d8b60")
-
-# The columns of the normalized layer the summaries read, for an empty lake.
-_NORMALIZED_COLUMNS = {
-    "partition": pl.String(),
-    "conversation_id": pl.String(),
-    "user_id": pl.String(),
-    "persona_id": pl.String(),
-    "created_at": pl.Datetime("us", "UTC"),
-    "status": pl.String(),
-    "messages": CONVERSATION_INPUT_SCHEMA["messages"],
-}
+# The asset's config defaults: the environment's, read once when the code location loads.
+_DEFAULT_WINDOWS = default_windows()
 
 
 class SummaryWindowConfig(Config):
     """Which user-windows get a summary; defaults from the environment, else 5 and 24."""
 
     min_messages: int = Field(
-        default=env_int("ENRICH_SUMMARIES_MIN_MESSAGES", 5),
+        default=_DEFAULT_WINDOWS.min_messages,
         description="A (user, window) needs at least this many messages "
         "(system prompts excluded) to be summarized. Env: ENRICH_SUMMARIES_MIN_MESSAGES.",
     )
     window_hours: int = Field(
-        default=env_int("ENRICH_SUMMARIES_WINDOW_HOURS", 24),
+        default=_DEFAULT_WINDOWS.window_hours,
         description="Window length in hours, aligned to the day's 00:00 UTC; must divide 24. "
         "Env: ENRICH_SUMMARIES_WINDOW_HOURS.",
     )
 
-    def check(self) -> None:
-        if self.min_messages < 1:
-            raise ValueError(f"min_messages={self.min_messages}: expected at least 1")
-        if self.window_hours < 1 or 24 % self.window_hours:
-            raise ValueError(
-                f"window_hours={self.window_hours}: expected a divisor of 24 "
-                "(1, 2, 3, 4, 6, 8, 12 or 24) so that windows tile the day"
-            )
-
-
-def summary_id(user_id: str, window_start: datetime) -> str:
-    """The deterministic id of one user-window (also its pseudo-conversation id)."""
-    key = orjson.dumps([user_id, window_start.astimezone(UTC).isoformat()])
-    return str(uuid.uuid5(SUMMARY_ID_NAMESPACE, key.decode()))
-
-
-def summaries_path(lake: Lake, day: str) -> Path:
-    return lake.layer_path(LAYER, day)
-
-
-def summaries_export_path(lake: Lake, day: str) -> Path:
-    return lake.export_path(LAYER, day)
-
-
-def day_start(day: str) -> datetime:
-    return datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=UTC)
-
-
-def summary_connection() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that computes in UTC (day and window bounds are UTC)."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
-
-
-def _status_file(normalized_file: str) -> str:
-    """The status file of the partition a normalized file belongs to (same lake, same name)."""
-    path = Path(normalized_file)
-    return str(path.parent.parent / "status" / path.name)
-
-
-def register_normalized(con: duckdb.DuckDBPyConnection, files: str | list[str]) -> None:
-    """Expose normalized Parquet (a glob or files) as `normalized_conversations` and
-    `summary_messages`; nothing is read until a query runs, and then only its columns.
-
-    Only the current version of each conversation counts: a record whose status is no
-    longer `completed` (superseded by a newer version since) is left out.
-    """
-    matched = glob.glob(files) if isinstance(files, str) else [f for f in files if Path(f).exists()]
-    statuses = [s for s in map(_status_file, matched) if Path(s).exists()]
-    if matched and statuses:
-        current = (
-            con.read_parquet(statuses, union_by_name=True)
-            .filter("status::VARCHAR = 'completed'")
-            .select("partition, record_index")
-        )
-        con.read_parquet(matched, union_by_name=True).join(
-            current, "partition, record_index", how="semi"
-        ).select(", ".join(_NORMALIZED_COLUMNS)).create_view("normalized_conversations")
-    else:
-        con.register("normalized_conversations", pl.DataFrame(schema=_NORMALIZED_COLUMNS))
-    con.execute(load_sql("conversation_summaries_messages"))
-
-
-def user_windows(
-    con: duckdb.DuckDBPyConnection, day: str, config: SummaryWindowConfig
-) -> pl.DataFrame:
-    """The day's user-windows worth a summary, each with its id and messages."""
-    windows = con.sql(
-        load_sql("conversation_summaries_windows"),
-        params={
-            "day_start": day_start(day),
-            "window_hours": config.window_hours,
-            "min_messages": config.min_messages,
-        },
-    ).pl()
-    ids = [
-        summary_id(user, start) for user, start in windows.select("user_id", "window_start").rows()
-    ]
-    return windows.with_columns(pl.Series("summary_id", ids, dtype=pl.String()))
-
-
-def annotate_windows(windows: pl.DataFrame, enricher: Enricher, chunk_rows: int) -> pl.DataFrame:
-    """Enricher annotations of each user-window, fed as a CONVERSATION_INPUT_SCHEMA frame."""
-    conversations = windows.select(
-        pl.col("summary_id").alias("conversation_id"),
-        pl.col("messages").cast(CONVERSATION_INPUT_SCHEMA["messages"]),
-    )
-    chunks = [
-        enricher.annotate(conversations.slice(offset, chunk_rows))
-        for offset in range(0, max(conversations.height, 1), chunk_rows)
-    ]
-    return pl.concat(chunks, how="vertical_relaxed")
-
-
-@contextmanager
-def day_connection(lake: Lake, day: str) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A summary connection whose `summary_messages` holds one day's messages, read from
-    every normalized partition once (its fingerprint and its windows read them there)."""
-    con = summary_connection()
-    try:
-        register_normalized(con, lake.layer_glob("normalized"))
-        con.execute(load_sql("conversation_summaries_day_messages"), {"day_start": day_start(day)})
-        con.execute(load_sql("conversation_summaries_day_view"))
-        yield con
-    finally:
-        con.close()
-
-
-def summarize_day(
-    con: duckdb.DuckDBPyConnection,
-    day: str,
-    config: SummaryWindowConfig,
-    enricher: Enricher,
-    *,
-    generated_at: datetime,
-    chunk_rows: int = 20_000,
-) -> pl.DataFrame:
-    """The summaries of one UTC day (`day_connection`) over every normalized partition (not
-    yet written)."""
-    config.check()
-    windows = user_windows(con, day, config)
-    annotations = annotate_windows(windows, enricher, chunk_rows)
-    con.register("summary_windows", windows.drop("messages"))
-    con.register("summary_annotations", annotations)
-    return con.sql(
-        load_sql("conversation_summaries"),
-        params={
-            "day": day,
-            "min_messages": config.min_messages,
-            "window_hours": config.window_hours,
-            "generated_at": generated_at,
-        },
-    ).pl()
+    def windows(self) -> SummaryWindows:
+        """The library's settings (`summary_windows.py`), checked (ValueError when invalid)."""
+        windows = SummaryWindows(min_messages=self.min_messages, window_hours=self.window_hours)
+        windows.check()
+        return windows
 
 
 def replace_summaries(lake: Lake, day: str, summaries: pl.DataFrame) -> GateReport:
@@ -253,26 +111,6 @@ def replace_summaries(lake: Lake, day: str, summaries: pl.DataFrame) -> GateRepo
         return gate
     finally:
         staged.unlink(missing_ok=True)
-
-
-def write_summaries_export(lake: Lake, day: str) -> Path | None:
-    """Replace `export/summaries/<day>.jsonl` atomically from the day's Parquet file; a day
-    without a summary has no export file (an earlier one is removed): None."""
-    target = summaries_export_path(lake, day)
-    if pq.ParquetFile(summaries_path(lake, day)).metadata.num_rows == 0:
-        target.unlink(missing_ok=True)
-        return None
-    con = summary_connection()
-    try:
-        con.execute(load_sql("macros"))
-        with atomic_path(target) as tmp:
-            con.execute(
-                load_sql("conversation_summaries_export"),
-                [str(summaries_path(lake, day)), str(tmp)],
-            )
-    finally:
-        con.close()
-    return target
 
 
 def latest_normalized_storage_id(context: AssetExecutionContext) -> int:
@@ -321,14 +159,14 @@ def conversation_summaries(
     # Taken before reading: a normalized batch materialized later may be missed, so the
     # sensor counts this day stale for any batch newer than the watermark.
     watermark = latest_normalized_storage_id(context)
-    config.check()
+    windows = config.windows()
     settings = enricher.settings()
     # The day's inputs, before reading them too: a change meanwhile makes the next run's
     # fingerprint differ, so it does the work again.
     from enrichment_assets.summary_inputs import fingerprints_of_days, unchanged_day
 
     with day_connection(store, day) as con:
-        inputs = fingerprints_of_days(con, [day], config, settings)[day]
+        inputs = fingerprints_of_days(con, [day], windows, settings)[day]
         if (previous := unchanged_day(store, day, inputs)) is not None:
             context.log.info(
                 f"{day}: inputs unchanged since run {previous.run_id}: nothing recomputed, "
@@ -336,7 +174,7 @@ def conversation_summaries(
             )
             path = {"path": path_value(summaries_path(store, day))}
             return unchanged_result(previous, ASSET_NAME, {WATERMARK_KEY: watermark, **path})
-        summaries, annotator, budget = _summaries_of(context, con, config, enricher, pii, lake)
+        summaries, annotator, budget = _summaries_of(context, con, windows, enricher, pii, lake)
 
     gate = replace_summaries(store, day, summaries)
     fault_point("summaries")
@@ -424,7 +262,7 @@ def _record_day(
 def _summaries_of(
     context: AssetExecutionContext,
     con: duckdb.DuckDBPyConnection,
-    config: SummaryWindowConfig,
+    windows: SummaryWindows,
     enricher: LLMResource,
     pii: PiiRedactionResource,
     lake: LakeResource,
@@ -446,10 +284,10 @@ def _summaries_of(
             summaries_path(lake.lake, day), "summary_id", pl.col("error")
         )
     summaries = summarize_day(
-        con, day, config, annotator, generated_at=datetime.now(UTC), chunk_rows=lake.chunk_rows
+        con, day, windows, annotator, generated_at=datetime.now(UTC), chunk_rows=lake.chunk_rows
     )
     context.log.info(
-        f"{day}: {summaries.height} summaries (min_messages={config.min_messages}, "
-        f"window_hours={config.window_hours}, enricher={annotator.name})"
+        f"{day}: {summaries.height} summaries (min_messages={windows.min_messages}, "
+        f"window_hours={windows.window_hours}, enricher={annotator.name})"
     )
     return summaries, annotator.name, budget

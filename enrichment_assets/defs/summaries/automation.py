@@ -20,6 +20,7 @@ partition mapping or automation condition can express it; the sensor computes it
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -55,12 +56,11 @@ from enrichment_assets.defs.summaries.assets import (
     STALE_REASON_TAG,
     WATERMARK_KEY,
     conversation_summaries,
-    register_normalized,
-    summary_connection,
 )
 from enrichment_assets.env import env_int
 from enrichment_assets.lake import Lake
 from enrichment_assets.sql_files import load_sql
+from enrichment_assets.summary_windows import register_normalized, summary_connection
 
 SUMMARIES_JOB = "conversation_summaries_job"
 SUMMARIES_KEY = AssetKey(ASSET_NAME)
@@ -77,11 +77,21 @@ summaries_job = define_asset_job(
 SCHEDULE_MINUTE = env_int("ENRICH_SUMMARIES_SCHEDULE_MINUTE", 15, minimum=0)
 
 
+def summary_days_of(lake: Lake, partitions: Iterable[str]) -> list[str]:
+    """The summary days (UTC days that are over, `is_summary_day`) on which these batches'
+    normalized Parquet holds summarizable messages, by DuckDB; today is not one until it ends."""
+    con = summary_connection()
+    try:
+        register_normalized(con, [str(lake.layer_path("normalized", p)) for p in partitions])
+        touched = con.sql(load_sql("conversation_summaries_days")).fetchall()
+    finally:
+        con.close()
+    return sorted({day for _, day, _ in touched if is_summary_day(day)})
+
+
 def days_with_messages(lake: Lake, since: datetime) -> list[str]:
     """The summary days (over, `is_summary_day`) on which batches normalized since `since`
     hold messages: a day's messages are in batches written on that day or later."""
-    from enrichment_assets.cli.runner import summary_days_of
-
     cutoff = since.timestamp()
     recent = [
         batch

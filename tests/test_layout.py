@@ -1,0 +1,73 @@
+"""The package's layout (README, "Layout"): dependencies point one way, cli -> defs -> library.
+
+Read from the source with `ast` (every import, also those inside functions and under
+TYPE_CHECKING): nothing is imported, so the test proves the layout, not what a run loads.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "enrichment_assets"
+DAGSTER_PACKAGES = ("dagster", "dagster_postgres", "dagster_webserver", "dagster_dg_cli")
+
+
+def layer_of(path: Path) -> str:
+    """`cli`, `defs` (the Dagster definitions and definitions.py) or `library`."""
+    top = path.relative_to(PACKAGE).parts[0]
+    if top == "cli":
+        return "cli"
+    return "defs" if top in ("defs", "definitions.py") else "library"
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import in the file, relative ones resolved."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = path.relative_to(PACKAGE.parent).with_suffix("").parts[: -node.level]
+                module = ".".join([*base, module] if module else base)
+            found.append((node.lineno, module))
+    return found
+
+
+def forbidden(layer: str, module: str) -> bool:
+    top = module.split(".")[0]
+    if layer == "library":
+        return top in DAGSTER_PACKAGES or module.startswith(
+            ("enrichment_assets.defs", "enrichment_assets.cli", "enrichment_assets.definitions")
+        )
+    if layer == "defs":
+        return module.startswith("enrichment_assets.cli")
+    return False
+
+
+def test_dependencies_point_from_cli_to_defs_to_library() -> None:
+    files = sorted(PACKAGE.rglob("*.py"))
+    layers = {layer_of(path) for path in files}
+    assert layers == {"cli", "defs", "library"}
+    wrong = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} ({layer_of(path)}) imports {module}"
+        for path in files
+        for line, module in imported_modules(path)
+        if forbidden(layer_of(path), module)
+    ]
+    assert wrong == []
+
+
+def test_the_walk_finds_imports_inside_functions() -> None:
+    """`enrich`'s commands import what they need when they run: those count too."""
+    commands = PACKAGE / "cli" / "commands.py"
+    tree = ast.parse(commands.read_text(encoding="utf-8"))
+    top_level = {node.lineno for node in tree.body}
+    nested = [line for line, _ in imported_modules(commands) if line not in top_level]
+    assert nested
+    assert forbidden("library", "dagster._core.storage")
+    assert forbidden("library", "enrichment_assets.defs.resources")
+    assert forbidden("defs", "enrichment_assets.cli.runner")
+    assert not forbidden("cli", "enrichment_assets.defs.resources")

@@ -19,6 +19,8 @@ import os
 import signal
 import time
 
+from enrichment_assets import settings as env_settings
+
 CRASH_ENV = "ENRICH_TEST_CRASH_AT"
 ENOSPC_ENV = "ENRICH_TEST_ENOSPC_AT"
 # Pause at a point (for a test to send a signal there): touch this file, then wait.
@@ -29,13 +31,13 @@ PAUSE_S = 120.0
 
 def fault_point(name: str) -> None:
     """Crash or fail here if a test asked for it (see the module docstring)."""
-    if os.environ.get(CRASH_ENV) == name:
+    if env_settings.raw(CRASH_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
-    if os.environ.get(ENOSPC_ENV) == name:
+    if env_settings.raw(ENOSPC_ENV) == name:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"<{name}>")
-    if os.environ.get(PAUSE_ENV) == name:
+    if env_settings.raw(PAUSE_ENV) == name:
         # Once: the run that retries the interrupted one goes through.
-        marker = os.environ.get(PAUSE_FILE_ENV)
+        marker = env_settings.raw(PAUSE_FILE_ENV)
         if marker and os.path.exists(marker):
             return
         if marker:

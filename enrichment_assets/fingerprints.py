@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.lake import write_bytes_atomic
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -59,7 +60,7 @@ def settings_fingerprint() -> dict[str, str]:
     counts and timeouts left out)."""
     return {
         name: value
-        for name, value in sorted(os.environ.items())
+        for name, value in sorted(env_settings.environment().items())
         if name.startswith("ENRICH_")
         and not any(part in name for part in _SECRETS)
         and not name.endswith(_LOCATIONS_AND_PACE)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import orjson
 
+from enrichment_assets import settings as env_settings
+
 LAYERS = ("raw", "validated", "quarantine", "enriched", "normalized", "status")
 EXPORT_KINDS = ("enriched", "training", "quarantine")
 _HASH_CHUNK = 1 << 20
@@ -37,12 +39,12 @@ _HASH_CHUNK = 1 << 20
 
 def default_data_dir() -> Path:
     """`ENRICH_DATA_DIR`, or `./data`."""
-    return Path(os.environ.get("ENRICH_DATA_DIR", "data"))
+    return Path(env_settings.raw("ENRICH_DATA_DIR") or "data")
 
 
 def default_landing_dir(data_dir: Path | None = None) -> Path:
     """`ENRICH_LANDING_DIR`, or `<data dir>/landing`."""
-    explicit = os.environ.get("ENRICH_LANDING_DIR")
+    explicit = env_settings.raw("ENRICH_LANDING_DIR")
     return Path(explicit) if explicit else (data_dir or default_data_dir()) / "landing"
 
 

@@ -13,7 +13,6 @@ shows the attempts and the health report counts the conversations under the rule
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,7 +63,7 @@ class LowConfidenceRule:
     def from_env(cls) -> LowConfidenceRule:
         from enrichment_assets.enrichers.settings import LLMSettings
 
-        return cls.from_settings(LLMSettings.from_env(os.environ))
+        return cls.from_settings(LLMSettings.from_env())
 
 
 def attempts_path(lake: Lake, partition: str) -> Path:

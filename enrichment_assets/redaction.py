@@ -30,7 +30,6 @@ training dataset's lines are redacted too).
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +40,8 @@ import phonenumbers
 import polars as pl
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
+
+from enrichment_assets import settings as env_settings
 
 PiiMode = Literal["off", "egress", "export"]
 PII_MODES: tuple[str, ...] = get_args(PiiMode)
@@ -91,13 +92,13 @@ _NOT_DIGITS = re.compile(r"[^0-9]")
 
 def pii_mode_from_env(env: Mapping[str, str] | None = None) -> PiiMode:
     """`ENRICH_PII_MODE` (off | egress | export), `egress` when unset (ValueError when bad)."""
-    env = os.environ if env is None else env
+    env = env_settings.environment() if env is None else env
     return parse_mode(env.get("ENRICH_PII_MODE", ""), "ENRICH_PII_MODE")
 
 
 def phone_region_from_env(env: Mapping[str, str] | None = None) -> str:
     """`ENRICH_PII_PHONE_REGION` (an ISO 3166 region, or `none`), US when unset."""
-    env = os.environ if env is None else env
+    env = env_settings.environment() if env is None else env
     return parse_region(env.get("ENRICH_PII_PHONE_REGION", ""), "ENRICH_PII_PHONE_REGION")
 
 

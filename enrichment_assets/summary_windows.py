@@ -22,8 +22,8 @@ import orjson
 import polars as pl
 import pyarrow.parquet as pq
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
-from enrichment_assets.env import env_int
 from enrichment_assets.lake import Lake, atomic_path
 from enrichment_assets.sql_files import load_sql
 
@@ -63,8 +63,8 @@ class SummaryWindows:
 def default_windows() -> SummaryWindows:
     """`ENRICH_SUMMARIES_MIN_MESSAGES` and `ENRICH_SUMMARIES_WINDOW_HOURS`, else 5 and 24."""
     return SummaryWindows(
-        min_messages=env_int("ENRICH_SUMMARIES_MIN_MESSAGES", 5),
-        window_hours=env_int("ENRICH_SUMMARIES_WINDOW_HOURS", 24),
+        min_messages=env_settings.whole_number("ENRICH_SUMMARIES_MIN_MESSAGES", 5),
+        window_hours=env_settings.whole_number("ENRICH_SUMMARIES_WINDOW_HOURS", 24),
     )
 
 

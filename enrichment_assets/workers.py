@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from enrichment_assets.env import env_int
+from enrichment_assets import settings as env_settings
 from enrichment_assets.lake import HOST_TAG
 
 WORKERS_ENV = "ENRICH_WORKERS"
@@ -56,7 +56,7 @@ T = TypeVar("T")
 
 def default_workers() -> int:
     """ENRICH_WORKERS, or one per CPU this process may run on."""
-    return env_int(WORKERS_ENV, len(os.sched_getaffinity(0)))
+    return env_settings.whole_number(WORKERS_ENV, len(os.sched_getaffinity(0)))
 
 
 _pools: dict[int, ProcessPoolExecutor] = {}

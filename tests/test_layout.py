@@ -1,4 +1,5 @@
-"""The package's layout (README, "Layout"): dependencies point one way, cli -> defs -> library.
+"""The package's layout (README, "Layout"): dependencies point one way, cli -> defs -> library;
+the environment is read in one module, `enrichment_assets/settings.py`.
 
 Read from the source with `ast` (every import, also those inside functions and under
 TYPE_CHECKING): nothing is imported, so the test proves the layout, not what a run loads.
@@ -7,7 +8,12 @@ TYPE_CHECKING): nothing is imported, so the test proves the layout, not what a r
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
+
+import pytest
+
+from enrichment_assets import settings
 
 PACKAGE = Path(__file__).resolve().parents[1] / "enrichment_assets"
 DAGSTER_PACKAGES = ("dagster", "dagster_postgres", "dagster_webserver", "dagster_dg_cli")
@@ -71,3 +77,31 @@ def test_the_walk_finds_imports_inside_functions() -> None:
     assert forbidden("library", "enrichment_assets.defs.resources")
     assert forbidden("defs", "enrichment_assets.cli.runner")
     assert not forbidden("cli", "enrichment_assets.defs.resources")
+
+
+ENVIRONMENT_READ = re.compile(r"\bos\.environ\b|\bgetenv\b|\bfrom os import environ\b|\bputenv\b")
+VARIABLE_NAME = re.compile(r"\b(?:ENRICH_[A-Z0-9_]*[A-Z0-9]|DAGSTER_HOME|DAGSTER_PG_URL)\b")
+
+
+def test_the_environment_is_read_in_the_settings_module_only() -> None:
+    settings_module = PACKAGE / "settings.py"
+    outside = [
+        f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != settings_module
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if ENVIRONMENT_READ.search(line)
+    ]
+    assert outside == []
+    assert ENVIRONMENT_READ.search(settings_module.read_text(encoding="utf-8"))
+
+
+def test_every_variable_the_package_names_is_documented_in_settings() -> None:
+    named = {
+        name
+        for path in PACKAGE.rglob("*.py")
+        for name in VARIABLE_NAME.findall(path.read_text(encoding="utf-8"))
+    }
+    assert named - set(settings.VARIABLES) == set()
+    with pytest.raises(KeyError, match="ENRICH_NOT_A_SETTING: not a documented setting"):
+        settings.text("ENRICH_NOT_A_SETTING")

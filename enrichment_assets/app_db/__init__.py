@@ -10,9 +10,9 @@ Unset = the embedded default: seed files in, nothing published.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import TYPE_CHECKING, Any
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.postgres_url import libpq_url
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def __getattr__(name: str) -> Any:
 
 def app_db_url() -> str | None:
     """`ENRICH_APP_DB_URL` (checked: `postgres_url.libpq_url`), or None when it is not set."""
-    url = os.environ.get(APP_DB_URL_ENV)
+    url = env_settings.raw(APP_DB_URL_ENV)
     return libpq_url(url, APP_DB_URL_ENV) if url else None
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from enrichment_assets.env import env_int
+from enrichment_assets import settings as env_settings
 
 GATE_CHUNK_ROWS_ENV = "ENRICH_GATE_CHUNK_ROWS"
 DEFAULT_GATE_CHUNK_ROWS = 50_000
@@ -46,7 +46,7 @@ _UNIQUE = {"expect_column_values_to_be_unique", "expect_compound_columns_to_be_u
 
 def gate_chunk_rows() -> int:
     """Rows of one gate chunk: ENRICH_GATE_CHUNK_ROWS, or 50,000."""
-    return max(1, env_int(GATE_CHUNK_ROWS_ENV, DEFAULT_GATE_CHUNK_ROWS))
+    return max(1, env_settings.whole_number(GATE_CHUNK_ROWS_ENV, DEFAULT_GATE_CHUNK_ROWS))
 
 
 @dataclass(frozen=True)

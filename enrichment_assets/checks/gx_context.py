@@ -24,7 +24,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.checks.deferred_imports import GX_UNUSED_IMPORTS, defer
 from enrichment_assets.checks.gate_chunks import (
     ChunkPlan,
@@ -138,7 +138,7 @@ class GateContext:
     """An ephemeral GX context holding every suite, one validation definition per layer."""
 
     def __init__(self, reports_dir: Path) -> None:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        env_settings.disable_gx_analytics()
         defer(*GX_UNUSED_IMPORTS)  # about 85 MiB our suites never use (`deferred_imports`)
         import great_expectations as gx
 

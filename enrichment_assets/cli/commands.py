@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from enrichment_assets.cli.runner import CommandState, PartitionOutcome
     from enrichment_assets.lake import Lake
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.postgres_url import PostgresUrlError
 from enrichment_assets.terminal import console, dumps_json, plain, visible
 
@@ -981,7 +982,7 @@ def main() -> None:
         _say_error("enrich: interrupted")
         sys.exit(130)
     except Exception as error:  # a bug or an environment problem: still one line
-        if os.environ.get("ENRICH_DEBUG"):
+        if env_settings.raw("ENRICH_DEBUG"):
             raise
         _say_error(f"enrich: error: {type(error).__name__}: {_message(error, first_line=True)}")
         sys.exit(1)

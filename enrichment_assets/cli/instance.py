@@ -17,12 +17,12 @@ first opening is therefore done under a file lock, and retried if another kind o
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from dagster import DagsterInstance
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.lake import default_data_dir
 from enrichment_assets.locks import file_lock
 from enrichment_assets.package_data import package_data_path
@@ -39,11 +39,11 @@ def embedded_instance_dir(data_dir: Path) -> Path:
 
 
 def _open() -> DagsterInstance:
-    if os.environ.get("DAGSTER_HOME"):
+    if env_settings.raw("DAGSTER_HOME"):
         return DagsterInstance.get()
     home = embedded_instance_dir(default_data_dir())
     home.mkdir(parents=True, exist_ok=True)
-    os.environ[INSTANCE_DIR_VARIABLE] = str(home)
+    env_settings.use_instance_dir(str(home))
     return DagsterInstance.from_config(str(package_data_path("dagster.yaml").parent))
 
 

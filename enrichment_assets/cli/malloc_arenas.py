@@ -13,7 +13,8 @@ own, and Python objects are allocated under the GIL anyway.
 from __future__ import annotations
 
 import ctypes
-import os
+
+from enrichment_assets import settings as env_settings
 
 ARENA_MAX_ENV = "MALLOC_ARENA_MAX"
 DEFAULT_ARENAS = 2
@@ -23,7 +24,7 @@ _M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
 def limit_malloc_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
     """Cap this process's malloc arenas (call before threads start); False when the
     environment sets it already or the C library is not glibc."""
-    if os.environ.get(ARENA_MAX_ENV):
+    if env_settings.raw(ARENA_MAX_ENV):
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt

@@ -3,7 +3,6 @@ PII redaction."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from dagster import ConfigurableResource, Definitions, EnvVar, InitResourceContext, definitions
 from pydantic import Field, PrivateAttr
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.app_db import APP_DB_URL_ENV
 from enrichment_assets.defs.run_liveness import heartbeat
 from enrichment_assets.enrichers.base import Enricher
@@ -54,13 +54,13 @@ class AppDatabaseResource(ConfigurableResource):
     @property
     def app_db_url(self) -> str | None:
         """The URL for psycopg (`postgres_url.libpq_url`), or None when not configured."""
-        url = self.url or os.environ.get(APP_DB_URL_ENV)
+        url = self.url or env_settings.raw(APP_DB_URL_ENV)
         return libpq_url(url, APP_DB_URL_ENV) if url else None
 
 
 def app_database() -> AppDatabaseResource:
     """The resource, from `ENRICH_APP_DB_URL` when it is set."""
-    if os.environ.get(APP_DB_URL_ENV):
+    if env_settings.raw(APP_DB_URL_ENV):
         return AppDatabaseResource(url=EnvVar(APP_DB_URL_ENV))
     return AppDatabaseResource()
 
@@ -208,7 +208,7 @@ class AlertWebhookResource(ConfigurableResource):
 
     @property
     def webhook_url(self) -> str | None:
-        return (self.url or os.environ.get(ALERT_WEBHOOK_URL_ENV, "")).strip() or None
+        return (self.url or env_settings.raw(ALERT_WEBHOOK_URL_ENV) or "").strip() or None
 
 
 class LLMResource(ConfigurableResource):
@@ -277,7 +277,7 @@ class LLMResource(ConfigurableResource):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LLMResource:
         """Resource config from the environment; the key stays an EnvVar reference."""
-        env = os.environ if env is None else env
+        env = env_settings.environment() if env is None else env
         settings = LLMSettings.from_env(env)
         key_var = next((n for n in ("ENRICH_LLM_API_KEY", "OPENAI_API_KEY") if env.get(n)), None)
         return cls(

@@ -21,7 +21,6 @@ requests, `max_response_bytes` the cap on an answer's body.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +28,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.enrichers.annotation import ModelPrice
 from enrichment_assets.enrichers.base import Enricher
 from enrichment_assets.enrichers.budget import SpendBudget
@@ -121,7 +121,7 @@ class LLMSettings(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LLMSettings:
         """Read the `ENRICH_*` variables (README, "Configuration"); unset ones keep the defaults."""
-        env = os.environ if env is None else env
+        env = env_settings.environment() if env is None else env
         names = {
             "enricher": "ENRICH_ENRICHER",
             "base_url": "ENRICH_LLM_BASE_URL",

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from enrichment_assets.env import env_int
+from enrichment_assets import settings as env_settings
 
 RECORD_TOO_LARGE = "record_too_large"
 NESTING_TOO_DEEP = "nesting_too_deep"
@@ -65,12 +65,13 @@ class RecordLimits:
         """The limits given (non-zero), else from the environment, else the defaults."""
         return cls(
             max_record_bytes=max_record_bytes
-            or env_int("ENRICH_MAX_RECORD_BYTES", cls.max_record_bytes),
+            or env_settings.whole_number("ENRICH_MAX_RECORD_BYTES", cls.max_record_bytes),
             max_nesting_depth=max_nesting_depth
-            or env_int("ENRICH_MAX_NESTING_DEPTH", cls.max_nesting_depth),
-            max_messages=max_messages or env_int("ENRICH_MAX_MESSAGES", cls.max_messages),
+            or env_settings.whole_number("ENRICH_MAX_NESTING_DEPTH", cls.max_nesting_depth),
+            max_messages=max_messages
+            or env_settings.whole_number("ENRICH_MAX_MESSAGES", cls.max_messages),
             max_message_chars=max_message_chars
-            or env_int("ENRICH_MAX_MESSAGE_CHARS", cls.max_message_chars),
+            or env_settings.whole_number("ENRICH_MAX_MESSAGE_CHARS", cls.max_message_chars),
         )
 
     def too_large(self, size: int) -> str:

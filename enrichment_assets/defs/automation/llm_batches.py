@@ -22,6 +22,7 @@ from __future__ import annotations
 import orjson
 from dagster import RunRequest, SensorEvaluationContext, SensorResult, sensor
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.defs.automation.failed_partitions import LLM_BATCH_TRIGGER
 from enrichment_assets.defs.automation.low_confidence import REASKED_ASSETS
 from enrichment_assets.defs.automation.new_raw_files import PIPELINE_JOB, TRIGGER_TAG
@@ -29,7 +30,6 @@ from enrichment_assets.defs.automation.settings import default_sensor_status, re
 from enrichment_assets.defs.resources import LakeResource, LLMResource
 from enrichment_assets.enrichers.batch_ledger import PartitionBatches, open_submissions
 from enrichment_assets.enrichers.settings import LLMSettings
-from enrichment_assets.env import env_int
 from enrichment_assets.lake import Lake
 from enrichment_assets.locks import claimed_partitions
 
@@ -122,7 +122,7 @@ def _describe(statuses: dict[str, str]) -> str:
 @sensor(
     name="llm_batches",
     job_name=PIPELINE_JOB,
-    minimum_interval_seconds=env_int("ENRICH_LLM_BATCH_POLL_S", 300, 1),
+    minimum_interval_seconds=env_settings.whole_number("ENRICH_LLM_BATCH_POLL_S", 300, 1),
     default_status=default_sensor_status(),
     description=(
         "Polls the LLM batches the enriched layer submitted (ENRICH_LLM_MODE=batch); when a "
@@ -137,5 +137,5 @@ def llm_batches(
         context,
         lake.lake,
         enricher.settings(),
-        max_polls=env_int("ENRICH_LLM_BATCH_MAX_POLLS", 100, 1),
+        max_polls=env_settings.whole_number("ENRICH_LLM_BATCH_MAX_POLLS", 100, 1),
     )

@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 import polars as pl
 from dagster import AssetKey, RunRequest, SensorEvaluationContext, SensorResult, sensor
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.defs.automation.new_raw_files import PIPELINE_JOB, TRIGGER_TAG
 from enrichment_assets.defs.automation.settings import default_sensor_status, requested_run_config
 from enrichment_assets.defs.resources import LakeResource, LLMResource
 from enrichment_assets.enrichers.batch_ledger import read_batches
-from enrichment_assets.env import env_int
 from enrichment_assets.lake import Lake
 from enrichment_assets.locks import claimed_partitions
 from enrichment_assets.low_confidence import LowConfidenceRule, candidates
@@ -87,7 +87,7 @@ def low_confidence_tick(
 @sensor(
     name="low_confidence",
     job_name=PIPELINE_JOB,
-    minimum_interval_seconds=env_int("ENRICH_LOW_CONFIDENCE_INTERVAL_S", 3600, 1),
+    minimum_interval_seconds=env_settings.whole_number("ENRICH_LOW_CONFIDENCE_INTERVAL_S", 3600, 1),
     default_status=default_sensor_status(),
     description=(
         "Re-asks conversations whose confidence is below the threshold once their last "

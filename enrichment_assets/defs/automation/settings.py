@@ -15,32 +15,16 @@ A bad value fails the code location's load with a one-line message naming the va
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from dagster import DefaultSensorStatus
 
-from enrichment_assets.env import env_int
-
-
-def _seconds_list(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        values = tuple(int(part) for part in raw.split(","))
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected comma-separated seconds") from None
-    if not values or any(v < 0 for v in values):
-        raise ValueError(f"{name}={raw!r}: expected at least one non-negative number")
-    return values
+from enrichment_assets import settings as env_settings
 
 
 def default_sensor_status() -> DefaultSensorStatus:
     """`ENRICH_SENSORS_DEFAULT_STATUS`: sensors run out of the box unless set to `stopped`."""
-    raw = os.environ.get("ENRICH_SENSORS_DEFAULT_STATUS", "running").strip().lower()
-    if raw not in ("running", "stopped"):
-        raise ValueError(f"ENRICH_SENSORS_DEFAULT_STATUS={raw!r}: expected running or stopped")
+    raw = env_settings.choice("ENRICH_SENSORS_DEFAULT_STATUS", "running", ("running", "stopped"))
     return DefaultSensorStatus.RUNNING if raw == "running" else DefaultSensorStatus.STOPPED
 
 
@@ -56,10 +40,16 @@ class NewFilesSettings:
     @classmethod
     def from_env(cls) -> NewFilesSettings:
         return cls(
-            settle_seconds=env_int("ENRICH_NEW_FILES_SETTLE_S", cls.settle_seconds, minimum=0),
-            max_files_per_batch=env_int("ENRICH_BATCH_MAX_FILES", cls.max_files_per_batch, 1),
-            max_bytes_per_batch=env_int("ENRICH_BATCH_MAX_BYTES", cls.max_bytes_per_batch, 1),
-            max_batches_per_tick=env_int(
+            settle_seconds=env_settings.whole_number(
+                "ENRICH_NEW_FILES_SETTLE_S", cls.settle_seconds, minimum=0
+            ),
+            max_files_per_batch=env_settings.whole_number(
+                "ENRICH_BATCH_MAX_FILES", cls.max_files_per_batch, 1
+            ),
+            max_bytes_per_batch=env_settings.whole_number(
+                "ENRICH_BATCH_MAX_BYTES", cls.max_bytes_per_batch, 1
+            ),
+            max_batches_per_tick=env_settings.whole_number(
                 "ENRICH_NEW_FILES_MAX_BATCHES_PER_TICK", cls.max_batches_per_tick, 1
             ),
         )
@@ -88,28 +78,30 @@ class RetrySettings:
     @classmethod
     def from_env(cls) -> RetrySettings:
         return cls(
-            backoff_seconds=_seconds_list("ENRICH_RETRY_BACKOFF_S", DEFAULT_BACKOFF_SECONDS),
-            max_runs_per_tick=env_int("ENRICH_RETRY_MAX_RUNS_PER_TICK", cls.max_runs_per_tick, 1),
-            max_requests_per_tick=env_int(
+            backoff_seconds=env_settings.seconds_list(
+                "ENRICH_RETRY_BACKOFF_S", DEFAULT_BACKOFF_SECONDS
+            ),
+            max_runs_per_tick=env_settings.whole_number(
+                "ENRICH_RETRY_MAX_RUNS_PER_TICK", cls.max_runs_per_tick, 1
+            ),
+            max_requests_per_tick=env_settings.whole_number(
                 "ENRICH_RETRY_MAX_REQUESTS_PER_TICK", cls.max_requests_per_tick, 1
             ),
-            never_ran_grace_s=env_int("ENRICH_NEVER_RAN_GRACE_S", cls.never_ran_grace_s, 0),
+            never_ran_grace_s=env_settings.whole_number(
+                "ENRICH_NEVER_RAN_GRACE_S", cls.never_ran_grace_s, 0
+            ),
         )
 
 
 def new_files_interval_seconds() -> int:
-    return env_int("ENRICH_NEW_FILES_INTERVAL_S", 30, 1)
+    return env_settings.whole_number("ENRICH_NEW_FILES_INTERVAL_S", 30, 1)
 
 
 def retry_interval_seconds() -> int:
-    return env_int("ENRICH_RETRY_INTERVAL_S", 60, 1)
+    return env_settings.whole_number("ENRICH_RETRY_INTERVAL_S", 60, 1)
 
 
 def requested_run_config() -> dict:
     """Run config of the runs the sensors request (`ENRICH_SENSOR_RUN_EXECUTOR`)."""
-    raw = os.environ.get("ENRICH_SENSOR_RUN_EXECUTOR", "").strip().lower()
-    if raw in ("", "default"):
-        return {}
-    if raw == "in_process":
-        return {"execution": {"config": {"in_process": {}}}}
-    raise ValueError(f"ENRICH_SENSOR_RUN_EXECUTOR={raw!r}: expected in_process or default")
+    raw = env_settings.choice("ENRICH_SENSOR_RUN_EXECUTOR", "default", ("in_process", "default"))
+    return {"execution": {"config": {"in_process": {}}}} if raw == "in_process" else {}

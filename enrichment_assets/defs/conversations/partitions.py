@@ -6,11 +6,12 @@ range of empty ("Missing") partitions before the first data or between data days
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
 from dagster import DagsterInstance, DynamicPartitionsDefinition
+
+from enrichment_assets import settings as env_settings
 
 # A batch is one file, or a bounded group of small files found together. Its key is
 # derived from the content (see `lake.batch_key`), so re-landing the same bytes
@@ -27,13 +28,7 @@ summary_days = DynamicPartitionsDefinition(name="summary_days")
 def summaries_start_date() -> date | None:
     """`ENRICH_SUMMARIES_START_DATE` (YYYY-MM-DD): no day before it is summarized; unset, the
     first day with data is the first partition."""
-    raw = os.environ.get("ENRICH_SUMMARIES_START_DATE", "").strip()
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise ValueError(f"ENRICH_SUMMARIES_START_DATE={raw!r}: expected YYYY-MM-DD") from None
+    return env_settings.iso_date("ENRICH_SUMMARIES_START_DATE")
 
 
 # Read when the code location loads too, so that a bad value fails the load with its name.

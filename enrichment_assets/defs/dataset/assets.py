@@ -31,6 +31,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.dataset.build import (
     REMOVAL_STEPS,
     DatasetSpec,
@@ -62,7 +63,6 @@ from enrichment_assets.defs.metadata import (
     unchanged_result,
 )
 from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource
-from enrichment_assets.env import env_int
 from enrichment_assets.faults import fault_point
 from enrichment_assets.lake import hidden_temp
 
@@ -313,6 +313,6 @@ training_dataset_automation = AutomationConditionSensorDefinition(
     "training_dataset_automation",
     target=AssetSelection.assets(training_dataset),
     default_status=default_sensor_status(),
-    minimum_interval_seconds=env_int("ENRICH_DATASET_AUTOMATION_INTERVAL_S", 30),
+    minimum_interval_seconds=env_settings.whole_number("ENRICH_DATASET_AUTOMATION_INTERVAL_S", 30),
     description="Rebuilds the default training dataset once layer runs have updated a batch.",
 )

@@ -22,11 +22,11 @@ from dagster import (
     sensor,
 )
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.alerts import AlertDeliveryError, level_changes, post_json, slack_message
 from enrichment_assets.defs.automation.settings import default_sensor_status
 from enrichment_assets.defs.health.assets import HEALTH_ASSET, LEVELS_KEY
 from enrichment_assets.defs.resources import ALERT_WEBHOOK_URL_ENV, AlertWebhookResource
-from enrichment_assets.env import env_int
 from enrichment_assets.health_metrics import THRESHOLDS
 
 
@@ -85,7 +85,7 @@ def health_alerts_tick(
 
 @sensor(
     name="health_alerts",
-    minimum_interval_seconds=env_int("ENRICH_ALERT_INTERVAL_S", 30),
+    minimum_interval_seconds=env_settings.whole_number("ENRICH_ALERT_INTERVAL_S", 30),
     default_status=default_sensor_status(),
     description=(
         "Posts each pipeline_health threshold's change of level (CRITICAL, WARNING, recovery) "

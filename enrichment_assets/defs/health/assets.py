@@ -19,6 +19,7 @@ from dagster import (
     define_asset_job,
 )
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.defs.automation.retry_state import flagged_partitions
 from enrichment_assets.defs.automation.settings import default_sensor_status
 from enrichment_assets.defs.conversations.enriched import enriched_conversations
@@ -28,7 +29,6 @@ from enrichment_assets.defs.conversations.validated import validated_conversatio
 from enrichment_assets.defs.metadata import path_value
 from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.defs.run_liveness import active_partitions
-from enrichment_assets.env import env_int
 from enrichment_assets.health_metrics import CRITICAL, OK, THRESHOLDS, pipeline_health
 from enrichment_assets.health_report import write_health_files
 from enrichment_assets.queries import layer_counts
@@ -148,7 +148,9 @@ pipeline_health_automation = AutomationConditionSensorDefinition(
     "pipeline_health_automation",
     target=AssetSelection.assets(pipeline_health_asset),
     default_status=default_sensor_status(),
-    minimum_interval_seconds=env_int("ENRICH_HEALTH_AUTOMATION_INTERVAL_S", 30, minimum=1),
+    minimum_interval_seconds=env_settings.whole_number(
+        "ENRICH_HEALTH_AUTOMATION_INTERVAL_S", 30, minimum=1
+    ),
     description="Re-computes pipeline_health (and its checks) once layer runs have updated "
     "a batch.",
 )

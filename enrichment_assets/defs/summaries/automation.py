@@ -41,6 +41,7 @@ from dagster import (
 )
 from dagster._core.storage.tags import PARTITION_NAME_TAG
 
+from enrichment_assets import settings as env_settings
 from enrichment_assets.defs.automation.new_raw_files import TRIGGER_TAG
 from enrichment_assets.defs.automation.settings import default_sensor_status
 from enrichment_assets.defs.conversations.partitions import (
@@ -57,7 +58,6 @@ from enrichment_assets.defs.summaries.assets import (
     WATERMARK_KEY,
     conversation_summaries,
 )
-from enrichment_assets.env import env_int
 from enrichment_assets.lake import Lake
 from enrichment_assets.sql_files import load_sql
 from enrichment_assets.summary_windows import register_normalized, summary_connection
@@ -74,7 +74,7 @@ summaries_job = define_asset_job(
     description="Summaries of one UTC day (per user, persona and window).",
 )
 
-SCHEDULE_MINUTE = env_int("ENRICH_SUMMARIES_SCHEDULE_MINUTE", 15, minimum=0)
+SCHEDULE_MINUTE = env_settings.whole_number("ENRICH_SUMMARIES_SCHEDULE_MINUTE", 15, minimum=0)
 
 
 def summary_days_of(lake: Lake, partitions: Iterable[str]) -> list[str]:
@@ -301,7 +301,7 @@ def stale_summaries_tick(
 @sensor(
     name="stale_summaries",
     job=summaries_job,
-    minimum_interval_seconds=env_int("ENRICH_STALE_SUMMARIES_INTERVAL_S", 60),
+    minimum_interval_seconds=env_settings.whole_number("ENRICH_STALE_SUMMARIES_INTERVAL_S", 60),
     default_status=default_sensor_status(),
     description=(
         "Re-materializes summary days that a late batch holds messages on; the run's "
@@ -310,5 +310,5 @@ def stale_summaries_tick(
 )
 def stale_summaries(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
     """Late data → stale summary days → re-runs of those days."""
-    max_batches = env_int("ENRICH_STALE_SUMMARIES_MAX_BATCHES_PER_TICK", 100)
+    max_batches = env_settings.whole_number("ENRICH_STALE_SUMMARIES_MAX_BATCHES_PER_TICK", 100)
     return stale_summaries_tick(context, lake.lake, max_batches)

@@ -105,3 +105,14 @@ def test_every_variable_the_package_names_is_documented_in_settings() -> None:
     assert named - set(settings.VARIABLES) == set()
     with pytest.raises(KeyError, match="ENRICH_NOT_A_SETTING: not a documented setting"):
         settings.text("ENRICH_NOT_A_SETTING")
+
+
+def test_no_private_dagster_import() -> None:
+    private = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line, module in imported_modules(path)
+        if module.split(".")[0] in DAGSTER_PACKAGES
+        and any(part.startswith("_") for part in module.split(".")[1:])
+    ]
+    assert private == []

@@ -1,9 +1,10 @@
 """Which partitions a change of the annotation code version left stale, and why.
 
-Dagster decides (its stale-status resolver, the one the UI uses): a partition is
-stale when the code version it was materialized under is not the asset's current
-one. The reason names what changed (`code_version.describe_change`). Used by
-`enrich run --stale`, which re-enriches exactly those partitions.
+Dagster's rule (the one its UI shows as "updated code version"): a partition is stale
+when the code version its latest materialization recorded (`dagster/code_version`) is
+not the asset's current one; read here through the instance's public records. The
+reason names what changed (`code_version.describe_change`). Used by `enrich run --stale`,
+which re-enriches exactly those partitions.
 """
 
 from __future__ import annotations
@@ -13,13 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import (
-    CachingStaleStatusResolver,
-    StaleCauseCategory,
-    StaleStatus,
-)
-from dagster._time import get_current_datetime
 
 from enrichment_assets.enrichers.code_version import describe_change
 
@@ -52,29 +46,19 @@ def _recorded_version(instance: DagsterInstance, key: AssetKey, partition: str) 
 def stale_partitions(
     instance: DagsterInstance, defs: Definitions, key: AssetKey = ENRICHED
 ) -> list[StalePartition]:
-    """The materialized partitions of `key` that Dagster reports stale by code version."""
-    graph = defs.resolve_asset_graph()
-    if not graph.has(key):
+    """The materialized partitions of `key` whose latest materialization ran under another
+    code version than the asset's current one (stale by its own code, not upstream data)."""
+    if key not in defs.resolve_all_asset_keys():
         return []
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=graph,
-    )
-    resolver = CachingStaleStatusResolver(instance, graph, view)
-    current = graph.get(key).code_version or ""
+    current = defs.resolve_assets_def(key).code_versions_by_key.get(key)
+    if not current:
+        return []  # no code version: Dagster never calls it stale by code
     stale = []
     for partition in sorted(instance.get_materialized_partitions(key)):
-        if resolver.get_status(key, partition) != StaleStatus.STALE:
-            continue
-        causes = resolver.get_stale_causes(key, partition)
-        if not any(
-            cause.category == StaleCauseCategory.CODE
-            and getattr(cause.key, "asset_key", cause.key) == key
-            for cause in causes
-        ):
-            continue  # stale for another reason (upstream data): not ours to re-enrich
-        change = describe_change(_recorded_version(instance, key, partition), current)
+        recorded = _recorded_version(instance, key, partition)
+        if recorded is None or recorded == current:
+            continue  # no recorded version (no provenance) or the same code: not stale by code
+        change = describe_change(recorded, current)
         stale.append(StalePartition(key.to_user_string(), partition, f"new code version: {change}"))
     return stale
 

@@ -39,7 +39,6 @@ from dagster import (
     schedule,
     sensor,
 )
-from dagster._core.storage.tags import PARTITION_NAME_TAG
 
 from enrichment_assets import settings as env_settings
 from enrichment_assets.defs.automation.new_raw_files import TRIGGER_TAG
@@ -65,6 +64,8 @@ from enrichment_assets.summary_windows import register_normalized, summary_conne
 SUMMARIES_JOB = "conversation_summaries_job"
 SUMMARIES_KEY = AssetKey(ASSET_NAME)
 STALE_BATCHES_TAG = "enrich/stale_batches"
+# The run tag Dagster sets on a partition's runs (documented; its constant is private).
+PARTITION_TAG = "dagster/partition"
 _MAX_TAG_CHARS = 500
 
 summaries_job = define_asset_job(
@@ -233,7 +234,7 @@ def _day_in_progress(instance: DagsterInstance, day: str) -> bool:
     runs = instance.get_run_records(
         RunsFilter(
             job_name=SUMMARIES_JOB,
-            tags={PARTITION_NAME_TAG: day},
+            tags={PARTITION_TAG: day},
             statuses=UNFINISHED_RUN_STATUSES,
         ),
         limit=1,

@@ -1,6 +1,6 @@
 """Health alerts: which thresholds changed level, the Slack-compatible message, the post.
 
-No Dagster here: the `health_alerts` sensor (`automation/health_alerts.py`) decides when
+No Dagster here: the `health_alerts` sensor (`defs/health/alerts.py`) decides when
 to call these. The system we replace paged on CRITICAL and posted a chat message on
 WARNING; a change back to `ok` is posted too, so that whoever was paged hears of the
 recovery. A level that did not change is never posted again.

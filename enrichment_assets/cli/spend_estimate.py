@@ -2,7 +2,7 @@
 
 The partitions are landed and validated (raw and validated layers: no LLM work),
 then each one's validated conversations are estimated as the enriched asset would
-estimate them before sending (`assets/llm_spend.py`, `enrichers/pricing.py`),
+estimate them before sending (`defs/spend/llm_spend.py`, `enrichers/pricing.py`),
 cache hits included, and compared with the configured budgets.
 """
 

@@ -249,7 +249,7 @@ def _budget_and_batches(
     estimate: CostEstimate | None,
 ) -> "tuple[SpendBudget, BatchProgress | None]":
     """What the run may spend (a `Failure` over budget: nothing sent) and, in the Batch
-    API mode, where its partition's batches are (`assets/enriched_batches.py`)."""
+    API mode, where its partition's batches are (`defs/conversations/enriched_batches.py`)."""
     store, partition = lake.lake, context.partition_key
     # Batches out (of other partitions) count against the daily limit until applied.
     committed = committed_to_batches(settings, store.data_dir, besides=partition)

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from dagster import AssetCheckSeverity, DagsterInstance
+from dagster import DagsterInstance, ExecuteInProcessResult
 
-from enrichment_assets.cli.runner import QUIET_RUN_CONFIG
+from enrichment_assets.cli.runner import QUIET_RUN_CONFIG, failed_error_checks, first_failure
 from enrichment_assets.dataset.build import DATASET_NAME, dataset_partitions
 from enrichment_assets.dataset.fingerprint import (
     PublishedRecord,
@@ -86,11 +86,12 @@ def materialize_training_dataset(
     result = job.execute_in_process(
         instance=instance, run_config=run_config, tags=tags or {}, raise_on_error=False
     )
-    failed_checks = [
-        f"{e.asset_key.to_user_string()}:{e.check_name}"
-        for e in result.get_asset_check_evaluations()
-        if not e.passed and e.severity == AssetCheckSeverity.ERROR
-    ]
+    return _outcome_of(name, result)
+
+
+def _outcome_of(name: str, result: ExecuteInProcessResult) -> DatasetOutcome:
+    """What the dataset run did: its checks, its files, its one-line error."""
+    failed_checks = failed_error_checks(result)
     folder = dataset_dir(LakeResource().lake, name) if DATASET_NAME.fullmatch(name) else None
     manifest = folder / MANIFEST if folder is not None else None
     success = result.success and not failed_checks
@@ -108,7 +109,7 @@ def materialize_training_dataset(
         run_id=result.run_id,
         folder=folder,
         failed_checks=failed_checks,
-        error=None if result.success else _failure(result),
+        error=None if result.success else first_failure(result),
         counts=orjson.loads(manifest.read_bytes())["counts"]
         if success and manifest is not None and manifest.is_file()
         else None,
@@ -135,15 +136,3 @@ def _published_and_unchanged(
         return unchanged_since(store, name, dataset_dir(store, name), fingerprint)
     except (ValueError, OSError, KeyError):  # the run says what is wrong, in one line
         return None
-
-
-def _failure(result: object) -> str:
-    """One line: the failed step's root error."""
-    for event in result.all_events:  # type: ignore[attr-defined]
-        if event.is_step_failure and event.event_specific_data is not None:
-            error = event.event_specific_data.error
-            while error is not None and error.cause is not None:
-                error = error.cause
-            message = error.message.strip().splitlines()[0] if error else "see the run's logs"
-            return f"step {event.step_key} failed: {message}"
-    return "the run failed: see its logs in the Dagster UI"

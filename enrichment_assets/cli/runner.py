@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import DagsterInstance, Definitions
+from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 
 from enrichment_assets.cli.run_log import append_run_events
 from enrichment_assets.defs.conversations.partitions import (
@@ -272,21 +272,26 @@ def _execute(
         run_config=run_config,
         asset_selection=asset_selection,
     )
-    failed_checks = [
-        f"{e.asset_key.to_user_string()}:{e.check_name}"
-        for e in result.get_asset_check_evaluations()
-        if not e.passed and e.severity.value == "ERROR"
-    ]
+    failed_checks = failed_error_checks(result)
     return PartitionOutcome(
         partition=key or job.name,
         success=result.success and not failed_checks,
         run_id=result.run_id,
         failed_checks=failed_checks,
-        error=None if result.success else _first_failure(result),
+        error=None if result.success else first_failure(result),
     )
 
 
-def _first_failure(result: object) -> str:
+def failed_error_checks(result: ExecuteInProcessResult) -> list[str]:
+    """`asset:check` of each ERROR-severity check the run failed (WARN ones do not count)."""
+    return [
+        f"{e.asset_key.to_user_string()}:{e.check_name}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity.value == "ERROR"
+    ]
+
+
+def first_failure(result: object) -> str:
     """One line naming the failed step and the root cause of its error."""
     for event in result.all_events:  # type: ignore[attr-defined]
         if event.is_step_failure and event.event_specific_data is not None:

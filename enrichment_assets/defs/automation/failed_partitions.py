@@ -20,7 +20,7 @@ partition be retried at all.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
@@ -290,6 +290,16 @@ def retry_request(
     )
 
 
+@dataclass
+class _Tick:
+    """What one evaluation found and decided."""
+
+    entries: dict[str, PartitionRetry]
+    requests: list[RunRequest] = field(default_factory=list)
+    observations: list[AssetObservation] = field(default_factory=list)
+    changed: bool = False  # the retry state must be written back
+
+
 def failed_partitions_tick(
     context: SensorEvaluationContext,
     lake: Lake,
@@ -301,15 +311,44 @@ def failed_partitions_tick(
     instance = context.instance
     log = context.log
     state = _parse_cursor(context.cursor)
-    updated_after: float | None = state.get("updated_after")
     # Runs whose process died stay STARTED: end them first, they are then retried below.
     for dead in recover_dead_runs(instance, now=now.timestamp()):
         log.warning(
             f"run {dead.run_id} of partition {dead.partition} died ({dead.reason}): marked failed"
         )
-    entries = read_retries(instance)
-    changed = False
+    tick = _Tick(entries=read_retries(instance))
+    watch, updated_after = _partitions_to_watch(
+        instance, tick.entries, settings, state.get("updated_after")
+    )
+    latest = latest_runs(instance, watch)
+    for partition in watch:
+        record = latest.get(partition)
+        if record is None or record.dagster_run.status not in FINISHED_STATUSES:
+            continue  # never ran, or a run is under way: wait for it
+        entry = _entry_of_latest_run(instance, lake, partition, record, tick, log)
+        if entry is not None and not entry.flagged:
+            _plan_retry(entry, tick, settings, now, log)
 
+    first_runs, confirmed = never_ran_requests(
+        instance, lake, int(state.get("confirmed", 0)), settings, now=now, log=log
+    )
+    tick.requests.extend(first_runs[: max(settings.max_requests_per_tick - len(tick.requests), 0)])
+    if tick.changed:
+        write_retries(instance, tick.entries)
+    cursor = orjson.dumps(
+        {"v": CURSOR_VERSION, "updated_after": updated_after, "confirmed": confirmed}
+    ).decode()
+    return _tick_result(tick, cursor)
+
+
+def _partitions_to_watch(
+    instance: DagsterInstance,
+    entries: dict[str, PartitionRetry],
+    settings: RetrySettings,
+    updated_after: float | None,
+) -> tuple[list[str], float | None]:
+    """The batch partitions whose runs finished since the cursor, and those being retried;
+    the cursor's new `updated_after`."""
     finished = instance.get_run_records(
         filters=RunsFilter(
             statuses=FINISHED_STATUSES,
@@ -330,76 +369,86 @@ def failed_partitions_tick(
         (touched & set(instance.get_dynamic_partitions(batch_partitions.name)))
         | {key for key, entry in entries.items() if not entry.flagged}
     )
+    return watch, updated_after
 
-    requests: list[RunRequest] = []
-    observations: list[AssetObservation] = []
-    latest = latest_runs(instance, watch)
-    for partition in watch:
-        record = latest.get(partition)
-        if record is None or record.dagster_run.status not in FINISHED_STATUSES:
-            continue  # never ran, or a run is under way: wait for it
-        run = record.dagster_run
-        entry = entries.get(partition)
-        if entry is None or entry.failed_run_id != run.run_id:
-            verdict = assess_run(instance, lake, record)
-            if verdict is None:
-                if entry is not None:
-                    log.info(f"partition {partition}: run {run.run_id} is healthy; retries cleared")
-                    del entries[partition]
-                    changed = True
-                continue
-            tries = tries_of(record)
-            if entry is not None and tries == 0 and entry.tries > 0:
-                log.info(
-                    f"partition {partition}: run {run.run_id} was started by hand; "
-                    f"try count reset (was {entry.tries})"
-                )
-            entry = PartitionRetry(
-                partition=partition,
-                reason=verdict.reason,
-                detail=verdict.detail,
-                failed_run_id=run.run_id,
-                failed_at=record.end_time or record.update_timestamp.timestamp(),
-                tries=tries,
-            )
-            entries[partition] = entry
-            changed = True
-        if entry.flagged:
-            continue
-        if entry.tries >= settings.max_tries:
-            observations.append(flag_for_a_person(entry, now, log))
-            changed = True
-            continue
-        due = entry.failed_at + settings.backoff_seconds[entry.tries]
-        if entry.reason == BUDGET_STOPPED:  # not before the budget window allows it
-            window = next_window(datetime.fromtimestamp(entry.failed_at, UTC)).timestamp()
-            due = max(due, window)
-        if entry.next_attempt_at != due:
-            entry.next_attempt_at, changed = due, True
-        if now.timestamp() < due or len(requests) >= settings.max_requests_per_tick:
-            continue
-        # The retry run itself counts the attempt in the status table (status.register_records).
-        requests.append(retry_request(entry, settings, log))
 
-    first_runs, confirmed = never_ran_requests(
-        instance, lake, int(state.get("confirmed", 0)), settings, now=now, log=log
-    )
-    requests.extend(first_runs[: max(settings.max_requests_per_tick - len(requests), 0)])
-    if changed:
-        write_retries(instance, entries)
-    cursor = orjson.dumps(
-        {"v": CURSOR_VERSION, "updated_after": updated_after, "confirmed": confirmed}
-    ).decode()
-    if not requests:
-        waiting = [e for e in entries.values() if not e.flagged]
-        flagged = len(entries) - len(waiting)
-        reason = (
-            f"{len(waiting)} partition(s) waiting for their backoff, {flagged} flagged for a person"
-            if entries
-            else "every partition's latest run is healthy"
+def _entry_of_latest_run(
+    instance: DagsterInstance,
+    lake: Lake,
+    partition: str,
+    record: RunRecord,
+    tick: _Tick,
+    log: logging.Logger,
+) -> PartitionRetry | None:
+    """The partition's retry entry after its latest (finished) run: None when that run is
+    healthy (an entry it had is cleared), a new entry when the run is new and unhealthy."""
+    run = record.dagster_run
+    entry = tick.entries.get(partition)
+    if entry is not None and entry.failed_run_id == run.run_id:
+        return entry
+    verdict = assess_run(instance, lake, record)
+    if verdict is None:
+        if entry is not None:
+            log.info(f"partition {partition}: run {run.run_id} is healthy; retries cleared")
+            del tick.entries[partition]
+            tick.changed = True
+        return None
+    tries = tries_of(record)
+    if entry is not None and tries == 0 and entry.tries > 0:
+        log.info(
+            f"partition {partition}: run {run.run_id} was started by hand; "
+            f"try count reset (was {entry.tries})"
         )
-        return SensorResult(skip_reason=reason, cursor=cursor, asset_events=observations)
-    return SensorResult(run_requests=requests, cursor=cursor, asset_events=observations)
+    entry = PartitionRetry(
+        partition=partition,
+        reason=verdict.reason,
+        detail=verdict.detail,
+        failed_run_id=run.run_id,
+        failed_at=record.end_time or record.update_timestamp.timestamp(),
+        tries=tries,
+    )
+    tick.entries[partition] = entry
+    tick.changed = True
+    return entry
+
+
+def _plan_retry(
+    entry: PartitionRetry,
+    tick: _Tick,
+    settings: RetrySettings,
+    now: datetime,
+    log: logging.Logger,
+) -> None:
+    """Flag the entry for a person when out of tries, else request its retry once due."""
+    if entry.tries >= settings.max_tries:
+        tick.observations.append(flag_for_a_person(entry, now, log))
+        tick.changed = True
+        return
+    due = entry.failed_at + settings.backoff_seconds[entry.tries]
+    if entry.reason == BUDGET_STOPPED:  # not before the budget window allows it
+        window = next_window(datetime.fromtimestamp(entry.failed_at, UTC)).timestamp()
+        due = max(due, window)
+    if entry.next_attempt_at != due:
+        entry.next_attempt_at, tick.changed = due, True
+    if now.timestamp() < due or len(tick.requests) >= settings.max_requests_per_tick:
+        return
+    # The retry run itself counts the attempt in the status table (status.register_records).
+    tick.requests.append(retry_request(entry, settings, log))
+
+
+def _tick_result(tick: _Tick, cursor: str) -> SensorResult:
+    if tick.requests:
+        return SensorResult(
+            run_requests=tick.requests, cursor=cursor, asset_events=tick.observations
+        )
+    waiting = [e for e in tick.entries.values() if not e.flagged]
+    flagged = len(tick.entries) - len(waiting)
+    reason = (
+        f"{len(waiting)} partition(s) waiting for their backoff, {flagged} flagged for a person"
+        if tick.entries
+        else "every partition's latest run is healthy"
+    )
+    return SensorResult(skip_reason=reason, cursor=cursor, asset_events=tick.observations)
 
 
 @sensor(

@@ -82,6 +82,40 @@ def plan_new_files(
     never fails the tick.
     """
     plan = NewFilesPlan()
+    ready = _settled_files(landing_dir, cursor, settings, plan, now=now)
+    if not ready:
+        return plan
+    sorted_files = _sort_ready(lake, ready, known_partitions, cursor, plan)
+    for batch, files in sorted_files.orphans.items():
+        plan.manifests.append(lake.load_manifest(batch))
+        plan.notes.append(f"batch {batch}: registered earlier but not in the instance; adding it")
+        for landed in files:
+            cursor.mark(landed)
+    _register_batches(lake, sorted_files, cursor, settings, plan)
+    plan.unregistered = list(
+        dict.fromkeys(m.batch for m in plan.manifests if m.batch not in known_partitions)
+    )
+    return plan
+
+
+@dataclass
+class _ReadyFiles:
+    """The tick's ready files by what becomes of them."""
+
+    fresh: list[LandedFile] = field(default_factory=list)  # new content: batches to register
+    sources: dict[str, SourceFile] = field(default_factory=dict)  # of the fresh, by path
+    orphans: dict[str, list[LandedFile]] = field(default_factory=dict)  # by batch
+
+
+def _settled_files(
+    landing_dir: Path,
+    cursor: LandingCursor,
+    settings: NewFilesSettings,
+    plan: NewFilesPlan,
+    *,
+    now: float,
+) -> list[LandedFile]:
+    """The files of the landing folder ready this tick (at most a tick's worth)."""
     scan = scan_landing(landing_dir, cursor, now=now, settle_seconds=settings.settle_seconds)
     cursor.forget_missing(scan.present)
     for refused in scan.refused:
@@ -92,31 +126,36 @@ def plan_new_files(
             f"{len(scan.settling)} file(s) modified in the last {settings.settle_seconds}s "
             "are still being written: next tick"
         )
-    if not scan.ready:
-        return plan
-
     budget = settings.max_batches_per_tick * settings.max_files_per_batch
     if len(scan.ready) > budget:
         plan.notes.append(
             f"{len(scan.ready) - budget} more ready file(s) wait for the next tick "
             f"(at most {settings.max_batches_per_tick} batches per tick)"
         )
+    return scan.ready[:budget]
+
+
+def _sort_ready(
+    lake: Lake,
+    ready: list[LandedFile],
+    known_partitions: set[str],
+    cursor: LandingCursor,
+    plan: NewFilesPlan,
+) -> _ReadyFiles:
+    """Inspect each ready file: skipped, already known, of an orphan batch, or fresh."""
     index = ContentIndex(lake)
-    fresh: list[LandedFile] = []
-    sources: dict[str, SourceFile] = {}
-    orphans: dict[str, list[LandedFile]] = {}
+    files = _ReadyFiles()
     seen_hashes: set[str] = set()
-    for landed in scan.ready[:budget]:
+    for landed in ready:
         try:
             source = inspect_file(
                 landed.real, display=escape_name(landed.path), follow_symlinks=False
             )
-            verdict = _verdict(landed, source, index, known_partitions, seen_hashes)
+            kind, text = _verdict(landed, source, index, known_partitions, seen_hashes)
         except (OSError, ValueError) as error:  # one bad entry never fails the tick
             plan.warnings.append(f"{landed.relative}: skipped: {error}")
             cursor.mark(landed)
             continue
-        kind, text = verdict
         if kind == "skip":
             plan.warnings.append(text)
             cursor.mark(landed)
@@ -124,28 +163,34 @@ def plan_new_files(
             plan.notes.append(text)
             cursor.mark(landed)
         elif kind == "orphan":
-            orphans.setdefault(text, []).append(landed)
+            files.orphans.setdefault(text, []).append(landed)
         else:
             if text:
                 plan.warnings.append(text)
-            fresh.append(landed)
-            sources[landed.relative] = source
+            files.fresh.append(landed)
+            files.sources[landed.relative] = source
+    return files
 
-    for batch, files in orphans.items():
-        plan.manifests.append(lake.load_manifest(batch))
-        plan.notes.append(f"batch {batch}: registered earlier but not in the instance; adding it")
-        for landed in files:
-            cursor.mark(landed)
 
+def _register_batches(
+    lake: Lake,
+    files: _ReadyFiles,
+    cursor: LandingCursor,
+    settings: NewFilesSettings,
+    plan: NewFilesPlan,
+) -> None:
+    """Group the fresh files into batches and register as many as the tick has room for."""
     groups = group_into_batches(
-        fresh,
+        files.fresh,
         max_files=settings.max_files_per_batch,
         max_bytes=settings.max_bytes_per_batch,
     )
     room = max(settings.max_batches_per_tick - len(plan.manifests), 0)
     for group in groups[:room]:
         try:
-            registration = register_batch(lake, [sources[landed.relative] for landed in group])
+            registration = register_batch(
+                lake, [files.sources[landed.relative] for landed in group]
+            )
         except OSError as error:  # changed or vanished while being copied: next tick
             plan.warnings.append(f"batch of {group[0].relative}: not registered: {error}")
             continue
@@ -163,10 +208,6 @@ def plan_new_files(
             cursor.mark(landed)
     if len(groups) > room:
         plan.notes.append(f"{len(groups) - room} more batch(es) wait for the next tick")
-    plan.unregistered = list(
-        dict.fromkeys(m.batch for m in plan.manifests if m.batch not in known_partitions)
-    )
-    return plan
 
 
 def _verdict(

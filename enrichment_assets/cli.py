@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from enrichment_assets.lake import Lake
     from enrichment_assets.runner import CommandState, PartitionOutcome
 
+from enrichment_assets.object_store import LakeStoreError
 from enrichment_assets.operations.terminal import console, dumps_json, plain, visible
 from enrichment_assets.postgres_url import PostgresUrlError
 
@@ -58,9 +59,13 @@ class CommandError(Exception):
 
 
 def _data_dir() -> Path:
+    """The data folder; with the lake on object storage, its working copy, pulled once."""
     from enrichment_assets.lake import default_data_dir
+    from enrichment_assets.object_store import open_working_copy
 
-    return default_data_dir()
+    data_dir = default_data_dir()
+    open_working_copy(data_dir)
+    return data_dir
 
 
 def _lake() -> Lake:
@@ -399,8 +404,12 @@ def _print_results(lake: Lake, partitions: list[str], days: list[str], title: st
         f"summaries: {sum(row['summaries'] for row in summarized)} over {len(days)} day(s)"
         + (f" {days[0]}..{days[-1]}" if days else "")
     )
-    out.print(plain(f"exports: {(lake.data_dir / 'export').resolve()}"))
-    out.print(plain(f"lake:    {(lake.data_dir / 'lake').resolve()}"))
+    from enrichment_assets.object_store import mirror_of
+
+    mirror = mirror_of(lake.data_dir)
+    root = str(mirror.location) if mirror else str(lake.data_dir.resolve())
+    out.print(plain(f"exports: {root}/export"))
+    out.print(plain(f"lake:    {root}/lake"))
 
 
 def _print_llm_batches(lake: Lake, partitions: list[str]) -> None:
@@ -945,6 +954,13 @@ def _message(error: BaseException, *, first_line: bool = False) -> str:
     return (text.splitlines() or [""])[0] if first_line else text
 
 
+def _push_working_copies() -> None:
+    """With the lake on object storage: what this command wrote, pushed (also on failure)."""
+    from enrichment_assets.object_store import push_all
+
+    push_all()
+
+
 def main() -> None:
     """Entry point: one-line errors, no tracebacks (unless ENRICH_DEBUG=1)."""
     # typer bundles its own click; its exceptions are where usage errors come from.
@@ -956,7 +972,10 @@ def main() -> None:
     limit_malloc_arenas()  # before the run's threads start (see `malloc_arenas`)
     try:
         # Not standalone: usage errors come back here, to be told in one line too.
-        result = app(standalone_mode=False)
+        try:
+            result = app(standalone_mode=False)
+        finally:
+            _push_working_copies()
         sys.exit(result if isinstance(result, int) else 0)
     except Exit as done:
         sys.exit(done.exit_code)
@@ -974,7 +993,7 @@ def main() -> None:
     except Abort:
         _say_error("enrich: interrupted")
         sys.exit(130)
-    except (CommandError, PostgresUrlError) as error:
+    except (CommandError, PostgresUrlError, LakeStoreError) as error:
         _say_error(f"enrich: error: {_message(error)}")
         sys.exit(1)
     except KeyboardInterrupt:

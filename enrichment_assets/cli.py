@@ -956,9 +956,9 @@ def _message(error: BaseException, *, first_line: bool = False) -> str:
 
 def _push_working_copies() -> None:
     """With the lake on object storage: what this command wrote, pushed (also on failure)."""
-    from enrichment_assets.object_store import push_all
+    from enrichment_assets.object_store import push_opened
 
-    push_all()
+    push_opened()
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ import fcntl
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -96,7 +96,7 @@ def parse_lake_uri(text: str) -> S3Location | Path:
     if not _BUCKET.match(bucket):
         raise LakeStoreError(
             f"{LAKE_URI_ENV}: {bucket!r} is not a bucket name (3 to 63 characters: lowercase "
-            "letters, digits, dots, hyphens) in {text!r}"
+            f"letters, digits, dots, hyphens) in {text!r}"
         )
     return S3Location(bucket, prefix.strip("/"))
 
@@ -177,7 +177,6 @@ class LakeMirror:
         self.data_dir = data_dir
         self._state_dir = data_dir / ".lake_sync"
         self._thread_lock = threading.Lock()
-        self.pulled = False
 
     def check(self) -> None:
         """Raise LakeStoreError unless the bucket answers (one request)."""
@@ -265,7 +264,6 @@ class LakeMirror:
                     (self.data_dir / rel).unlink(missing_ok=True)
                 if rel not in local or local.get(rel) == tuple(state[rel][:2]):
                     del state[rel]
-            self.pulled = True
             return len(wanted)
 
     def _download(self, rel: str) -> tuple[int, int]:
@@ -295,7 +293,10 @@ class LakeMirror:
                 fault_point("object_pointers")  # data objects in, pointers not yet
                 sent.update(zip(pointers, pool.map(self._upload, pointers), strict=True))
             for rel in [r for r in state if r not in local]:
-                self._delete(rel)
+                # Removed by the pipeline (its folder is there): removed there too. A folder
+                # wiped by hand (to free the disk) is not a removal.
+                if (self.data_dir / rel).parent.is_dir():
+                    self._delete(rel)
                 del state[rel]
             if sent:
                 remote = self._remote()
@@ -364,6 +365,7 @@ def _first_line(error: BaseException) -> str:
 
 _mirrors: dict[tuple[str, Path], LakeMirror] = {}
 _mirrors_lock = threading.Lock()
+_opened: list[LakeMirror] = []
 
 
 def mirror_of(data_dir: Path, settings: StoreSettings | None = None) -> LakeMirror | None:
@@ -385,10 +387,12 @@ def mirror_of(data_dir: Path, settings: StoreSettings | None = None) -> LakeMirr
 
 
 def open_working_copy(data_dir: Path) -> LakeMirror | None:
-    """For a command: the mirror of `data_dir`, pulled once per process (None: local lake)."""
+    """For a command: the mirror of `data_dir`, pulled once per command (None: local lake);
+    `push_opened` pushes it when the command ends."""
     mirror = mirror_of(data_dir)
-    if mirror is not None and not mirror.pulled:
+    if mirror is not None and mirror not in _opened:
         mirror.pull()
+        _opened.append(mirror)
     return mirror
 
 
@@ -405,7 +409,7 @@ def synced(mirror: LakeMirror | None) -> Iterator[None]:
         mirror.push()
 
 
-def push_all(mirrors: Iterable[LakeMirror] | None = None) -> None:
-    """Push every mirror this process opened (a command's end)."""
-    for mirror in list(mirrors if mirrors is not None else _mirrors.values()):
-        mirror.push()
+def push_opened() -> None:
+    """Push the working copies this command opened (`open_working_copy`), at its end."""
+    while _opened:
+        _opened.pop().push()

@@ -110,11 +110,7 @@ def test_compose_shares_no_volume_and_takes_the_object_store_from_secrets() -> N
     for secret in secrets.values():
         assert (DEPLOY / secret["file"]).is_file()
     store = services["object-store"]["command"]
-    port = (
-        next(flag.split("=")[1] for flag in store if flag.startswith("-s3.port="))
-        if any(flag.startswith("-s3.port=") for flag in store)
-        else "8333"
-    )
+    assert not any(flag.startswith("-s3.port=") for flag in store)  # S3 on 8333
     config = next(flag.split("=", 1)[1] for flag in store if flag.startswith("-s3.config="))
     assert Path(config).name in services["object-store"]["secrets"]
     for name, service in services.items():
@@ -122,7 +118,7 @@ def test_compose_shares_no_volume_and_takes_the_object_store_from_secrets() -> N
             continue
         env = service["environment"]
         assert env["ENRICH_LAKE_URI"].startswith("s3://"), name
-        assert env["ENRICH_S3_ENDPOINT"] == f"http://object-store:{port}", name
+        assert env["ENRICH_S3_ENDPOINT"] == "http://object-store:8333", name
         credentials = env["AWS_SHARED_CREDENTIALS_FILE"]
         assert credentials == f"/run/secrets/{Path(credentials).name}"
         assert Path(credentials).name in service["secrets"] and Path(credentials).name in secrets

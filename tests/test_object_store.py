@@ -171,3 +171,25 @@ def test_checksum_defaults_are_set_unless_the_user_chose(monkeypatch: pytest.Mon
     s3_filesystem("http://127.0.0.1:1")
     assert os.environ[request] == "WHEN_REQUIRED"
     assert os.environ[response] == "WHEN_SUPPORTED"
+
+
+def test_credentials_from_a_shared_credentials_file_as_deploy_mounts_them(
+    s3_server: S3Server,  # noqa: F811
+    s3_bucket: str,  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = data_dir.parent / "object-store.credentials"
+    secret.write_text(
+        f"[default]\naws_access_key_id = {s3_server.access_key}\n"
+        f"aws_secret_access_key = {s3_server.secret_key}\n"
+    )
+    for name, value in s3_server.env(f"s3://{s3_bucket}/lake").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(secret))
+    result = enrich(capsys, "status", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["total"] == 0

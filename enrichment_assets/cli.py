@@ -404,12 +404,10 @@ def _print_results(lake: Lake, partitions: list[str], days: list[str], title: st
         f"summaries: {sum(row['summaries'] for row in summarized)} over {len(days)} day(s)"
         + (f" {days[0]}..{days[-1]}" if days else "")
     )
-    from enrichment_assets.object_store import mirror_of
+    from enrichment_assets.object_store import shown
 
-    mirror = mirror_of(lake.data_dir)
-    root = str(mirror.location) if mirror else str(lake.data_dir.resolve())
-    out.print(plain(f"exports: {root}/export"))
-    out.print(plain(f"lake:    {root}/lake"))
+    out.print(plain(f"exports: {shown(lake.data_dir / 'export')}"))
+    out.print(plain(f"lake:    {shown(lake.data_dir / 'lake')}"))
 
 
 def _print_llm_batches(lake: Lake, partitions: list[str]) -> None:
@@ -435,7 +433,9 @@ def _print_llm_batches(lake: Lake, partitions: list[str]) -> None:
 
 def _print_dataset(dataset: DatasetOutcome) -> None:
     """One line: what the training dataset kept and removed, and where it is."""
-    where = plain(str(dataset.folder.resolve())) if dataset.folder is not None else "-"
+    from enrichment_assets.object_store import shown
+
+    where = plain(shown(dataset.folder)) if dataset.folder is not None else "-"
     if not dataset.success:
         out.print(f"training dataset {dataset.name}: not published (see below); {where}")
         return

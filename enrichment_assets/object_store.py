@@ -13,8 +13,9 @@ time):
 - `push` (a run or a command ends, failed or not): each file written here since the last
   sync is uploaded as one object (one stream = one PUT, or one multipart upload that
   appears whole on completion; a writer that dies mid-upload leaves no object). Data files
-  go first, then, once they are all in, the files that point at them: manifests, export
-  receipts, the content index. A file removed here is removed there.
+  go first, then, once they are all in, the files that point at them (manifests, export
+  receipts, the content index), then the statuses (`completed` only once the exports are
+  there). A file removed here is removed there.
 
 Synced: `lake/` (but `lake/locks/` and `lake/claims/`, which belong to one machine),
 `export/` and `reports/`. Hidden temporary files and lock files never are. What was synced
@@ -158,14 +159,19 @@ def _synced(rel: str) -> bool:
     )
 
 
-def _is_pointer(rel: str) -> bool:
-    """Files that point at others, uploaded once those are in: manifests, receipts, index."""
-    return (
+def _tier(rel: str) -> int:
+    """The order of a push: 0 the data; 1 what points at data (manifests, export receipts,
+    the content index, publication records); 2 the statuses, which say `completed` only
+    once the exports and their receipts are in."""
+    if rel.startswith("lake/status/"):
+        return 2
+    pointer = (
         rel.endswith("/manifest.json")
         or rel.startswith("lake/exports/")
         or "/.index/" in rel
         or rel.endswith(".published.json")
     )
+    return 1 if pointer else 0
 
 
 class LakeMirror:
@@ -285,24 +291,27 @@ class LakeMirror:
         with self._state() as state:
             local = self._local()
             changed = [rel for rel, info in local.items() if tuple(state.get(rel, [])[:2]) != info]
-            data = [rel for rel in changed if not _is_pointer(rel)]
-            pointers = [rel for rel in changed if _is_pointer(rel)]
             sent: dict[str, tuple[int, int]] = {}
             with ThreadPoolExecutor(_TRANSFER_THREADS, thread_name_prefix="lake-push") as pool:
-                sent.update(zip(data, pool.map(self._upload, data), strict=True))
-                fault_point("object_pointers")  # data objects in, pointers not yet
-                sent.update(zip(pointers, pool.map(self._upload, pointers), strict=True))
-            for rel in [r for r in state if r not in local]:
-                # Removed by the pipeline (its folder is there): removed there too. A folder
-                # wiped by hand (to free the disk) is not a removal.
-                if (self.data_dir / rel).parent.is_dir():
-                    self._delete(rel)
-                del state[rel]
+                for tier in range(3):
+                    group = [rel for rel in changed if _tier(rel) == tier]
+                    sent.update(zip(group, pool.map(self._upload, group), strict=True))
+                    if tier == 0:
+                        fault_point("object_pointers")  # data objects in, pointers not yet
+                        self._remove_deleted(state, local)
             if sent:
                 remote = self._remote()
                 for rel, local_info in sent.items():
                     state[rel] = [*local_info, *remote.get(rel, (-1, -1))]
             return len(sent)
+
+    def _remove_deleted(self, state: dict[str, list[int]], local: dict[str, object]) -> None:
+        for rel in [r for r in state if r not in local]:
+            # Removed by the pipeline (its folder is there): removed there too. A folder
+            # wiped by hand (to free the disk) is not a removal.
+            if (self.data_dir / rel).parent.is_dir():
+                self._delete(rel)
+            del state[rel]
 
     def _upload(self, rel: str) -> tuple[int, int]:
         """One object from one local file: one stream, so it appears whole or not at all.
@@ -407,6 +416,17 @@ def synced(mirror: LakeMirror | None) -> Iterator[None]:
         yield
     finally:
         mirror.push()
+
+
+def shown(path: Path) -> str:
+    """`path` for people: on an s3 lake, the object URI of a working-copy path it syncs."""
+    resolved = path.resolve()
+    for location, data_dir in list(_mirrors):
+        if resolved.is_relative_to(data_dir):
+            rel = resolved.relative_to(data_dir).as_posix()
+            if rel.split("/")[0] in SYNCED_FOLDERS:
+                return f"{location}/{rel}"
+    return str(resolved)
 
 
 def push_opened() -> None:

@@ -118,15 +118,22 @@ def test_a_writer_killed_mid_push_leaves_no_pointer_to_a_missing_object(
     pointers = [
         rel
         for rel in stored
-        if rel.endswith("manifest.json") or "/.index/" in rel or rel.startswith("lake/exports/")
+        if rel.endswith("manifest.json")
+        or "/.index/" in rel
+        or rel.startswith(("lake/exports/", "lake/status/"))
     ]
-    assert pointers == []  # ...and nothing points at it yet
+    assert pointers == []  # ...and nothing points at it yet, no status says `completed`
     # Every object there is whole: the very bytes of the working copy's file.
     assert all(data == (worker / rel).read_bytes() for rel, data in stored.items())
-
-    # The same command again finishes the job; an empty working copy then sees all of it.
+    # A reader with an empty working copy sees a consistent lake: nothing completed yet.
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(tmp_path / "reader"))
+    report = enrich(capsys, "report", "--json").json()
+    assert (report["completed"], report["metrics"]["export_mismatches"]) == (0, 0)
+
+    # The same command again finishes the job; an empty working copy then sees all of it.
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(worker))
     assert enrich(capsys, "run", str(sample)).code == 0
     monkeypatch.setenv("ENRICH_DATA_DIR", str(tmp_path / "empty"))
     report = enrich(capsys, "report", "--json").json()

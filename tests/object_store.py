@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,11 +107,10 @@ def _wait_until_ready(server: S3Server, process: subprocess.Popen, log: Path) ->
             time.sleep(0.5)
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """`weed server -s3` on free ports of 127.0.0.1, with a temporary folder; stopped (its
-    process group) at the end of the session."""
-    folder = tmp_path_factory.mktemp("seaweedfs")
+@contextmanager
+def running_s3_server(folder: Path) -> Iterator[S3Server]:
+    """`weed server -s3` on free ports of 127.0.0.1, its data in `folder`, until exit (its
+    process group killed)."""
     ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
     config = folder / "s3.json"
     server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", "enrichtest", "enrichtest-secret")
@@ -147,6 +147,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One SeaweedFS for the session (see `running_s3_server`)."""
+    with running_s3_server(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from enrichment_assets.lake import EXPORT_KINDS
-from enrichment_assets.object_store import CHECKSUM_DEFAULTS, s3_filesystem
+from enrichment_assets.object_store import CHECKSUM_DEFAULTS, LakeMirror, S3Location, s3_filesystem
 from enrichment_assets.sample_data import write_sample_files
 from tests.cli import enrich
 from tests.object_store import S3Server, free_ports, lake_env, s3_bucket, s3_server  # noqa: F401
@@ -200,3 +200,36 @@ def test_credentials_from_a_shared_credentials_file_as_deploy_mounts_them(
     result = enrich(capsys, "status", "--json")
     assert result.code == 0, result.stderr
     assert result.json()["total"] == 0
+
+
+def test_two_working_copies_stay_in_step_through_the_store(
+    s3_server: S3Server,  # noqa: F811
+    s3_bucket: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    location = S3Location(s3_bucket, "lake")
+    first, second = (LakeMirror(s3_server.filesystem(), location, tmp_path / n) for n in "ab")
+    export = Path("export/enriched/p.jsonl")
+    for rel, data in (
+        (export, b"1\n"),
+        (Path("lake/locks/x.lock"), b""),
+        (Path("lake/.x.tmp"), b""),
+    ):
+        (tmp_path / "a" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "a" / rel).write_bytes(data)
+    assert first.push() == 1  # locks and temporary files stay on their machine
+    assert second.pull() == 1 and (tmp_path / "b" / export).read_bytes() == b"1\n"
+    # Changed on both sides: the copy not pushed yet keeps its own, then wins by pushing.
+    (tmp_path / "b" / export).write_bytes(b"mine\n")
+    (tmp_path / "a" / export).write_bytes(b"theirs\n")
+    first.push()
+    assert second.pull() == 0 and (tmp_path / "b" / export).read_bytes() == b"mine\n"
+    second.push()
+    assert first.pull() == 1 and (tmp_path / "a" / export).read_bytes() == b"mine\n"
+    # Removed by one copy: removed from the store, then from the other copy.
+    (tmp_path / "a" / export).unlink()
+    first.push()
+    gone = s3_server.filesystem().get_file_info(f"{location.root}/{export}")
+    assert gone.type == pafs.FileType.NotFound
+    second.pull()
+    assert not (tmp_path / "b" / export).exists()

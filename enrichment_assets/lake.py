@@ -1,6 +1,8 @@
 """The lake: where every layer's Parquet, the landing store and the exports live.
 
-Layout under the data folder (`ENRICH_DATA_DIR`, default `./data`):
+Layout under the data folder (`ENRICH_DATA_DIR`, default `./data`; with
+`ENRICH_LAKE_URI=s3://...` its `lake/`, `export/` and `reports/` live in an object store,
+and this folder is the process's working copy: see `object_store`):
 
     landing/                          files dropped here are picked up by the sensor
     lake/landing_store/<batch>/       immutable copies of a batch's input + manifest.json
@@ -27,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -38,7 +41,14 @@ _HASH_CHUNK = 1 << 20
 
 
 def default_data_dir() -> Path:
-    """`ENRICH_DATA_DIR`, or `./data`."""
+    """`ENRICH_LAKE_URI` when it names a local folder (a path or `file://`), else
+    `ENRICH_DATA_DIR`, else `./data`. With an `s3://` lake this is the local working copy
+    (`object_store`)."""
+    uri = env_settings.text("ENRICH_LAKE_URI")
+    if uri.lower().startswith("file://"):
+        return Path(urlsplit(uri).path)
+    if uri and "://" not in uri:
+        return Path(uri)
     return Path(env_settings.raw("ENRICH_DATA_DIR") or "data")
 
 

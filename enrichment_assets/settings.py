@@ -30,6 +30,10 @@ VARIABLES: dict[str, str] = {
     "DAGSTER_HOME": "another Dagster instance instead of the embedded one",
     "DAGSTER_PG_URL": "PostgreSQL URL of the production instance (deploy/dagster.yaml)",
     "ENRICH_APP_DB_URL": "postgresql:// URL of the application database (unset: none)",
+    "ENRICH_LAKE_URI": "where the lake is: a local folder or s3://bucket/prefix",
+    "ENRICH_S3_ENDPOINT": "http(s)://host:port of an S3-compatible store (unset: AWS)",
+    "AWS_REGION": "the object store's region (else AWS_DEFAULT_REGION, else us-east-1)",
+    "AWS_DEFAULT_REGION": "the object store's region when AWS_REGION is not set",
     # Processing.
     "ENRICH_WORKERS": "worker processes (default: the CPUs this process may use)",
     "ENRICH_GATE_CHUNK_ROWS": "rows per chunk of the GX quality gates",
@@ -174,6 +178,12 @@ def environment() -> Mapping[str, str]:
 def use_instance_dir(path: str) -> None:
     """Point the embedded instance's dagster.yaml (`ENRICH_DAGSTER_DIR`) at `path`."""
     os.environ[_known("ENRICH_DAGSTER_DIR")] = path
+
+
+def default_to(name: str, value: str) -> None:
+    """Set a third-party library's variable unless the user set it (e.g. the S3 checksum
+    defaults of `object_store`)."""
+    os.environ.setdefault(name, value)
 
 
 def disable_gx_analytics() -> None:

@@ -75,6 +75,9 @@ def test_compose_services_build_the_repo_image_and_run_its_commands() -> None:
         if name == "postgres":
             assert service["image"].startswith("postgres:")
             continue
+        if name.startswith("object-store"):  # SeaweedFS, the S3-compatible store
+            assert service["image"].startswith("chrislusf/seaweedfs:")
+            continue
         assert service["image"] == IMAGE
         build = service["build"]
         assert (DEPLOY / build["context"] / build["dockerfile"]).is_file()
@@ -93,6 +96,33 @@ def test_compose_services_build_the_repo_image_and_run_its_commands() -> None:
         source = mount.split(":")[0]
         if source.startswith("."):
             assert (DEPLOY / source).is_file(), f"postgres mounts missing {source}"
+
+
+def test_compose_shares_no_volume_and_takes_the_object_store_from_secrets() -> None:
+    compose = _compose()
+    services = compose["services"]
+    mounts: dict[str, list[str]] = {}
+    for name, service in services.items():
+        for mount in service.get("volumes", []):
+            mounts.setdefault(mount.split(":")[0], []).append(name)
+    assert all(len(users) == 1 for users in mounts.values()), mounts
+    secrets = compose["secrets"]
+    for secret in secrets.values():
+        assert (DEPLOY / secret["file"]).is_file()
+    store = services["object-store"]["command"]
+    assert not any(flag.startswith("-s3.port=") for flag in store)  # S3 on 8333
+    config = next(flag.split("=", 1)[1] for flag in store if flag.startswith("-s3.config="))
+    assert Path(config).name in services["object-store"]["secrets"]
+    for name, service in services.items():
+        if service.get("image") != IMAGE:
+            continue
+        env = service["environment"]
+        assert env["ENRICH_LAKE_URI"].startswith("s3://"), name
+        assert env["ENRICH_S3_ENDPOINT"] == "http://object-store:8333", name
+        credentials = env["AWS_SHARED_CREDENTIALS_FILE"]
+        assert credentials == f"/run/secrets/{Path(credentials).name}"
+        assert Path(credentials).name in service["secrets"] and Path(credentials).name in secrets
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env), name
 
 
 def test_compose_workspace_points_at_the_code_server() -> None:
@@ -117,6 +147,20 @@ def test_helm_values_use_the_k8s_run_launcher_and_the_llm_pool_limit() -> None:
     assert values["dagsterDaemon"]["runMonitoring"]["enabled"] is True
     assert values["concurrency"]["enabled"] is True
     assert values["concurrency"]["pools"]["defaultLimit"] > 0
+
+
+def test_helm_values_mount_no_shared_volume_and_take_the_object_store_from_a_secret() -> None:
+    values = _helm()
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    assert all("persistentVolumeClaim" not in volume for volume in deployment["volumes"])
+    env = {item["name"] for item in deployment["env"]}
+    assert not {"ENRICH_LAKE_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & env
+    run_pods = values["runLauncher"]["config"]["k8sRunLauncher"]
+    for secrets in (deployment["envSecrets"], run_pods["envSecrets"]):
+        assert {"name": "enrichment-object-store"} in secrets
+    comment = (DEPLOY / "helm" / "values.yaml").read_text()
+    for variable in ("ENRICH_LAKE_URI", "ENRICH_S3_ENDPOINT", "AWS_SECRET_ACCESS_KEY"):
+        assert variable in comment  # the secret's keys are documented
 
 
 def _docker_compose_available() -> str | None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from enrichment_assets.lake import Lake
 
 from enrichment_assets import settings as env_settings
+from enrichment_assets.object_store import LakeStoreError
 from enrichment_assets.postgres_url import PostgresUrlError
 from enrichment_assets.terminal import console, dumps_json, plain, visible
 
@@ -59,9 +60,13 @@ class CommandError(Exception):
 
 
 def _data_dir() -> Path:
+    """The data folder; with the lake on object storage, its working copy, pulled once."""
     from enrichment_assets.lake import default_data_dir
+    from enrichment_assets.object_store import open_working_copy
 
-    return default_data_dir()
+    data_dir = default_data_dir()
+    open_working_copy(data_dir)
+    return data_dir
 
 
 def _lake() -> Lake:
@@ -400,8 +405,10 @@ def _print_results(lake: Lake, partitions: list[str], days: list[str], title: st
         f"summaries: {sum(row['summaries'] for row in summarized)} over {len(days)} day(s)"
         + (f" {days[0]}..{days[-1]}" if days else "")
     )
-    out.print(plain(f"exports: {(lake.data_dir / 'export').resolve()}"))
-    out.print(plain(f"lake:    {(lake.data_dir / 'lake').resolve()}"))
+    from enrichment_assets.object_store import shown
+
+    out.print(plain(f"exports: {shown(lake.data_dir / 'export')}"))
+    out.print(plain(f"lake:    {shown(lake.data_dir / 'lake')}"))
 
 
 def _print_llm_batches(lake: Lake, partitions: list[str]) -> None:
@@ -427,7 +434,9 @@ def _print_llm_batches(lake: Lake, partitions: list[str]) -> None:
 
 def _print_dataset(dataset: DatasetOutcome) -> None:
     """One line: what the training dataset kept and removed, and where it is."""
-    where = plain(str(dataset.folder.resolve())) if dataset.folder is not None else "-"
+    from enrichment_assets.object_store import shown
+
+    where = plain(shown(dataset.folder)) if dataset.folder is not None else "-"
     if not dataset.success:
         out.print(f"training dataset {dataset.name}: not published (see below); {where}")
         return
@@ -946,6 +955,13 @@ def _message(error: BaseException, *, first_line: bool = False) -> str:
     return (text.splitlines() or [""])[0] if first_line else text
 
 
+def _push_working_copies() -> None:
+    """With the lake on object storage: what this command wrote, pushed (also on failure)."""
+    from enrichment_assets.object_store import push_opened
+
+    push_opened()
+
+
 def main() -> None:
     """Entry point: one-line errors, no tracebacks (unless ENRICH_DEBUG=1)."""
     # typer bundles its own click; its exceptions are where usage errors come from.
@@ -957,7 +973,10 @@ def main() -> None:
     limit_malloc_arenas()  # before the run's threads start (see `malloc_arenas`)
     try:
         # Not standalone: usage errors come back here, to be told in one line too.
-        result = app(standalone_mode=False)
+        try:
+            result = app(standalone_mode=False)
+        finally:
+            _push_working_copies()
         sys.exit(result if isinstance(result, int) else 0)
     except Exit as done:
         sys.exit(done.exit_code)
@@ -975,7 +994,7 @@ def main() -> None:
     except Abort:
         _say_error("enrich: interrupted")
         sys.exit(130)
-    except (CommandError, PostgresUrlError) as error:
+    except (CommandError, PostgresUrlError, LakeStoreError) as error:
         _say_error(f"enrich: error: {_message(error)}")
         sys.exit(1)
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ from enrichment_assets.enrichers.pricing import DEFAULT_EXPECTED_COMPLETION_TOKE
 from enrichment_assets.enrichers.settings import SHARED_FIELDS, LLMSettings, parse_prices
 from enrichment_assets.ingest.limits import RecordLimits
 from enrichment_assets.lake import Lake, default_data_dir
+from enrichment_assets.object_store import StoreSettings, mirror_of, synced
 from enrichment_assets.postgres_url import libpq_url
 from enrichment_assets.redaction import (
     DEFAULT_MODE,
@@ -123,6 +124,31 @@ class LakeResource(ConfigurableResource):
         "4,000,000. A longer one is quarantined (message_too_long).",
     )
 
+    lake_uri: str = Field(
+        default="",
+        description="Where the lake lives: a local folder or s3://bucket/prefix; empty = "
+        "ENRICH_LAKE_URI, or the data folder. With s3://, data_dir is the local working copy.",
+    )
+    s3_endpoint: str = Field(
+        default="",
+        description="http(s) address of an S3-compatible store; empty = ENRICH_S3_ENDPOINT, "
+        "or AWS.",
+    )
+    s3_access_key_id: str = Field(
+        default="", description="Object-store access key; empty = AWS_ACCESS_KEY_ID (or ~/.aws)."
+    )
+    s3_secret_access_key: str = Field(
+        default="",
+        description="Object-store secret key; empty = AWS_SECRET_ACCESS_KEY (or ~/.aws).",
+    )
+
+    @property
+    def store(self) -> StoreSettings:
+        """Where the lake lives (`object_store`): these fields, else the environment."""
+        return StoreSettings(
+            self.lake_uri, self.s3_endpoint, self.s3_access_key_id, self.s3_secret_access_key
+        )
+
     @property
     def limits(self) -> RecordLimits:
         """The record limits of ingest: these fields, else the environment, else defaults."""
@@ -136,13 +162,15 @@ class LakeResource(ConfigurableResource):
     @contextmanager
     def yield_for_execution(self, context: InitResourceContext) -> Iterator[LakeResource]:
         """While a run uses the lake, it says it is alive (`run_liveness.heartbeat`), so that
-        a run whose process dies is found and retried."""
+        a run whose process dies is found and retried. With the lake on object storage, the
+        working copy is pulled first and what the run wrote pushed at the end."""
         run = context.dagster_run
-        if context.instance is None or run is None:
-            yield self
-            return
-        with heartbeat(context.instance, run.run_id):
-            yield self
+        with synced(mirror_of(self.lake.data_dir, self.store)):
+            if context.instance is None or run is None:
+                yield self
+                return
+            with heartbeat(context.instance, run.run_id):
+                yield self
 
     @property
     def worker_count(self) -> int:
@@ -151,10 +179,12 @@ class LakeResource(ConfigurableResource):
     @property
     def lake(self) -> Lake:
         app_db = self.app_db or AppDatabaseResource()
-        return Lake(
-            Path(self.data_dir) if self.data_dir else default_data_dir(),
-            app_db_url=app_db.app_db_url,
-        )
+        location = self.store.location() if self.lake_uri else None
+        if isinstance(location, Path):  # a local lake: the data folder itself
+            data_dir = location
+        else:
+            data_dir = Path(self.data_dir) if self.data_dir else default_data_dir()
+        return Lake(data_dir, app_db_url=app_db.app_db_url)
 
 
 class PiiRedactionResource(ConfigurableResource):

@@ -14,8 +14,9 @@ and every run process on the machine: WAL mode (readers never block the one
 writer), a busy timeout (writers queue instead of failing) and
 `ON CONFLICT DO NOTHING` (two runs that annotate the same conversation both
 store a valid answer; the first one wins). SQLite's locking needs a local
-filesystem: on runners spread over several machines, point each machine at its
-own local directory (or replace this class with a database-backed one).
+filesystem: with the application database configured (`ENRICH_APP_DB_URL`),
+`open_enrichment_cache` chooses its database-backed twin instead
+(`app_db/llm_cache.py`), shared by workers on every machine.
 
 The online enricher stores each answer as it arrives (`writer()`: one connection
 for the chunk, one commit per answer), so a run killed mid-chunk has paid for
@@ -33,7 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -109,6 +110,27 @@ def _insert_params(row: CachedAnnotation) -> tuple[Any, ...]:
         row.completion_tokens,
         time.time(),
     )
+
+
+class AnnotationCache(Protocol):
+    """What the enricher needs of a cache: this SQLite file or the application database."""
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnnotation]: ...
+
+    def put_many(self, rows: Iterable[CachedAnnotation]) -> int: ...
+
+    def writer(self) -> Any: ...  # a context manager yielding an object with `put(row)`
+
+
+def open_enrichment_cache(directory: Path, app_db_url: str | None = None) -> AnnotationCache:
+    """The cache of a run: the application database's table when one is configured
+    (shared by every machine), else the SQLite file under `directory` (this machine's)."""
+    if app_db_url:
+        # Imported here: a run without an application database never loads psycopg.
+        from enrichment_assets.app_db.llm_cache import PostgresEnrichmentCache
+
+        return PostgresEnrichmentCache(app_db_url)
+    return EnrichmentCache(directory)
 
 
 class CacheWriter:

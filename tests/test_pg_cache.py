@@ -30,7 +30,8 @@ from pathlib import Path
 from enrichment_assets.enrichers.settings import LLMSettings
 from tests.llm_fixtures import make_conversations
 settings = LLMSettings.from_env()
-annotator = settings.build_enricher(Path(sys.argv[1]), app_db_url=os.environ.get("ENRICH_APP_DB_URL"))
+url = os.environ.get("ENRICH_APP_DB_URL")
+annotator = settings.build_enricher(Path(sys.argv[1]), app_db_url=url)
 out = annotator.annotate(make_conversations(5))
 assert out["error"].null_count() == len(out), out["error"].to_list()
 print(annotator.cache.__class__.__name__)

@@ -28,7 +28,7 @@ from enrichment_assets.run_worker import WORKER_TAG
 from tests.factories import conversation, message, write_jsonl
 from tests.llm_server import Faults, LoopbackLLMServer
 from tests.postgres import requires_postgres
-from tests.worker_pool import Cluster, export_files
+from tests.worker_pool import ENRICH, Cluster, export_files
 
 pytestmark = [requires_postgres, pytest.mark.timeout(900)]
 
@@ -159,3 +159,19 @@ def test_four_workers_backfill_like_one_and_recover_a_killed_one(
         ["lake", "operator", *(f"worker-{i}" for i in range(WORKERS))]
     )
     assert not subprocess.run(["pgrep", "-g", str(killed.pid)], capture_output=True).stdout
+
+
+def test_a_worker_without_the_application_database_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("ENRICH_APP_DB_URL", "DAGSTER_HOME")}
+    done = subprocess.run(
+        [ENRICH, "worker", "--until-idle"],
+        env={**env, "ENRICH_DATA_DIR": str(tmp_path / "data")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "enrich: error: enrich worker claims partitions in PostgreSQL: set ENRICH_APP_DB_URL"
+    ]

@@ -74,15 +74,21 @@ def _pg_stats(urls: list[str]) -> tuple[int, int]:
     return totals[0], totals[1]
 
 
-def _inputs(folder: Path, partitions: int, per_partition: int) -> list[Path]:
+_FILLER = "The refund for my last order has not arrived and the page keeps timing out. "
+
+
+def _inputs(folder: Path, partitions: int, per_partition: int, chars: int) -> list[Path]:
+    """Distinct conversations; `chars` pads each message to about that many characters
+    (the sample generator's conversations hold about 3,400 over their messages)."""
+    pad = _FILLER * (chars // 2 // len(_FILLER))
     return [
         write_jsonl(
             folder / f"batch-{i:03d}.jsonl",
             [
                 conversation(
                     messages=[
-                        message("user", f"Question {i}-{j} about refunds?"),
-                        message("assistant", f"Answer {i}-{j}: open the refunds page."),
+                        message("user", f"Question {i}-{j} about refunds? {pad}"),
+                        message("assistant", f"Answer {i}-{j}: open the refunds page. {pad}"),
                     ]
                 )
                 for j in range(per_partition)
@@ -165,17 +171,21 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=40)
     parser.add_argument("--per-partition", type=int, default=5)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--chars", type=int, default=0, help="characters per conversation")
     args = parser.parse_args()
     conversations = args.partitions * args.per_partition
     created: list[str] = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
             root = Path(tmp)
-            files = _inputs(root / "input", args.partitions, args.per_partition)
+            files = _inputs(root / "input", args.partitions, args.per_partition, args.chars)
             one = _side(root / "one", files, 1, created)
             many = _side(root / "many", files, args.workers, created)
             _check(one, many, conversations)
-            print(f"{args.partitions} partitions x {args.per_partition} conversations")
+            print(
+                f"{args.partitions} partitions x {args.per_partition} conversations"
+                f" (~{args.chars} characters each)"
+            )
             for side in (one, many):
                 _report(side, args.partitions, conversations, one)
             print("checked: exports byte-identical, no id twice, each conversation paid once")

@@ -39,18 +39,12 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from enrichment_assets.lake import Lake
 from enrichment_assets.partitions import batch_partitions
+from enrichment_assets.run_liveness import UNFINISHED_RUN_STATUSES
 
 WORKER_TAG = "enrich/worker"
 _CLAIM = "worker claim {}"
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_POLL_S = 2.0
-_UNFINISHED = (
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-)
 
 
 def default_worker_id() -> str:
@@ -113,7 +107,7 @@ def _recover_dead(instance: DagsterInstance, partition: str, runs: list) -> list
     their worker no longer holds the claim, so their process is gone."""
     recovered = []
     for run in runs:
-        if run.status not in _UNFINISHED:
+        if run.status not in UNFINISHED_RUN_STATUSES:
             continue
         message = (
             f"run worker {run.tags[WORKER_TAG]} lost (its claim on partition {partition} "

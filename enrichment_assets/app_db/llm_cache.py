@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-import orjson
 import psycopg
 
 from enrichment_assets.enrichers.cache import CachedAnnotation
@@ -32,17 +31,6 @@ _SELECT = (
 )
 
 
-def _params(row: CachedAnnotation) -> tuple[object, ...]:
-    return (
-        row.key,
-        row.model,
-        row.prompt_version,
-        orjson.dumps(row.annotation).decode(),
-        row.prompt_tokens,
-        row.completion_tokens,
-    )
-
-
 class PostgresCacheWriter:
     """One open connection of the cache; `put` stores and commits one annotation."""
 
@@ -50,7 +38,7 @@ class PostgresCacheWriter:
         self._conn = conn
 
     def put(self, row: CachedAnnotation) -> None:
-        self._conn.execute(_INSERT, _params(row))
+        self._conn.execute(_INSERT, row.stored_values())
 
 
 class PostgresEnrichmentCache:
@@ -82,20 +70,13 @@ class PostgresEnrichmentCache:
         with self._connect() as conn:
             for start in range(0, len(wanted), _KEYS_PER_QUERY):
                 rows = conn.execute(_SELECT, [wanted[start : start + _KEYS_PER_QUERY]])
-                for key, model, version, annotation, prompt_tokens, completion_tokens in rows:
-                    found[key] = CachedAnnotation(
-                        key=key,
-                        model=model,
-                        prompt_version=version,
-                        annotation=orjson.loads(annotation),
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                    )
+                for values in rows:
+                    found[values[0]] = CachedAnnotation.from_stored(values)
         return found
 
     def put_many(self, rows: Iterable[CachedAnnotation]) -> int:
         """Store successful annotations (keys already present are kept); returns rows written."""
-        params = [_params(row) for row in rows]
+        params = [row.stored_values() for row in rows]
         if not params:
             return 0
         written = 0

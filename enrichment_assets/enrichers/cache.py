@@ -99,17 +99,34 @@ class CachedAnnotation:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
 
+    def stored_values(self) -> tuple[Any, ...]:
+        """(key, model, prompt_version, annotation JSON, prompt_tokens, completion_tokens):
+        the columns every cache stores, in this order."""
+        return (
+            self.key,
+            self.model,
+            self.prompt_version,
+            orjson.dumps(self.annotation).decode(),
+            self.prompt_tokens,
+            self.completion_tokens,
+        )
+
+    @classmethod
+    def from_stored(cls, values: Sequence[Any]) -> CachedAnnotation:
+        """The annotation from the columns of `stored_values`, as read back."""
+        key, model, version, annotation, prompt_tokens, completion_tokens = values
+        return cls(
+            key=key,
+            model=model,
+            prompt_version=version,
+            annotation=orjson.loads(annotation),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
 
 def _insert_params(row: CachedAnnotation) -> tuple[Any, ...]:
-    return (
-        row.key,
-        row.model,
-        row.prompt_version,
-        orjson.dumps(row.annotation).decode(),
-        row.prompt_tokens,
-        row.completion_tokens,
-        time.time(),
-    )
+    return (*row.stored_values(), time.time())
 
 
 class AnnotationCache(Protocol):
@@ -179,15 +196,8 @@ class EnrichmentCache:
                     f" completion_tokens FROM annotations WHERE key IN ({placeholders})",
                     chunk,
                 )
-                for key, model, version, annotation, prompt_tokens, completion_tokens in rows:
-                    found[key] = CachedAnnotation(
-                        key=key,
-                        model=model,
-                        prompt_version=version,
-                        annotation=orjson.loads(annotation),
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                    )
+                for values in rows:
+                    found[values[0]] = CachedAnnotation.from_stored(values)
         return found
 
     def put_many(self, rows: Iterable[CachedAnnotation]) -> int:

@@ -631,6 +631,53 @@ def demo(
 
 
 @app.command()
+def worker(
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Exit once every partition is done.")
+    ] = False,
+    max_attempts: Annotated[
+        int, typer.Option(min=1, help="Failed worker runs of a partition before it is left.")
+    ] = 3,
+    poll_s: Annotated[float, typer.Option(min=0.1, help="Seconds between idle passes.")] = 2.0,
+) -> None:
+    """Take batch partitions from the shared Dagster instance and run them, beside other
+    workers (claims are PostgreSQL advisory locks: needs ENRICH_APP_DB_URL and, to share
+    the instance, DAGSTER_HOME on PostgreSQL). SIGTERM: stop after the current partition.
+
+    Example: DAGSTER_HOME=/opt/dagster ENRICH_APP_DB_URL=postgresql://... enrich worker
+    """
+    import signal
+    import threading
+
+    lake = _lake()
+    if lake.app_db_url is None:
+        raise CommandError("enrich worker claims partitions in PostgreSQL: set ENRICH_APP_DB_URL")
+    import enrichment_assets.definitions  # noqa: F401  (the runs need it)
+    from enrichment_assets.cli.instance import dagster_instance
+    from enrichment_assets.cli.run_worker import work
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    say = lambda line: err.print(plain(f"enrich worker: {line}"), soft_wrap=True)  # noqa: E731
+    with dagster_instance() as instance:
+        done = work(
+            instance,
+            lake,
+            until_idle=until_idle,
+            max_attempts=max_attempts,
+            poll_s=poll_s,
+            stopping=stop.is_set,
+            on_event=say,
+        )
+    out.print(
+        f"ran {len(done.ran)}, unchanged {len(done.unchanged)}, left failed {len(done.failed)}, "
+        f"recovered {len(done.recovered)} dead run(s)"
+    )
+    if done.failed:
+        raise CommandError(f"{len(done.failed)} partition(s) failed {max_attempts} times")
+
+
+@app.command()
 def status(
     conversation_id: Annotated[
         str | None, typer.Argument(help="A conversation id; none: list conversations.")

@@ -57,7 +57,7 @@ def dry_run(
 ) -> DryRun:
     """Validate `partitions` and estimate their enrichment; nothing is sent."""
     cache_dir = lake.data_dir / "cache" / "enrichment"
-    annotator = settings.build_enricher(cache_dir)
+    annotator = settings.build_enricher(cache_dir, app_db_url=lake.app_db_url)
     estimates = []
     for key in dict.fromkeys(partitions):
         outcome: PartitionOutcome = _execute(

@@ -331,10 +331,11 @@ class LLMResource(ConfigurableResource):
         *,
         pii_mode: PiiMode = DEFAULT_MODE,
         phone_region: str = DEFAULT_PHONE_REGION,
+        app_db_url: str | None = None,
     ) -> Enricher:
         """The configured enricher (see LLMSettings.build_enricher)."""
         return self.settings().build_enricher(
-            cache_dir, budget, pii_mode=pii_mode, phone_region=phone_region
+            cache_dir, budget, pii_mode=pii_mode, phone_region=phone_region, app_db_url=app_db_url
         )
 
 

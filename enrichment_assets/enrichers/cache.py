@@ -14,8 +14,9 @@ and every run process on the machine: WAL mode (readers never block the one
 writer), a busy timeout (writers queue instead of failing) and
 `ON CONFLICT DO NOTHING` (two runs that annotate the same conversation both
 store a valid answer; the first one wins). SQLite's locking needs a local
-filesystem: on runners spread over several machines, point each machine at its
-own local directory (or replace this class with a database-backed one).
+filesystem: with the application database configured (`ENRICH_APP_DB_URL`),
+`open_enrichment_cache` chooses its database-backed twin instead
+(`app_db/llm_cache.py`), shared by workers on every machine.
 
 The online enricher stores each answer as it arrives (`writer()`: one connection
 for the chunk, one commit per answer), so a run killed mid-chunk has paid for
@@ -33,7 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -98,17 +99,55 @@ class CachedAnnotation:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
 
+    def stored_values(self) -> tuple[Any, ...]:
+        """(key, model, prompt_version, annotation JSON, prompt_tokens, completion_tokens):
+        the columns every cache stores, in this order."""
+        return (
+            self.key,
+            self.model,
+            self.prompt_version,
+            orjson.dumps(self.annotation).decode(),
+            self.prompt_tokens,
+            self.completion_tokens,
+        )
+
+    @classmethod
+    def from_stored(cls, values: Sequence[Any]) -> CachedAnnotation:
+        """The annotation from the columns of `stored_values`, as read back."""
+        key, model, version, annotation, prompt_tokens, completion_tokens = values
+        return cls(
+            key=key,
+            model=model,
+            prompt_version=version,
+            annotation=orjson.loads(annotation),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
 
 def _insert_params(row: CachedAnnotation) -> tuple[Any, ...]:
-    return (
-        row.key,
-        row.model,
-        row.prompt_version,
-        orjson.dumps(row.annotation).decode(),
-        row.prompt_tokens,
-        row.completion_tokens,
-        time.time(),
-    )
+    return (*row.stored_values(), time.time())
+
+
+class AnnotationCache(Protocol):
+    """What the enricher needs of a cache: this SQLite file or the application database."""
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnnotation]: ...
+
+    def put_many(self, rows: Iterable[CachedAnnotation]) -> int: ...
+
+    def writer(self) -> Any: ...  # a context manager yielding an object with `put(row)`
+
+
+def open_enrichment_cache(directory: Path, app_db_url: str | None = None) -> AnnotationCache:
+    """The cache of a run: the application database's table when one is configured
+    (shared by every machine), else the SQLite file under `directory` (this machine's)."""
+    if app_db_url:
+        # Imported here: a run without an application database never loads psycopg.
+        from enrichment_assets.app_db.llm_cache import PostgresEnrichmentCache
+
+        return PostgresEnrichmentCache(app_db_url)
+    return EnrichmentCache(directory)
 
 
 class CacheWriter:
@@ -157,15 +196,8 @@ class EnrichmentCache:
                     f" completion_tokens FROM annotations WHERE key IN ({placeholders})",
                     chunk,
                 )
-                for key, model, version, annotation, prompt_tokens, completion_tokens in rows:
-                    found[key] = CachedAnnotation(
-                        key=key,
-                        model=model,
-                        prompt_version=version,
-                        annotation=orjson.loads(annotation),
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                    )
+                for values in rows:
+                    found[values[0]] = CachedAnnotation.from_stored(values)
         return found
 
     def put_many(self, rows: Iterable[CachedAnnotation]) -> int:

@@ -77,8 +77,8 @@ from enrichment_assets.enrichers.base import (
 )
 from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED, BudgetExhausted, SpendBudget
 from enrichment_assets.enrichers.cache import (
+    AnnotationCache,
     CachedAnnotation,
-    EnrichmentCache,
     annotation_cache_key,
 )
 from enrichment_assets.enrichers.defaults import (
@@ -162,7 +162,7 @@ class OpenAIEnricher:
         tpm: int | None = None,
         mode: Literal["online", "batch"] = "online",
         price: ModelPrice | None = None,
-        cache: EnrichmentCache | None = None,
+        cache: AnnotationCache | None = None,
         max_prompt_chars: int = 12_000,
         max_completion_tokens: int = 600,
         temperature: float | None = 0.0,

@@ -32,7 +32,7 @@ from enrichment_assets import settings as env_settings
 from enrichment_assets.enrichers.annotation import ModelPrice
 from enrichment_assets.enrichers.base import Enricher
 from enrichment_assets.enrichers.budget import SpendBudget
-from enrichment_assets.enrichers.cache import EnrichmentCache
+from enrichment_assets.enrichers.cache import open_enrichment_cache
 from enrichment_assets.enrichers.defaults import (
     DEFAULT_BREAKER_WINDOW,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -162,9 +162,11 @@ class LLMSettings(BaseModel):
         *,
         pii_mode: PiiMode = DEFAULT_MODE,
         phone_region: str = DEFAULT_PHONE_REGION,
+        app_db_url: str | None = None,
     ) -> Enricher:
-        """The configured enricher; the `openai` one caches under `cache_dir` when given,
-        stops sending once `budget` is spent and redacts what it sends unless `pii_mode` is
+        """The configured enricher; the `openai` one caches when `cache_dir` is given (in
+        the application database at `app_db_url` when set, else under `cache_dir`), stops
+        sending once `budget` is spent and redacts what it sends unless `pii_mode` is
         `off` (the heuristic sends nothing)."""
         if self.enricher == "heuristic":
             # Imported here: the heuristic enricher must not pay for the OpenAI stack, and
@@ -190,7 +192,7 @@ class LLMSettings(BaseModel):
             tpm=self.tpm,
             mode="online" if self.mode == "online" else "batch",
             price=self.prices.get(self.model),
-            cache=EnrichmentCache(cache_dir) if cache_dir is not None else None,
+            cache=open_enrichment_cache(cache_dir, app_db_url) if cache_dir is not None else None,
             budget=budget,
             expected_completion_tokens=self.expected_completion_tokens,
             pii_mode=pii_mode,

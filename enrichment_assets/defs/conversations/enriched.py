@@ -289,17 +289,19 @@ def _enriched_conversations(
     batch = context.partition_key
     source = store.layer_path("validated", batch)
     target = store.layer_path("enriched", batch)
-    # The enrichment cache is shared by every partition and process (SQLite, WAL).
+    # The enrichment cache is shared by every partition and process (SQLite, WAL), and by
+    # every machine with an application database (`open_enrichment_cache`).
     # A low-confidence re-ask bypasses it too: the cache holds the answer being doubted.
     bypass_cache = config.force or config.low_confidence
     cache_dir = None if bypass_cache else store.data_dir / "cache" / "enrichment"
     pii_mode = pii.pii_mode
+    options = {"pii_mode": pii_mode, "phone_region": pii.region, "app_db_url": store.app_db_url}
     settings = enricher.settings()
     if config.low_confidence and settings.escalation_model:
         settings = settings.model_copy(update={"model": settings.escalation_model})
-        annotator = settings.build_enricher(cache_dir, pii_mode=pii_mode, phone_region=pii.region)
+        annotator = settings.build_enricher(cache_dir, **options)
     else:  # through the resource: a resource subclass may build its own enricher
-        annotator = enricher.build_enricher(cache_dir, pii_mode=pii_mode, phone_region=pii.region)
+        annotator = enricher.build_enricher(cache_dir, **options)
     # Before anything is sent: the estimate against what the run may spend (`llm_spend.py`).
     estimate = estimate_layer(
         annotator, source, lake.enrich_chunk_rows, config.conversation_ids or None

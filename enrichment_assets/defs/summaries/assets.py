@@ -275,7 +275,7 @@ def _summaries_of(
     # The run's LLM budget and today's daily limit stop its sending too (`llm_spend.py`).
     budget = run_budget(context.instance, settings, None)
     annotator = enricher.build_enricher(  # through the resource, as ever
-        cache_dir, pii_mode=pii.pii_mode, phone_region=pii.region
+        cache_dir, pii_mode=pii.pii_mode, phone_region=pii.region, app_db_url=lake.lake.app_db_url
     )
     if hasattr(annotator, "budget"):
         annotator.budget = budget

@@ -2,12 +2,15 @@
 
 The numbers come from `checks.health.pipeline_health` and `queries.layer_counts`;
 this module only presents them. The page's charts are plotly figures with
-plotly.js inlined once, so the file opens offline.
+plotly.js inlined once, so the file opens offline (copied into the file from the plotly
+package as it is written, never held in memory).
 """
 
 from __future__ import annotations
 
 import html
+import shutil
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +19,14 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from enrichment_assets.lake import Lake, write_bytes_atomic
+from enrichment_assets.lake import Lake, atomic_path, write_bytes_atomic
 from enrichment_assets.terminal import plain
 
 LEVEL_STYLE = {"ok": "green", "warning": "yellow", "critical": "bold red"}
 LEVEL_COLOR = {"ok": "#2e7d32", "warning": "#f9a825", "critical": "#c62828"}
 LAYER_ORDER = ("raw", "validated", "quarantined", "enriched", "normalized", "completed")
+# What plotly writes before its inlined bundle (`plotly.io.to_html`): MathJax stays local.
+PLOTLY_CONFIG_SCRIPT = "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>"
 
 
 def health_json_path(lake: Lake) -> Path:
@@ -143,8 +148,10 @@ def _figures(health: dict[str, Any], counts: dict[str, int]) -> list[Any]:
     return figures
 
 
-def render_html(health: dict[str, Any], counts: dict[str, int], lake: Lake) -> str:
-    """The health page: levels, metrics, charts, and a link to the Data Docs."""
+def render_html(health: dict[str, Any], counts: dict[str, int], lake: Lake) -> tuple[str, str]:
+    """The health page (levels, metrics, charts, a link to the Data Docs) as the HTML
+    before and after plotly.js, which `write_health_files` copies in between from the
+    plotly package: the page is self-contained without a 4.6 MB copy of it in memory."""
     metrics = health["metrics"]
     rows = "".join(
         f"<tr><td>{html.escape(metric)}</td><td>{html.escape(_fmt(metrics[metric]))}</td>"
@@ -167,11 +174,11 @@ def render_html(health: dict[str, Any], counts: dict[str, int], lake: Lake) -> s
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in facts.items()
     )
     charts = "".join(
-        figure.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
-        for i, figure in enumerate(_figures(health, counts))
+        figure.to_html(full_html=False, include_plotlyjs=False)
+        for figure in _figures(health, counts)
     )
     docs = data_docs_index(lake).resolve()
-    return f"""<!doctype html>
+    head = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Pipeline health</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
@@ -185,9 +192,17 @@ td, th {{ border: 1px solid #ddd; padding: .35rem .7rem; text-align: left; }}
 <a href="{docs.as_uri()}">Great Expectations Data Docs</a>.</p>
 <table><tr><th>metric</th><th>value</th><th>level</th><th>thresholds</th></tr>{rows}</table>
 <table>{fact_rows}</table>
+{PLOTLY_CONFIG_SCRIPT}<script>"""
+    tail = f"""</script>
 <div class="charts">{charts}</div>
 </body></html>
 """
+    return head, tail
+
+
+def _plotly_js() -> Any:
+    """The plotly.js bundle of the plotly package (what `plotly.offline.get_plotlyjs` reads)."""
+    return resources.files("plotly").joinpath("package_data", "plotly.min.js")
 
 
 def write_health_files(
@@ -197,5 +212,10 @@ def write_health_files(
     json_path, html_path = health_json_path(lake), health_html_path(lake)
     payload = report_payload(health, counts, lake)
     write_bytes_atomic(json_path, orjson.dumps(payload, option=orjson.OPT_INDENT_2))
-    write_bytes_atomic(html_path, render_html(health, counts, lake).encode())
+    head, tail = render_html(health, counts, lake)
+    with atomic_path(html_path) as tmp, tmp.open("wb") as page:
+        page.write(head.encode())
+        with _plotly_js().open("rb") as bundle:
+            shutil.copyfileobj(bundle, page)
+        page.write(tail.encode())
     return json_path.resolve(), html_path.resolve()

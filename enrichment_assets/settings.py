@@ -11,9 +11,10 @@ the family's names: `LLMSettings.from_env` (`ENRICH_ENRICHER`, `ENRICH_LLM_*`,
 `ENRICH_LOW_CONFIDENCE_*`, `OPENAI_API_KEY`), the PII settings (`ENRICH_PII_*`,
 `redaction.py`) and the settings fingerprint (every `ENRICH_*`, `fingerprints.py`).
 
-Two writes happen here too, on purpose: `ENRICH_DAGSTER_DIR` for the embedded instance's
-dagster.yaml (`use_instance_dir`) and `GX_ANALYTICS_ENABLED=false` for Great Expectations
-(`disable_gx_analytics`).
+The writes happen here too, on purpose: `ENRICH_DAGSTER_DIR` for the embedded instance's
+dagster.yaml (`use_instance_dir`), `GX_ANALYTICS_ENABLED=false` for Great Expectations
+(`disable_gx_analytics`), and third-party defaults a user's own value overrides
+(`default_to`: the S3 checksum settings, Polars' jemalloc options).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ VARIABLES: dict[str, str] = {
     "ENRICH_PII_PHONE_REGION": "ISO 3166 region for phone numbers (or none)",
     "ENRICH_DEBUG": "set: `enrich` shows tracebacks",
     "MALLOC_ARENA_MAX": "glibc's arena cap; `enrich` sets its own unless this is set",
+    "_RJEM_MALLOC_CONF": "Polars' jemalloc options; `enrich` has freed pages returned at once",
     # The enricher and its LLM endpoint (read whole by LLMSettings.from_env).
     "ENRICH_ENRICHER": "heuristic | openai",
     "ENRICH_LLM_BASE_URL": "OpenAI-compatible /v1 URL",
@@ -181,8 +183,8 @@ def use_instance_dir(path: str) -> None:
 
 
 def default_to(name: str, value: str) -> None:
-    """Set a third-party library's variable unless the user set it (e.g. the S3 checksum
-    defaults of `object_store`)."""
+    """Set a third-party library's variable unless the user set it (the S3 checksum
+    defaults of `object_store`, Polars' jemalloc options of `cli.malloc_arenas`)."""
     os.environ.setdefault(name, value)
 
 

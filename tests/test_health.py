@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 from dagster import DagsterInstance, materialize
+from plotly.offline import get_plotlyjs
 from typer.testing import CliRunner
 
 from enrichment_assets.cli.commands import app
@@ -85,7 +86,12 @@ def test_report_json_and_html(lake: Lake, instance: DagsterInstance, tmp_path: P
     assert result.exit_code == 0, result.output
     page = lake.reports_dir / "pipeline_health.html"
     assert str(page.resolve()) in result.stdout.replace("\n", "")
-    assert "Plotly.newPlot" in page.read_text()
+    text = page.read_text()
+    assert text.count("Plotly.newPlot") == 4
+    # Self-contained: plotly.js inlined once, whole, before the charts that call it.
+    bundle = get_plotlyjs()
+    assert text.count(bundle) == 1
+    assert text.index(bundle) < text.index("Plotly.newPlot")
     assert "index.html" in result.stdout
 
 

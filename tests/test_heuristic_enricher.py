@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import uuid
 
 import polars as pl
@@ -220,3 +222,31 @@ def test_input_without_messages_column_is_rejected_with_the_column_name(
 ) -> None:
     with pytest.raises(ValueError, match="messages"):
         enricher.annotate(pl.DataFrame({"conversation_id": ["a"]}))
+
+
+# The code location and the command as `enrich run` loads them, then the heuristic
+# enricher annotating: which of the OpenAI stack got imported.
+HEURISTIC_RUN_PROBE = """
+import sys
+import polars as pl
+import enrichment_assets.cli
+import enrichment_assets.definitions
+from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA
+from enrichment_assets.enrichers.settings import LLMResource
+
+enricher = LLMResource(enricher="heuristic").build_enricher()
+frame = pl.DataFrame(
+    [{"conversation_id": "c1", "messages": [{"role": "user", "content": "hi"}]}],
+    schema=CONVERSATION_INPUT_SCHEMA,
+)
+assert enricher.annotate(frame).height == 1
+print(sorted(m for m in ("openai", "httpx2", "httpx") if m in sys.modules))
+"""
+
+
+def test_a_heuristic_run_never_imports_the_openai_client() -> None:
+    probe = subprocess.run(
+        [sys.executable, "-c", HEURISTIC_RUN_PROBE], capture_output=True, text=True, timeout=180
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert probe.stdout.splitlines()[-1] == "[]"

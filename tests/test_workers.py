@@ -6,6 +6,8 @@ import contextlib
 import multiprocessing
 import os
 import queue
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -155,3 +157,18 @@ def test_workers_end_when_their_parent_is_killed() -> None:
     while not all(_ended(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert all(_ended(pid) for pid in workers), workers
+
+
+def test_a_spawned_worker_does_not_load_the_command_line() -> None:
+    """multiprocessing's spawn re-imports the `enrich` console script in every worker, and
+    so `enrichment_assets.cli`: the package must not bring typer and rich with it."""
+    probe = (
+        "import sys, enrichment_assets.cli as cli; "
+        "print(sorted(m for m in ('typer', 'rich', 'dagster') if m in sys.modules)); "
+        "print(callable(cli.console_main), cli.app.info.name)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.splitlines()
+    assert out[0] == "[]"  # nothing heavy on import
+    assert out[1] == "True enrich"  # and the commands still there on first use

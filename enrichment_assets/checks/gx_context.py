@@ -139,7 +139,7 @@ class GateContext:
 
     def __init__(self, reports_dir: Path) -> None:
         env_settings.disable_gx_analytics()
-        defer(*GX_UNUSED_IMPORTS)  # about 85 MiB our suites never use (`deferred_imports`)
+        defer(*GX_UNUSED_IMPORTS)  # about 90 MiB our suites never use (`deferred_imports`)
         import great_expectations as gx
 
         self.reports_dir = reports_dir

@@ -1015,9 +1015,13 @@ def main() -> None:
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
     from typer.exceptions import Abort, Exit
 
-    from enrichment_assets.cli.malloc_arenas import limit_malloc_arenas
+    from enrichment_assets.cli.malloc_arenas import (
+        limit_malloc_arenas,
+        purge_polars_memory_promptly,
+    )
 
     limit_malloc_arenas()  # before the run's threads start (see `malloc_arenas`)
+    purge_polars_memory_promptly()  # before Polars is imported (see `malloc_arenas`)
     try:
         # Not standalone: usage errors come back here, to be told in one line too.
         try:

@@ -18,19 +18,10 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from enrichment_assets.enrichers.retry import RequestFailed
-
 # The `enrichment.error` of a conversation the budget kept from being sent.
 BUDGET_EXHAUSTED = "budget exhausted"
 # How a refusal before any request starts (the failed-partitions sensor looks for it).
 OVER_BUDGET = "over budget"
-
-
-class BudgetExhausted(RequestFailed):
-    """Not sent: the run's measured spend reached its budget."""
-
-    def __init__(self) -> None:
-        super().__init__(BUDGET_EXHAUSTED)
 
 
 class OverBudget(ValueError):

@@ -75,7 +75,7 @@ from enrichment_assets.enrichers.base import (
     conform_annotations,
     empty_annotations,
 )
-from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED, BudgetExhausted, SpendBudget
+from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED, SpendBudget
 from enrichment_assets.enrichers.cache import (
     AnnotationCache,
     CachedAnnotation,
@@ -93,6 +93,7 @@ from enrichment_assets.enrichers.pricing import (
     estimate_prompt_tokens,
 )
 from enrichment_assets.enrichers.retry import (
+    BudgetExhausted,
     ChunkRetries,
     CircuitBreaker,
     EndpointUnavailable,

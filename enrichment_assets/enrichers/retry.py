@@ -31,6 +31,7 @@ from typing import TypeVar
 import openai
 
 from enrichment_assets.enrichers.annotation import EnrichmentStats
+from enrichment_assets.enrichers.budget import BUDGET_EXHAUSTED
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +48,13 @@ class RetryBudgetSpent(RequestFailed):
 
 class EndpointUnavailable(RequestFailed):
     """Not sent (or not retried): the circuit breaker is open."""
+
+
+class BudgetExhausted(RequestFailed):
+    """Not sent: the run's measured spend reached its budget (`budget.SpendBudget`)."""
+
+    def __init__(self) -> None:
+        super().__init__(BUDGET_EXHAUSTED)
 
 
 class RequestDeadlineExceeded(openai.OpenAIError):

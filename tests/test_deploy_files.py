@@ -39,7 +39,7 @@ def test_production_instance_config_is_valid_for_this_dagster(
     config, _ = dagster_instance_config(str(DEPLOY))
     storage = config["storage"]["custom"]
     assert (storage["module"], storage["class"]) == (
-        "enrichment_assets.defs.postgres_storage",
+        "enrichment_assets.instance_storage",
         "PostgresStorage",
     )
     assert storage["config"]["postgres_url"] == {"env": "DAGSTER_PG_URL"}

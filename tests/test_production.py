@@ -51,7 +51,7 @@ def pg_instance(
     home.mkdir()
     shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    # The plain form of Dagster's docs (enrichment_assets.defs.postgres_storage names the driver).
+    # The plain form of Dagster's docs (enrichment_assets.instance_storage names the driver).
     assert url.startswith("postgresql://")
     monkeypatch.setenv("DAGSTER_PG_URL", url)
     with DagsterInstance.get() as instance:

@@ -15,16 +15,21 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 from dagster import AssetExecutionContext, AssetKey, AssetObservation, MetadataValue
 
 from enrichment_assets.defs.conversations.layer_io import read_chunks
-from enrichment_assets.enrichers.batch import BATCH_PRICE_FACTOR
 from enrichment_assets.enrichers.batch_ledger import PartitionBatches
-from enrichment_assets.enrichers.batch_submission import BatchProgress, advance_batches
-from enrichment_assets.enrichers.openai import OpenAIEnricher
 from enrichment_assets.enrichers.pricing import CostEstimate
+
+if TYPE_CHECKING:
+    from enrichment_assets.enrichers.batch_submission import BatchProgress
+    from enrichment_assets.enrichers.openai import OpenAIEnricher
+
+# The OpenAI client (its Batch API) is imported by the functions that use it: the code
+# location loads this module with every run, heuristic ones included (`load_from_defs_folder`).
 
 ENRICHED = AssetKey("enriched_conversations")
 # The submitting run's tags that its apply run carries on (the failed-partitions retry count).
@@ -66,6 +71,8 @@ def advance_llm_batches(
             tags={name: tags[name] for name in CARRIED_TAGS if name in tags},
         )
 
+    from enrichment_assets.enrichers.batch_submission import advance_batches
+
     progress = advance_batches(
         annotator,
         _frames(source, chunk_rows, only),
@@ -96,6 +103,8 @@ def advance_llm_batches(
 
 def waiting_observation(progress: BatchProgress, partition: str) -> AssetObservation:
     """What the UI shows on the partition while its batches run."""
+    from enrichment_assets.enrichers.batch import BATCH_PRICE_FACTOR
+
     record = progress.record
     assert record is not None
     return AssetObservation(
@@ -123,6 +132,8 @@ def applied_metadata(progress: BatchProgress | None) -> dict[str, object]:
     """The materialization's metadata about the batches it applied."""
     if progress is None or progress.record is None:
         return {}
+    from enrichment_assets.enrichers.batch import BATCH_PRICE_FACTOR
+
     record = progress.record
     return {
         "llm_batch_ids": MetadataValue.json(record.batch_ids),

@@ -229,10 +229,10 @@ def test_input_without_messages_column_is_rejected_with_the_column_name(
 HEURISTIC_RUN_PROBE = """
 import sys
 import polars as pl
-import enrichment_assets.cli
+import enrichment_assets.cli.commands
 import enrichment_assets.definitions
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA
-from enrichment_assets.enrichers.settings import LLMResource
+from enrichment_assets.defs.resources import LLMResource
 
 enricher = LLMResource(enricher="heuristic").build_enricher()
 frame = pl.DataFrame(

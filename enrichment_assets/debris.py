@@ -32,7 +32,9 @@ _OWN_FOLDERS = ("lake", "export", "reports", "cache", "logs")
 
 
 def pid_alive(pid: int) -> bool:
-    """True when a process with this pid runs on this host (or cannot be signalled)."""
+    """True when a process with this pid runs on this host (or cannot be signalled).
+
+    A zombie (killed, not yet reaped by its parent) runs no more: it writes nothing."""
     if pid <= 0:
         return False
     try:
@@ -41,7 +43,16 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (not Linux), or it has just been reaped
+        return False
+    # `pid (comm) state ...`: comm may hold spaces and parentheses, the state follows the last ')'.
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] == "Z"
 
 
 def _orphaned(name: str, pattern: re.Pattern[str]) -> bool:

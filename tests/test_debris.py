@@ -83,3 +83,24 @@ def test_the_claim_of_a_command_that_died_is_void(tmp_path: Path) -> None:
     process.wait()
     assert claimed_partitions(data) == set()
     assert not list((data / "lake" / "claims").iterdir())
+
+
+def test_a_killed_writer_not_yet_reaped_is_dead(tmp_path: Path) -> None:
+    """A killed process stays a zombie until its parent waits for it (a worker's parent, a
+    container runtime): it writes nothing more, so its files are leftovers already."""
+    layer = tmp_path / "data" / "lake" / "enriched"
+    layer.mkdir(parents=True)
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        left = temp_of(writer.pid, layer)
+        assert clean_leftovers(tmp_path / "data", []) == [] and left.exists()
+        writer.kill()
+        deadline = time.monotonic() + 30
+        while left.exists() and time.monotonic() < deadline:
+            clean_leftovers(tmp_path / "data", [])
+            time.sleep(0.1)
+        assert not left.exists()
+        assert Path(f"/proc/{writer.pid}").exists()  # a zombie still: nobody waited for it
+    finally:
+        writer.kill()
+        writer.wait()

@@ -23,6 +23,7 @@ from dagster import DagsterRunStatus, RunsFilter
 
 from enrichment_assets.app_db import seed_reference_tables, upgrade
 from enrichment_assets.cli.run_worker import WORKER_TAG
+from enrichment_assets.debris import pid_alive
 from enrichment_assets.defs.run_liveness import PID_TAG
 from enrichment_assets.reference import REFERENCE_TABLES, SEEDS_DIR
 from tests.factories import conversation, message, write_jsonl
@@ -32,9 +33,9 @@ from tests.worker_pool import ENRICH, Cluster, export_files
 
 pytestmark = [requires_postgres, pytest.mark.timeout(900)]
 
-# 12 partitions keep the test near 2 minutes on the loaded 2-core machine (a run costs ~6 s
-# whatever its size); benchmarks/bench_workers.py backfills 40 with the same checks.
-PARTITIONS, PER_PARTITION, WORKERS = 12, 5, 4
+# 8 partitions (2 per worker) keep the test short: a run costs ~2-6 s of the machine
+# whatever its size; benchmarks/bench_workers.py backfills 40 with the same checks.
+PARTITIONS, PER_PARTITION, WORKERS = 8, 5, 4
 # The conversations of one batch hang at the endpoint until their worker is killed: it
 # dies mid-run (its enrichment in flight) having paid for none of them. (Had it paid for
 # some, their rows would say 0 tokens after the recovery, like any cache hit: a row's
@@ -100,6 +101,14 @@ def stalled_worker_pid(cluster: Cluster, server: LoopbackLLMServer, partition: s
     return int(run.tags[PID_TAG])
 
 
+def is_zombie_then_reaped(process: subprocess.Popen) -> bool:
+    """Killed and not yet reaped, the worker is dead to `pid_alive` already; then reaped,
+    as a container runtime does."""
+    wait_for(lambda: not pid_alive(process.pid), "the killed worker to be dead")
+    process.wait(timeout=60)
+    return True
+
+
 def test_four_workers_backfill_like_one_and_recover_a_killed_one(
     tmp_path: Path, new_database: Callable[[str], str], lake_env: Callable[[str], dict[str, str]]
 ) -> None:
@@ -117,6 +126,7 @@ def test_four_workers_backfill_like_one_and_recover_a_killed_one(
 
         killed = workers[stalled_worker_pid(many, llm, partitions[STALLED_FILE])]
         os.killpg(killed.pid, signal.SIGKILL)  # a lost pod: no chance to clean up
+        assert is_zombie_then_reaped(killed)
         llm.configure(Faults(), keep_counters=True)  # the endpoint answers again
 
         outcomes = {pid: w.communicate(timeout=600) for pid, w in workers.items()}
@@ -130,7 +140,10 @@ def test_four_workers_backfill_like_one_and_recover_a_killed_one(
 
     # Byte for byte what one worker exports, every conversation once.
     exported = export_files(Path(lake_env("many")["ENRICH_DATA_DIR"]))
-    assert exported == export_files(Path(lake_env("single")["ENRICH_DATA_DIR"]))
+    said = [
+        line for _, err in outcomes.values() for line in err.splitlines() if "partition" in line
+    ]
+    assert exported == export_files(Path(lake_env("single")["ENRICH_DATA_DIR"])), said
     ids = [
         orjson.loads(line)["conversation_id"]
         for name, data in exported.items()
@@ -159,6 +172,9 @@ def test_four_workers_backfill_like_one_and_recover_a_killed_one(
         ["lake", "operator", *(f"worker-{i}" for i in range(WORKERS))]
     )
     assert not subprocess.run(["pgrep", "-g", str(killed.pid)], capture_output=True).stdout
+    # The dead worker's temporary files were removed by the worker that recovered it.
+    lake_dir = Path(lake_env("many")["ENRICH_DATA_DIR"])
+    assert not [p for p in lake_dir.rglob("*") if p.name.endswith(".tmp") or "tmp_" in p.name]
 
 
 def test_a_worker_without_the_application_database_says_so_in_one_line(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from enrichment_assets.debris import clean_leftovers
 from enrichment_assets.defs.conversations.partitions import batch_partitions
 from enrichment_assets.defs.run_liveness import UNFINISHED_RUN_STATUSES
 from enrichment_assets.lake import Lake
@@ -130,11 +131,25 @@ def _take(
 ) -> str:
     """Run one claimed partition; returns what became of it: ran, unchanged, failed, retry."""
     from enrichment_assets.cli.runner import materialize_partitions
-    from enrichment_assets.cli.unchanged_batches import batch_fingerprint, unchanged_batches
+    from enrichment_assets.cli.unchanged_batches import (
+        INPUTS_TAG,
+        batch_fingerprint,
+        unchanged_batches,
+    )
 
     runs = _worker_runs(instance, partition)
-    report.recovered += _recover_dead(instance, partition, runs)
-    if unchanged_batches(instance, lake, {partition: batch_fingerprint(lake, partition)}):
+    if recovered := _recover_dead(instance, partition, runs):
+        report.recovered += recovered
+        clean_leftovers(lake.data_dir)  # the dead worker's temporary files, on this host
+    inputs = batch_fingerprint(lake, partition)
+    # Done: unchanged since its last successful run, or a worker ran these very inputs with
+    # success (annotation errors left are for the `failed_partitions` sensor, not for
+    # every other worker to retry once).
+    ran = any(
+        run.status == DagsterRunStatus.SUCCESS and run.tags.get(INPUTS_TAG) == inputs
+        for run in runs
+    )
+    if ran or unchanged_batches(instance, lake, {partition: inputs}):
         return "unchanged"
     failures = sum(1 for run in runs if run.status != DagsterRunStatus.SUCCESS)
     if failures >= max_attempts:
@@ -162,6 +177,7 @@ def work(
     if lake.app_db_url is None:
         raise ValueError("a worker claims partitions in PostgreSQL: set ENRICH_APP_DB_URL")
     worker_id = worker_id or default_worker_id()
+    clean_leftovers(lake.data_dir)  # as every command start does (`debris`)
     report = WorkerReport()
     settled: set[str] = set()
     with claims(lake.app_db_url, worker_id) as held:

@@ -1,5 +1,6 @@
 """Many run workers at once: separate processes sharing only the Dagster instance on
-PostgreSQL, the application database, the lake and the LLM endpoint (`enrich worker`).
+PostgreSQL, the application database, the lake on object storage (a real SeaweedFS: no
+shared folder, each worker its own working copy) and the LLM endpoint (`enrich worker`).
 
 Four workers backfill the partitions while one of them is killed with `kill -9` in the
 middle of a partition; a single worker does the same backfill in a cluster of its own.
@@ -28,8 +29,9 @@ from enrichment_assets.defs.run_liveness import PID_TAG
 from enrichment_assets.reference import REFERENCE_TABLES, SEEDS_DIR
 from tests.factories import conversation, message, write_jsonl
 from tests.llm_server import Faults, LoopbackLLMServer
+from tests.object_store import S3Server, s3_bucket, s3_server  # noqa: F401 (fixtures)
 from tests.postgres import requires_postgres
-from tests.worker_pool import ENRICH, Cluster, export_files
+from tests.worker_pool import ENRICH, Cluster
 
 pytestmark = [requires_postgres, pytest.mark.timeout(900)]
 
@@ -49,9 +51,13 @@ def marker(batch: int) -> str:
 
 
 @pytest.fixture
-def lake_env(tmp_path: Path) -> Callable[[str], dict[str, str]]:
-    """Where a cluster's lake is: the one value to change for object storage."""
-    return lambda name: {"ENRICH_DATA_DIR": str(tmp_path / name / "lake")}
+def lake_env(
+    s3_server: S3Server,  # noqa: F811
+    s3_bucket: str,  # noqa: F811
+) -> Callable[[str], dict[str, str]]:
+    """Where a cluster's lake is: a prefix of its own in the object store
+    (`{"ENRICH_DATA_DIR": folder}` would share a local folder instead)."""
+    return lambda name: s3_server.env(f"s3://{s3_bucket}/{name}")
 
 
 def input_files(folder: Path) -> list[Path]:
@@ -139,11 +145,11 @@ def test_four_workers_backfill_like_one_and_recover_a_killed_one(
         single_paid, many_paid = single_llm.counters.successes, llm.counters.successes
 
     # Byte for byte what one worker exports, every conversation once.
-    exported = export_files(Path(lake_env("many")["ENRICH_DATA_DIR"]))
+    exported = many.export_files()
     said = [
         line for _, err in outcomes.values() for line in err.splitlines() if "partition" in line
     ]
-    assert exported == export_files(Path(lake_env("single")["ENRICH_DATA_DIR"])), said
+    assert exported == single.export_files(), said
     ids = [
         orjson.loads(line)["conversation_id"]
         for name, data in exported.items()
@@ -167,14 +173,14 @@ def test_four_workers_backfill_like_one_and_recover_a_killed_one(
             run.status != DagsterRunStatus.STARTED
             for run in instance.get_runs(filters=RunsFilter(tags={}))
         )
-    # Nothing but the lake was written outside the workers' own folders.
+    # No folder shared: each process wrote its own, the lake is in the object store.
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(
-        ["lake", "operator", *(f"worker-{i}" for i in range(WORKERS))]
+        ["operator", "reader", *(f"worker-{i}" for i in range(WORKERS))]
     )
     assert not subprocess.run(["pgrep", "-g", str(killed.pid)], capture_output=True).stdout
-    # The dead worker's temporary files were removed by the worker that recovered it.
-    lake_dir = Path(lake_env("many")["ENRICH_DATA_DIR"])
-    assert not [p for p in lake_dir.rglob("*") if p.name.endswith(".tmp") or "tmp_" in p.name]
+    # Nothing temporary reached the store (a killed upload leaves no object).
+    stored = many.store_listing()
+    assert stored and not [key for key in stored if key.endswith(".tmp") or "tmp_" in key]
 
 
 def test_a_worker_without_the_application_database_says_so_in_one_line(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from enrichment_assets.exports import EXPORTS, receipt_lines
 from enrichment_assets.fingerprints import fingerprint
 from enrichment_assets.lake import LAYERS, Lake
+from enrichment_assets.object_store import S3Location, StoreSettings
 
 # Tag of a successful run of the whole pipeline for a batch: the batch's input fingerprint.
 INPUTS_TAG = "enrich/inputs_fingerprint"
@@ -44,9 +45,16 @@ def batch_fingerprint(lake: Lake, batch: str) -> str | None:
         {
             "batch": batch,
             "manifest": hashlib.sha256(manifest).hexdigest(),
-            "data_dir": str(lake.data_dir.resolve()),
+            "data_dir": lake_location(lake),
         }
     )
+
+
+def lake_location(lake: Lake) -> str:
+    """Where the lake is: its object-store URI (every worker's working copy is the same
+    lake), else its folder."""
+    location = StoreSettings().location()
+    return str(location) if isinstance(location, S3Location) else str(lake.data_dir.resolve())
 
 
 def _files_present(lake: Lake, batch: str) -> bool:

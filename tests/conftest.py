@@ -14,6 +14,10 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 from enrichment_assets.lake import Lake
 from tests.browser import chromium, open_offline  # noqa: F401  (fixtures for every test module)
 from tests.llm_fixtures import llm_server  # noqa: F401  (fixture for every test module)
+
+# One SeaweedFS per test worker process: a session fixture imported into two test modules
+# would be two fixtures, and start two servers.
+from tests.object_store import s3_bucket, s3_server  # noqa: F401  (fixtures for every test module)
 from tests.postgres import app_db, new_database  # noqa: F401  (fixtures for every test module)
 
 

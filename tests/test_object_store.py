@@ -21,7 +21,7 @@ from enrichment_assets.lake import EXPORT_KINDS
 from enrichment_assets.object_store import CHECKSUM_DEFAULTS, LakeMirror, S3Location, s3_filesystem
 from enrichment_assets.sample_data import write_sample_files
 from tests.cli import enrich
-from tests.object_store import S3Server, free_ports, lake_env, s3_bucket, s3_server  # noqa: F401
+from tests.object_store import S3Server, free_ports, lake_env
 
 ENRICH = Path(sys.executable).parent / "enrich"
 pytestmark = pytest.mark.timeout(900)
@@ -54,8 +54,8 @@ def _local_exports(data_dir: Path) -> dict[str, bytes]:
 
 
 def test_demo_on_object_store_equals_local_and_an_empty_working_copy_sees_it(
-    s3_server: S3Server,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    s3_server: S3Server,
+    s3_bucket: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -99,8 +99,8 @@ def test_demo_on_object_store_equals_local_and_an_empty_working_copy_sees_it(
 
 
 def test_a_writer_killed_mid_push_leaves_no_pointer_to_a_missing_object(
-    s3_server: S3Server,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    s3_server: S3Server,
+    s3_bucket: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -151,8 +151,8 @@ def test_a_writer_killed_mid_push_leaves_no_pointer_to_a_missing_object(
     ],
 )
 def test_a_bad_lake_uri_or_a_store_that_is_down_is_one_line(
-    s3_server: S3Server,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    s3_server: S3Server,
+    s3_bucket: str,
     data_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -181,8 +181,8 @@ def test_checksum_defaults_are_set_unless_the_user_chose(monkeypatch: pytest.Mon
 
 
 def test_credentials_from_a_shared_credentials_file_as_deploy_mounts_them(
-    s3_server: S3Server,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    s3_server: S3Server,
+    s3_bucket: str,
     data_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -203,8 +203,8 @@ def test_credentials_from_a_shared_credentials_file_as_deploy_mounts_them(
 
 
 def test_two_working_copies_stay_in_step_through_the_store(
-    s3_server: S3Server,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    s3_server: S3Server,
+    s3_bucket: str,
     tmp_path: Path,
 ) -> None:
     location = S3Location(s3_bucket, "lake")

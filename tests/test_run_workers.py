@@ -29,7 +29,7 @@ from enrichment_assets.defs.run_liveness import PID_TAG
 from enrichment_assets.reference import REFERENCE_TABLES, SEEDS_DIR
 from tests.factories import conversation, message, write_jsonl
 from tests.llm_server import Faults, LoopbackLLMServer
-from tests.object_store import S3Server, s3_bucket, s3_server  # noqa: F401 (fixtures)
+from tests.object_store import S3Server
 from tests.postgres import requires_postgres
 from tests.worker_pool import ENRICH, Cluster
 
@@ -52,8 +52,8 @@ def marker(batch: int) -> str:
 
 @pytest.fixture
 def lake_env(
-    s3_server: S3Server,  # noqa: F811
-    s3_bucket: str,  # noqa: F811
+    s3_server: S3Server,
+    s3_bucket: str,
 ) -> Callable[[str], dict[str, str]]:
     """Where a cluster's lake is: a prefix of its own in the object store
     (`{"ENRICH_DATA_DIR": folder}` would share a local folder instead)."""

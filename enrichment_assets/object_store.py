@@ -45,7 +45,7 @@ import orjson
 
 from enrichment_assets import settings as env_settings
 from enrichment_assets.faults import fault_point
-from enrichment_assets.lake import hidden_temp
+from enrichment_assets.lake import atomic_path
 
 LAKE_URI_ENV = "ENRICH_LAKE_URI"
 S3_ENDPOINT_ENV = "ENRICH_S3_ENDPOINT"
@@ -211,7 +211,7 @@ class LakeMirror:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 state = orjson.loads(path.read_bytes()) if path.exists() else {}
                 yield state
-                with _atomic(path) as tmp:
+                with atomic_path(path) as tmp:
                     tmp.write_bytes(orjson.dumps(state))
             finally:
                 os.close(fd)
@@ -274,7 +274,7 @@ class LakeMirror:
 
     def _download(self, rel: str) -> tuple[int, int]:
         target = self.data_dir / rel
-        with _atomic(target) as tmp:
+        with atomic_path(target) as tmp:
             try:
                 with self.fs.open_input_stream(self._key(rel)) as source, tmp.open("wb") as out:  # type: ignore[attr-defined]
                     while chunk := source.read(_CHUNK):
@@ -350,16 +350,6 @@ class LakeMirror:
 
     def _key(self, rel: str) -> str:
         return f"{self.location.root}/{rel}"
-
-
-@contextmanager
-def _atomic(target: Path) -> Iterator[Path]:
-    tmp = hidden_temp(target)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _ns(mtime: object) -> int:

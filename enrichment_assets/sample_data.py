@@ -26,11 +26,12 @@ import csv
 import itertools
 import random
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -73,6 +74,7 @@ TAPE_LENGTH = 2048  # sentences per topic and role; a message is a slice
 REFERENCE_FIELDS = ("persona_id", "emotional_arc_id", "training_topic_id", "template_id")
 _SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "system": "system"}
 _EPOCH = datetime(1970, 1, 1)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -208,93 +210,149 @@ def generate_conversations(
         raise ValueError(
             f"need 4 <= min_messages <= max_messages, got {min_messages}, {max_messages}"
         )
-    rng = random.Random(seed)
-    random_ = rng.random
-
-    def pick(seq):  # rng.choice without its overhead; this loop runs a million times
-        return seq[int(random_() * len(seq))]
-
-    ref = _reference()
-    mojibake = _mojibake()
-    tapes = {
-        topic_id: (
-            _SentenceTape.of(rng, ref.user_banks[topic_id], message_chars),
-            _SentenceTape.of(rng, ref.assistant_banks[topic_id], message_chars),
-        )
-        for topic_id in ref.user_banks
-    }
-    users = tuple(f"user-{i:04d}" for i in range(1, USER_POOL_SIZE + 1))
-    # A few users are far more active than the rest, as in real chat logs.
-    user_weights = tuple(itertools.accumulate(1.0 / i**0.8 for i in range(1, USER_POOL_SIZE + 1)))
-    end = end or _default_end()
-    end_s = int((end if end.tzinfo else end.replace(tzinfo=UTC)).timestamp())  # naive = UTC
-    spread_s = int(CREATED_AT_SPREAD.total_seconds())
-    clock = _clock_strings()
-    days = {
-        d: (_EPOCH + timedelta(days=d)).date().isoformat()
-        for d in range((end_s - spread_s) // 86400, end_s // 86400 + 2)
-    }
-
-    def stamp(epoch_s: int) -> str:  # ISO-8601 UTC, by lookup: datetime formatting is slow
-        return days[epoch_s // 86400] + clock[epoch_s % 86400]
-
-    openers = {
-        arc["start_emotion"]: _by_emotion(EMOTION_OPENERS, arc["start_emotion"]) for arc in ref.arcs
-    }
-    closers = {
-        arc["end_emotion"]: _by_emotion(EMOTION_CLOSERS, arc["end_emotion"]) for arc in ref.arcs
-    }
-
+    mix = _Mix(
+        defect_rate=defect_rate,
+        mojibake_rate=mojibake_rate,
+        min_messages=min_messages,
+        max_messages=max_messages,
+        unknown_reference_rate=unknown_reference_rate,
+        system_prompt_rate=system_prompt_rate,
+    )
+    maker = _ConversationMaker(random.Random(seed), mix, message_chars, end or _default_end())
     for _ in range(n):
+        yield maker.record()
+
+
+@dataclass(frozen=True)
+class _Mix:
+    """How often each feature shows up: the rates and sizes `generate_conversations` takes."""
+
+    defect_rate: float
+    mojibake_rate: float
+    min_messages: int
+    max_messages: int
+    unknown_reference_rate: float
+    system_prompt_rate: float
+
+
+class _Clock:
+    """ISO-8601 UTC stamps of the 7 days before `end`, by lookup: datetime formatting is slow."""
+
+    def __init__(self, end: datetime) -> None:
+        self.end_s = int(
+            (end if end.tzinfo else end.replace(tzinfo=UTC)).timestamp()
+        )  # naive = UTC
+        self.spread_s = int(CREATED_AT_SPREAD.total_seconds())
+        self._seconds = _clock_strings()
+        self._days = {
+            d: (_EPOCH + timedelta(days=d)).date().isoformat()
+            for d in range((self.end_s - self.spread_s) // 86400, self.end_s // 86400 + 2)
+        }
+
+    def stamp(self, epoch_s: int) -> str:
+        return self._days[epoch_s // 86400] + self._seconds[epoch_s % 86400]
+
+
+class _ConversationMaker:
+    """One generator's state: its random stream, sentence tapes, users and clock.
+
+    Every draw from the random stream happens in a fixed order, so a seed gives the same
+    records; the loops run a million times for 100,000 conversations, hence the local names.
+    """
+
+    def __init__(self, rng: random.Random, mix: _Mix, message_chars: int, end: datetime) -> None:
+        self.rng, self.random, self.mix = rng, rng.random, mix
+        self.ref = ref = _reference()
+        self.mojibake = _mojibake()
+        self.tapes = {
+            topic_id: (
+                _SentenceTape.of(rng, ref.user_banks[topic_id], message_chars),
+                _SentenceTape.of(rng, ref.assistant_banks[topic_id], message_chars),
+            )
+            for topic_id in ref.user_banks
+        }
+        self.users = tuple(f"user-{i:04d}" for i in range(1, USER_POOL_SIZE + 1))
+        # A few users are far more active than the rest, as in real chat logs.
+        self.user_weights = tuple(
+            itertools.accumulate(1.0 / i**0.8 for i in range(1, USER_POOL_SIZE + 1))
+        )
+        self.clock = _Clock(end)
+        self.openers = {
+            arc["start_emotion"]: _by_emotion(EMOTION_OPENERS, arc["start_emotion"])
+            for arc in ref.arcs
+        }
+        self.closers = {
+            arc["end_emotion"]: _by_emotion(EMOTION_CLOSERS, arc["end_emotion"]) for arc in ref.arcs
+        }
+
+    def pick(self, seq: Sequence[T]) -> T:  # rng.choice without its overhead
+        return seq[int(self.random() * len(seq))]
+
+    def record(self) -> dict | str:
+        """The next conversation: its reference rows, messages and ids (maybe a defect)."""
+        pick, random_, ref, clock = self.pick, self.random, self.ref, self.clock
         persona, arc, topic, template = (
             pick(ref.personas),
             pick(ref.arcs),
             pick(ref.topics),
             pick(ref.templates),
         )
-        user_tape, assistant_tape = tapes[topic["training_topic_id"]]
-        edge_replies = EDGE_REPLIES.get(template["template_id"], ())
-        t = created_at = end_s - 1 - int(random_() * spread_s)
-        messages = []
-        if random_() < system_prompt_rate:
-            content = pick(ref.system_prompts[persona["persona_id"]])
-            messages.append({"role": "system", "content": content, "timestamp": stamp(t)})
-            t += 5 + int(random_() * 296)
-        n_turns = min_messages + int(random_() * (max_messages - min_messages + 1)) - len(messages)
-        for i in range(n_turns):
-            if i % 2:
-                role, sentences = "assistant", assistant_tape.message(random_)
-            else:  # user turn: the emotional arc shows at both ends
-                role, sentences = "user", user_tape.message(random_)
-                if i == 0:
-                    sentences.insert(0, pick(openers[arc["start_emotion"]]))
-                elif i >= n_turns - 2:
-                    sentences.append(pick(closers[arc["end_emotion"]]))
-                elif edge_replies and random_() < 0.5:
-                    sentences = [pick(edge_replies)]
-            if random_() < mojibake_rate:
-                sentences.append(pick(mojibake))
-            messages.append({"role": role, "content": " ".join(sentences), "timestamp": stamp(t)})
-            t += 5 + int(random_() * 296)
-
+        created_at = clock.end_s - 1 - int(random_() * clock.spread_s)
+        messages = self._messages(persona, arc, topic, template, created_at)
         record = {
-            "conversation_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "user_id": users[bisect.bisect(user_weights, random_() * user_weights[-1])],
+            "conversation_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+            "user_id": self.users[
+                bisect.bisect(self.user_weights, random_() * self.user_weights[-1])
+            ],
             "template_id": template["template_id"],
             "persona_id": persona["persona_id"],
             "emotional_arc_id": arc["emotional_arc_id"],
             "training_topic_id": topic["training_topic_id"],
             "tier": template["tier"],
-            "created_at": stamp(created_at),
+            "created_at": clock.stamp(created_at),
             "messages": messages,
         }
-        if random_() < unknown_reference_rate:
+        if random_() < self.mix.unknown_reference_rate:
             field = pick(REFERENCE_FIELDS)
             record[field] = f"{record[field].split('-', 1)[0]}-unknown-{pick(UNKNOWN_SLUGS)}"
-        if random_() < defect_rate:
-            yield _with_defect(rng, record, pick(DEFECT_KINDS))
-        else:
-            yield record
+        if random_() < self.mix.defect_rate:
+            return _with_defect(self.rng, record, pick(DEFECT_KINDS))
+        return record
+
+    def _messages(
+        self, persona: dict, arc: dict, topic: dict, template: dict, t: int
+    ) -> list[dict[str, str]]:
+        """The turns, from `t` on: an optional system prompt, then user and assistant in turn
+        (the emotional arc shows at both ends of the user's side)."""
+        pick, random_, stamp, mix = self.pick, self.random, self.clock.stamp, self.mix
+        user_tape, assistant_tape = self.tapes[topic["training_topic_id"]]
+        edge_replies = EDGE_REPLIES.get(template["template_id"], ())
+        messages = []
+        if random_() < mix.system_prompt_rate:
+            content = pick(self.ref.system_prompts[persona["persona_id"]])
+            messages.append({"role": "system", "content": content, "timestamp": stamp(t)})
+            t += 5 + int(random_() * 296)
+        n_turns = (
+            mix.min_messages
+            + int(random_() * (mix.max_messages - mix.min_messages + 1))
+            - len(messages)
+        )
+        for i in range(n_turns):
+            if i % 2:
+                role, sentences = "assistant", assistant_tape.message(random_)
+            else:
+                role, sentences = "user", user_tape.message(random_)
+                if i == 0:
+                    sentences.insert(0, pick(self.openers[arc["start_emotion"]]))
+                elif i >= n_turns - 2:
+                    sentences.append(pick(self.closers[arc["end_emotion"]]))
+                elif edge_replies and random_() < 0.5:
+                    sentences = [pick(edge_replies)]
+            if random_() < mix.mojibake_rate:
+                sentences.append(pick(self.mojibake))
+            messages.append({"role": role, "content": " ".join(sentences), "timestamp": stamp(t)})
+            t += 5 + int(random_() * 296)
+        return messages
 
 
 def _with_defect(rng: random.Random, record: dict, kind: str) -> dict | str:

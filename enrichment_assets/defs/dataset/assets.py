@@ -7,7 +7,9 @@ the automation that rebuilds the default dataset after layer runs, and
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from dagster import (
@@ -35,6 +37,7 @@ from enrichment_assets import settings as env_settings
 from enrichment_assets.dataset.build import (
     REMOVAL_STEPS,
     DatasetSpec,
+    StagedDataset,
     dataset_partitions,
     stage_dataset,
 )
@@ -64,7 +67,7 @@ from enrichment_assets.defs.metadata import (
 )
 from enrichment_assets.defs.resources import LakeResource, PiiRedactionResource
 from enrichment_assets.faults import fault_point
-from enrichment_assets.lake import hidden_temp
+from enrichment_assets.lake import Lake, hidden_temp
 
 ASSET_NAME = "training_dataset"
 CONSERVATION_CHECK = "dataset_counts_add_up"
@@ -210,77 +213,13 @@ def training_dataset(
     try:
         staged = stage_dataset(store, spec, run_ids, staged_path)
         gate = validate_layer(store, ASSET_NAME, staged.path, spec.name)
-        counts = staged.counts
-        metadata: dict[str, object] = {
-            "dagster/row_count": counts["kept"],
-            "completed": counts["completed"],
-            **{f"removed_{step}": counts[step] for step in REMOVAL_STEPS},
-            "train": counts["train"],
-            "validation": counts["validation"],
-            "near_duplicate_candidates": staged.near_duplicate_candidates,
-            "near_duplicates_reused": staged.near_duplicates_reused,
-            "partitions": len(staged.partitions),
-            "pii_mode": spec.pii_mode,
-            "path": path_value(dataset_dir(store, spec.name)),
-            "preview": preview(
-                pl.read_parquet(staged.path, n_rows=PREVIEW_ROWS),
-                ["split", "line", "conversation_id", "partition", "position", "source_file"],
-            ),
-        }
-        if staged.redacted is not None:
-            metadata["pii_redacted"] = MetadataValue.json(staged.redacted)
-            metadata["pii_redacted_conversations"] = staged.redacted_conversations
-        conservation = AssetCheckResult(
-            check_name=CONSERVATION_CHECK,
-            asset_key=ASSET_NAME,
-            passed=staged.conserved,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={"counts": MetadataValue.json(counts)},
-        )
+        metadata = _staged_metadata(store, spec, staged)
+        conservation = _conservation(staged)
         if gate.blocked_reason is None and staged.conserved:
-            checks = check_outcomes([*gate.check_results, conservation])
-            kept_metadata = {
-                key: value
-                for key, value in metadata.items()
-                if isinstance(value, int | float | str) and key != "path"
-            }
-            if staged.redacted is not None:
-                kept_metadata["pii_redacted"] = staged.redacted
-
-            def remember(publication: Publication) -> None:
-                record_publication(
-                    store,
-                    spec.name,
-                    folder,
-                    [*FILES, MANIFEST],
-                    fingerprint=fingerprint,
-                    run_id=context.run.run_id,
-                    metadata=kept_metadata,
-                    checks=checks,
-                )
-
-            def still_current() -> bool:
-                now = dataset_partitions(store, spec.partitions)
-                runs = normalized_run_ids(context.instance, now)
-                return inputs_fingerprint(store, spec, now, runs) == fingerprint
-
-            fault_point("dataset")  # staged and gated, nothing published yet
-            publication = publish_dataset(
-                store, spec, staged, on_published=remember, is_current=still_current
-            )
-            metadata["manifest"] = path_value(publication.paths[MANIFEST])
-            metadata["files_rewritten"] = MetadataValue.json(publication.changed)
-            if publication.stale:
-                reason = "its inputs changed while it was built: the next build publishes"
-                context.log.warning(f"dataset {spec.name}: nothing published: {reason}")
-                metadata["withheld"] = MetadataValue.text(reason)
-            context.log.info(
-                f"dataset {spec.name}: {counts['train']} train + {counts['validation']} "
-                f"validation lines of {counts['completed']} completed conversations; "
-                f"rewritten: {', '.join(publication.changed) or 'nothing (unchanged)'}"
-            )
+            build = _Build(context, store, spec, staged, folder, fingerprint)
+            build.publish(metadata, check_outcomes([*gate.check_results, conservation]))
         else:
-            reason = gate.blocked_reason or f"counts do not add up: {counts}"
+            reason = gate.blocked_reason or f"counts do not add up: {staged.counts}"
             context.log.error(f"dataset {spec.name}: files kept as they were: {reason}")
             metadata["withheld"] = MetadataValue.text(reason)
         return MaterializeResult(
@@ -288,6 +227,100 @@ def training_dataset(
         )
     finally:
         staged_path.unlink(missing_ok=True)
+
+
+def _conservation(staged: StagedDataset) -> AssetCheckResult:
+    """The result of `CONSERVATION_CHECK` (its rule is in the check spec above)."""
+    return AssetCheckResult(
+        check_name=CONSERVATION_CHECK,
+        asset_key=ASSET_NAME,
+        passed=staged.conserved,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"counts": MetadataValue.json(staged.counts)},
+    )
+
+
+def _staged_metadata(store: Lake, spec: DatasetSpec, staged: StagedDataset) -> dict[str, object]:
+    """What the materialization says about the staged lines: counts, settings, a preview."""
+    counts = staged.counts
+    metadata: dict[str, object] = {
+        "dagster/row_count": counts["kept"],
+        "completed": counts["completed"],
+        **{f"removed_{step}": counts[step] for step in REMOVAL_STEPS},
+        "train": counts["train"],
+        "validation": counts["validation"],
+        "near_duplicate_candidates": staged.near_duplicate_candidates,
+        "near_duplicates_reused": staged.near_duplicates_reused,
+        "partitions": len(staged.partitions),
+        "pii_mode": spec.pii_mode,
+        "path": path_value(dataset_dir(store, spec.name)),
+        "preview": preview(
+            pl.read_parquet(staged.path, n_rows=PREVIEW_ROWS),
+            ["split", "line", "conversation_id", "partition", "position", "source_file"],
+        ),
+    }
+    if staged.redacted is not None:
+        metadata["pii_redacted"] = MetadataValue.json(staged.redacted)
+        metadata["pii_redacted_conversations"] = staged.redacted_conversations
+    return metadata
+
+
+@dataclass(frozen=True)
+class _Build:
+    """A staged and gated build, to publish: unless its inputs changed meanwhile."""
+
+    context: AssetExecutionContext
+    store: Lake
+    spec: DatasetSpec
+    staged: StagedDataset
+    folder: Path
+    fingerprint: str
+
+    def publish(self, metadata: dict[str, object], checks: list[dict[str, Any]]) -> None:
+        """Publish the files (`publish_dataset`), record the publication, and add what was
+        rewritten (or why nothing was) to `metadata`."""
+        spec, counts = self.spec, self.staged.counts
+        kept_metadata = {
+            key: value
+            for key, value in metadata.items()
+            if isinstance(value, int | float | str) and key != "path"
+        }
+        if self.staged.redacted is not None:
+            kept_metadata["pii_redacted"] = self.staged.redacted
+
+        def remember(publication: Publication) -> None:
+            record_publication(
+                self.store,
+                spec.name,
+                self.folder,
+                [*FILES, MANIFEST],
+                fingerprint=self.fingerprint,
+                run_id=self.context.run.run_id,
+                metadata=kept_metadata,
+                checks=checks,
+            )
+
+        fault_point("dataset")  # staged and gated, nothing published yet
+        publication = publish_dataset(
+            self.store, spec, self.staged, on_published=remember, is_current=self.still_current
+        )
+        metadata["manifest"] = path_value(publication.paths[MANIFEST])
+        metadata["files_rewritten"] = MetadataValue.json(publication.changed)
+        if publication.stale:
+            reason = "its inputs changed while it was built: the next build publishes"
+            self.context.log.warning(f"dataset {spec.name}: nothing published: {reason}")
+            metadata["withheld"] = MetadataValue.text(reason)
+        self.context.log.info(
+            f"dataset {spec.name}: {counts['train']} train + {counts['validation']} "
+            f"validation lines of {counts['completed']} completed conversations; "
+            f"rewritten: {', '.join(publication.changed) or 'nothing (unchanged)'}"
+        )
+
+    def still_current(self) -> bool:
+        """Whether the inputs are still those the build read (same fingerprint)."""
+        now = dataset_partitions(self.store, self.spec.partitions)
+        runs = normalized_run_ids(self.context.instance, now)
+        return inputs_fingerprint(self.store, self.spec, now, runs) == self.fingerprint
 
 
 def _unchanged(previous: PublishedRecord, folder: Path) -> MaterializeResult:

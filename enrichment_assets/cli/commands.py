@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from enrichment_assets.cli.dataset_run import DatasetOutcome
     from enrichment_assets.cli.runner import CommandState, PartitionOutcome
+    from enrichment_assets.inputs import FoundInputs, LandingReport
     from enrichment_assets.lake import Lake
 
 from enrichment_assets import settings as env_settings
@@ -173,33 +174,18 @@ def _run_logged(
 ) -> None:
     import uuid
 
-    from enrichment_assets.debris import clean_leftovers
-    from enrichment_assets.inputs import InputError, expand_inputs, land_inputs
+    found, report = _land(paths, lake)
+    from enrichment_assets.cli.instance import dagster_instance
+    from enrichment_assets.cli.interrupts import run_interruptibly
+    from enrichment_assets.cli.runner import (
+        COMMAND_TAG,
+        QUIET_RUN_CONFIG,
+        VERBOSE_RUN_CONFIG,
+        CommandState,
+        add_partitions,
+    )
+    from enrichment_assets.locks import claim
 
-    # Leftovers of commands that died (temporary files, scratch folders) go first.
-    for leftover in clean_leftovers(lake.data_dir):
-        logging.getLogger("enrich").info("removed the leftover %s of a run that died", leftover)
-    try:
-        found = expand_inputs(paths)
-    except InputError as error:
-        raise CommandError(str(error)) from error
-    # While Dagster loads here, the files are landed (hashing and copying leave this
-    # process's GIL free). Worker processes start only for a layer with several chunks.
-    with ThreadPoolExecutor(1, thread_name_prefix="landing") as landing:
-        landed = landing.submit(land_inputs, lake, found.files)
-        import enrichment_assets.definitions  # noqa: F401  (the runs need it)
-        from enrichment_assets.cli.instance import dagster_instance
-        from enrichment_assets.cli.interrupts import run_interruptibly
-        from enrichment_assets.cli.runner import (
-            COMMAND_TAG,
-            QUIET_RUN_CONFIG,
-            VERBOSE_RUN_CONFIG,
-            CommandState,
-            add_partitions,
-        )
-        from enrichment_assets.locks import claim
-
-        report = landed.result()
     for note in report.notes:
         out.print(plain(note), soft_wrap=True)
     unique = report.partitions
@@ -221,12 +207,7 @@ def _run_logged(
                 lambda: _materialize(instance, lake, unique, steps, state),
                 lambda signum: _on_interrupt(instance, lake, state, signum),
             )
-    _print_results(lake, unique, days, title)
-    _print_llm_batches(lake, unique)
-    if skipped := sum(1 for o in outcomes if o.skipped):
-        out.print(f"unchanged since their last run, not run again: {skipped} partition(s)")
-    if dataset is not None:
-        _print_dataset(dataset)
+    _print_run(lake, unique, title, days=days, outcomes=outcomes, dataset=dataset)
     err.print(plain(f"log: {log_path.resolve()}"), soft_wrap=True)
     _fail_on_problems(
         report.problems + found.missing,
@@ -235,6 +216,51 @@ def _run_logged(
         runs=len(outcomes),
         dataset=dataset,
     )
+
+
+def _land(paths: list[Path], lake: Lake) -> tuple[FoundInputs, LandingReport]:
+    """The files the paths name, landed as batches (`inputs.land_inputs`); leftovers of
+    commands that died (temporary files, scratch folders) are removed first."""
+    from enrichment_assets.debris import clean_leftovers
+    from enrichment_assets.inputs import InputError, expand_inputs, land_inputs
+
+    for leftover in clean_leftovers(lake.data_dir):
+        logging.getLogger("enrich").info("removed the leftover %s of a run that died", leftover)
+    try:
+        found = expand_inputs(paths)
+    except InputError as error:
+        raise CommandError(str(error)) from error
+    # While Dagster and the command's modules load here, the files are landed (hashing and
+    # copying leave this process's GIL free). Worker processes start only for a layer with
+    # several chunks.
+    with ThreadPoolExecutor(1, thread_name_prefix="landing") as landing:
+        landed = landing.submit(land_inputs, lake, found.files)
+        import enrichment_assets.cli.instance
+        import enrichment_assets.cli.interrupts
+        import enrichment_assets.cli.runner
+        import enrichment_assets.definitions
+        import enrichment_assets.locks  # noqa: F401  (the runs need each of these)
+
+        report = landed.result()
+    return found, report
+
+
+def _print_run(
+    lake: Lake,
+    partitions: list[str],
+    title: str,
+    *,
+    days: list[str],
+    outcomes: list[PartitionOutcome],
+    dataset: DatasetOutcome | None,
+) -> None:
+    """What the command did: rows per layer, summaries, LLM batches out, the dataset."""
+    _print_results(lake, partitions, days, title)
+    _print_llm_batches(lake, partitions)
+    if skipped := sum(1 for o in outcomes if o.skipped):
+        out.print(f"unchanged since their last run, not run again: {skipped} partition(s)")
+    if dataset is not None:
+        _print_dataset(dataset)
 
 
 def _print_dry_run(instance: DagsterInstance, lake: Lake, partitions: list[str]) -> None:
@@ -501,47 +527,56 @@ def _fail_on_problems(
     raise CommandError("; ".join(parts))
 
 
+# The options of `enrich run` (and `--verbose` of `enrich demo`).
+PathsArgument = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Files, or folders to take every file from.", show_default=False),
+]
+SummariesOption = Annotated[
+    bool,
+    typer.Option(
+        "--summaries/--no-summaries",
+        help="Also materialize the daily summaries of the days the batches cover.",
+    ),
+]
+DatasetOption = Annotated[
+    bool,
+    typer.Option(
+        "--dataset/--no-dataset",
+        help="Then build the default training dataset over every partition "
+        "(export/dataset/default/; skipped when its inputs did not change).",
+    ),
+]
+VerboseOption = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Stream the runs' event log to the terminal."),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Land and validate, print the estimated LLM cost per partition, and stop "
+        "(nothing is sent).",
+    ),
+]
+StaleOption = Annotated[
+    bool,
+    typer.Option(
+        "--stale",
+        help="Instead of PATHs: re-enrich exactly the partitions whose annotation code "
+        "version (enricher, model, prompt version, output schema) changed.",
+    ),
+]
+
+
 @app.command()
 def run(
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Files, or folders to take every file from.", show_default=False),
-    ] = None,
-    summaries: Annotated[
-        bool,
-        typer.Option(
-            "--summaries/--no-summaries",
-            help="Also materialize the daily summaries of the days the batches cover.",
-        ),
-    ] = True,
-    dataset: Annotated[
-        bool,
-        typer.Option(
-            "--dataset/--no-dataset",
-            help="Then build the default training dataset over every partition "
-            "(export/dataset/default/; skipped when its inputs did not change).",
-        ),
-    ] = True,
-    verbose: Annotated[
-        bool,
-        typer.Option("--verbose", "-v", help="Stream the runs' event log to the terminal."),
-    ] = False,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="Land and validate, print the estimated LLM cost per partition, and stop "
-            "(nothing is sent).",
-        ),
-    ] = False,
-    stale: Annotated[
-        bool,
-        typer.Option(
-            "--stale",
-            help="Instead of PATHs: re-enrich exactly the partitions whose annotation code "
-            "version (enricher, model, prompt version, output schema) changed.",
-        ),
-    ] = False,
+    paths: PathsArgument = None,
+    summaries: SummariesOption = True,
+    dataset: DatasetOption = True,
+    verbose: VerboseOption = False,
+    dry_run: DryRunOption = False,
+    stale: StaleOption = False,
 ) -> None:
     """Land files as batch partitions and materialize every asset for them.
 
@@ -603,10 +638,7 @@ def demo(
         int, typer.Option("--conversations", "-n", help="How many to generate.")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed of the generator.")] = 7,
-    verbose: Annotated[
-        bool,
-        typer.Option("--verbose", "-v", help="Stream the runs' event log to the terminal."),
-    ] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Generate realistic sample conversations (with ~3 % defects) and run every asset.
 

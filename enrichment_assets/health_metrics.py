@@ -136,6 +136,21 @@ def pipeline_health(
     unfinished records are pending work, anyone else's are stranded. `flagged`: the
     partitions out of retries (`retry_state.flagged_partitions` of the instance).
     """
+    status, annotations = _query(lake)
+    metrics = _metrics(lake, status, annotations, active or set(), flagged)
+    levels = {t.metric: t.level(metrics[t.metric]) for t in THRESHOLDS}
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "metrics": metrics,
+        "levels": levels,
+        "thresholds": {t.metric: t.rule() for t in THRESHOLDS},
+        "overall": max(levels.values(), key=[OK, WARNING, CRITICAL].index, default=OK),
+    }
+
+
+def _query(lake: Lake) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The row of `sql/pipeline_health.sql` over the status files and that of
+    `sql/pipeline_health_annotations.sql` over the normalized ones ({} without files)."""
     status_files, normalized_files = _files(lake, "status"), _files(lake, "normalized")
     con = duckdb.connect()
     try:
@@ -155,13 +170,22 @@ def pipeline_health(
         )
     finally:
         con.close()
+    return status, annotations
+
+
+def _metrics(
+    lake: Lake,
+    status: dict[str, Any],
+    annotations: dict[str, Any],
+    active: set[str],
+    flagged: Sequence[PartitionRetry],
+) -> dict[str, Any]:
+    """Every metric, from the two query rows, the export files and the registered batches."""
     conversations = status.get("conversations", 0)
     mismatches = verify_exports(lake, dict(status.get("completed_per_partition") or {}))
-    stranded = stranded_partitions(
-        lake, dict(status.get("unfinished_per_partition") or {}), active or set()
-    )
+    stranded = stranded_partitions(lake, dict(status.get("unfinished_per_partition") or {}), active)
     quality = annotations.get("quality_score_mean")
-    metrics = {
+    return {
         "conversations": conversations,
         "partitions": status.get("partitions", 0),
         "per_status": dict(status.get("per_status") or {}),
@@ -193,14 +217,6 @@ def pipeline_health(
         "flagged_partitions": _flagged_partitions(flagged),
         # The low-confidence rule: due now, waiting for their age, out of attempts.
         "low_confidence": _low_confidence(lake),
-    }
-    levels = {t.metric: t.level(metrics[t.metric]) for t in THRESHOLDS}
-    return {
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "metrics": metrics,
-        "levels": levels,
-        "thresholds": {t.metric: t.rule() for t in THRESHOLDS},
-        "overall": max(levels.values(), key=[OK, WARNING, CRITICAL].index, default=OK),
     }
 
 

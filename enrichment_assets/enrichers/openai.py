@@ -187,10 +187,6 @@ class OpenAIEnricher:
         self._scrub = SecretScrubber(self._api_key)
         self.concurrency, self.timeout_s = concurrency, timeout_s
         self.retry = retry or RetryPolicy()
-        # Both belong to the run (this enricher, built once per materialization): what
-        # one chunk spends or learns holds for the chunks after it.
-        self.retry_budget = RetryBudget(retry_budget_s)
-        self.breaker = CircuitBreaker(breaker_window)
         self.max_response_bytes = max_response_bytes
         self.rpm, self.tpm = rpm, tpm
         self.price, self.cache = price, cache
@@ -199,13 +195,21 @@ class OpenAIEnricher:
         self.temperature = temperature
         self.batch_options = batch_options or batch_api.BatchOptions()
         self.on_progress = on_progress
+        self.expected_completion_tokens = expected_completion_tokens
+        self._start_run(RetryBudget(retry_budget_s), CircuitBreaker(breaker_window), budget)
+
+    def _start_run(
+        self, retry_budget: RetryBudget, breaker: CircuitBreaker, budget: SpendBudget | None
+    ) -> None:
+        """The state of the run (this enricher is built once per materialization): what one
+        chunk spends or learns holds for the chunks after it."""
+        self.retry_budget, self.breaker = retry_budget, breaker
         # The run's spend limit (`budget.py`): like the breaker, it holds across chunks.
         self.budget = budget or SpendBudget()
-        self.expected_completion_tokens = expected_completion_tokens
         # Becomes "json_object" for the rest of the run when the server rejects
         # json_schema (older vLLM and llama.cpp builds, some Azure API versions).
         self.response_format: Literal["json_schema", "json_object"] = "json_schema"
-        self.stats = EnrichmentStats(model=model, mode=mode)
+        self.stats = EnrichmentStats(model=self.model, mode=self.mode)
         # Results of the partition's ended batches (`batch_submission.py`), by cache key:
         # while set, the batch mode applies them instead of sending (each is paid once).
         self._applying: dict[str, AnnotationOutcome] | None = None
@@ -513,6 +517,41 @@ class OpenAIEnricher:
                 first_done = True
                 retries.first_attempt_done()
 
+        try:
+            answer = await call_with_retries(
+                self._sender(client, request, limiter, slots, retries),
+                policy=self._policy(request),
+                stats=self.stats,
+                retries=retries,
+                on_first_attempt_done=first_attempt_done,
+            )
+            outcome = outcome_from_completion(answer)
+        except RequestFailed as exc:
+            if isinstance(exc, EndpointUnavailable):
+                self.stats.unavailable += 1
+            elif isinstance(exc, RetryBudgetSpent):
+                self.stats.retry_budget_exhausted += 1
+            outcome = AnnotationOutcome(error=str(exc))
+        except Exception as exc:  # a bug of ours must cost this conversation only, too
+            self._log_unexpected(f"annotating {request.custom_id}", exc)
+            outcome = AnnotationOutcome(error=f"unexpected {type(exc).__name__}: {exc}")
+        finally:
+            first_attempt_done()
+        if outcome.error is not None:
+            outcome.error = self._one_line(outcome.error)
+        return outcome
+
+    def _sender(
+        self,
+        client: openai.AsyncOpenAI,
+        request: _Request,
+        limiter: RateLimiter,
+        slots: asyncio.Semaphore,
+        retries: ChunkRetries,
+    ) -> Callable[[], Awaitable[bytes]]:
+        """What `call_with_retries` calls for one attempt: send the request once it holds a
+        slot and the rate allows; when the server rejects `json_schema`, once more as
+        `json_object` (and the rest of the run uses that)."""
         sent_format = self.response_format
 
         async def attempt() -> bytes:
@@ -545,29 +584,7 @@ class OpenAIEnricher:
                     self.response_format = "json_object"
                 return await attempt()
 
-        try:
-            answer = await call_with_retries(
-                send,
-                policy=self._policy(request),
-                stats=self.stats,
-                retries=retries,
-                on_first_attempt_done=first_attempt_done,
-            )
-            outcome = outcome_from_completion(answer)
-        except RequestFailed as exc:
-            if isinstance(exc, EndpointUnavailable):
-                self.stats.unavailable += 1
-            elif isinstance(exc, RetryBudgetSpent):
-                self.stats.retry_budget_exhausted += 1
-            outcome = AnnotationOutcome(error=str(exc))
-        except Exception as exc:  # a bug of ours must cost this conversation only, too
-            self._log_unexpected(f"annotating {request.custom_id}", exc)
-            outcome = AnnotationOutcome(error=f"unexpected {type(exc).__name__}: {exc}")
-        finally:
-            first_attempt_done()
-        if outcome.error is not None:
-            outcome.error = self._one_line(outcome.error)
-        return outcome
+        return send
 
     def _policy(self, request: _Request) -> RetryPolicy:
         """The retry policy of one request: a conversation that failed in its previous run

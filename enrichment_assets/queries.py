@@ -93,31 +93,11 @@ def conversation_status(
     con = duckdb.connect()
     try:
         con.execute(load_sql("macros"))
-        if app_db_url is not None:
-            from enrichment_assets.app_db import find_status  # psycopg: only when set
-
-            status = find_status(app_db_url, conversation_id)
-        else:
-            # Its current record first: one not set aside by the identity index.
-            found = con.execute(
-                "SELECT * FROM read_parquet(?) WHERE conversation_id = ? "
-                "ORDER BY status::VARCHAR IN ('duplicate', 'id_conflict', 'superseded'), "
-                "updated_at DESC LIMIT 1",
-                [pattern, conversation_id],
-            ).fetchone()
-            columns = [d[0] for d in con.description]
-            status = dict(zip(columns, found, strict=True)) if found else None
+        status = _current_status(con, pattern, conversation_id, app_db_url)
         if status is None:
             return None
         partition, record_index = status["partition"], status["record_index"]
-        # A row of the application database may name any partition: read only the lake's.
-        raw = report = enriched_doc = None
-        if partition in known_partitions(lake):
-            raw = _one(con, lake.layer_path("raw", partition), record_index, "raw_text")
-            report = _one(
-                con, lake.layer_path("quarantine", partition), record_index, "validation_errors"
-            )
-            enriched_doc = _enriched_document(lake, partition, conversation_id)
+        raw, report, enriched_doc = _documents(con, lake, partition, record_index, conversation_id)
         set_aside = _set_aside_rows(con, pattern, conversation_id) if _has_files(pattern) else []
     finally:
         con.close()
@@ -145,6 +125,43 @@ def conversation_status(
             else []
         ),
     }
+
+
+def _current_status(
+    con: duckdb.DuckDBPyConnection, pattern: str, conversation_id: str, app_db_url: str | None
+) -> dict[str, Any] | None:
+    """The conversation's status row: from the application database when `app_db_url` is
+    set, else its current record in the lake's status files (one not set aside by the
+    identity index first)."""
+    if app_db_url is not None:
+        from enrichment_assets.app_db import find_status  # psycopg: only when set
+
+        return find_status(app_db_url, conversation_id)
+    found = con.execute(
+        "SELECT * FROM read_parquet(?) WHERE conversation_id = ? "
+        "ORDER BY status::VARCHAR IN ('duplicate', 'id_conflict', 'superseded'), "
+        "updated_at DESC LIMIT 1",
+        [pattern, conversation_id],
+    ).fetchone()
+    columns = [d[0] for d in con.description]
+    return dict(zip(columns, found, strict=True)) if found else None
+
+
+def _documents(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    partition: str,
+    record_index: int,
+    conversation_id: str,
+) -> tuple[Any, Any, Any]:
+    """The raw text, the validation report and the enriched document of the record, from
+    the lake (None each when the partition is not one of the lake's)."""
+    # A row of the application database may name any partition: read only the lake's.
+    if partition not in known_partitions(lake):
+        return None, None, None
+    raw = _one(con, lake.layer_path("raw", partition), record_index, "raw_text")
+    report = _one(con, lake.layer_path("quarantine", partition), record_index, "validation_errors")
+    return raw, report, _enriched_document(lake, partition, conversation_id)
 
 
 def _set_aside_rows(

@@ -294,7 +294,6 @@ def redact_messages(
     the candidate messages, in message order within their conversation, and only the
     conversations with a replacement have their message lists rebuilt.
     """
-    fields = [f.name for f in frame.schema[messages].inner.fields]  # type: ignore[union-attr]
     flat = (
         frame.select(messages)
         .with_row_index("__row")
@@ -303,6 +302,23 @@ def redact_messages(
         .unnest(messages)
     )
     candidates = flat.filter(pl.col("content").str.contains(CANDIDATES))
+    counts, replaced, rows = _redact_candidates(candidates, phone_region)
+    result = _with_replaced(frame, flat, replaced, rows, messages) if replaced else frame
+    return RedactedFrame(
+        frame=result,
+        counts={kind: counts.get(kind, 0) for kind in PII_KINDS},
+        conversations=len(rows),
+        messages_scanned=candidates.height,
+    )
+
+
+def _redact_candidates(
+    candidates: pl.DataFrame, phone_region: str
+) -> tuple[Counter[str], dict[int, str], set[int]]:
+    """Run the exact detectors over the candidate messages (in message order, one
+    `ConversationRedactor` per conversation): the counts per kind, the redacted content of
+    each message with a replacement (by `__message`), and the conversations (`__row`) they
+    belong to."""
     counts: Counter[str] = Counter()
     replaced: dict[int, str] = {}  # __message -> redacted content
     rows: set[int] = set()
@@ -317,27 +333,28 @@ def redact_messages(
             replaced[index] = redacted
             rows.add(row)
     counts.update(redactor.counts)
-    result = frame
-    if replaced:
-        touched = flat.filter(pl.col("__row").is_in(list(rows)))
-        new_content = pl.Series(
-            [replaced.get(i, c) for i, c in touched.select("__message", "content").iter_rows()],
-            dtype=pl.String(),
-        )
-        rebuilt = (
-            touched.with_columns(new_content.alias("content"))
-            .group_by("__row", maintain_order=True)
-            .agg(pl.struct(fields).alias("__redacted"))
-        )
-        result = (
-            frame.with_row_index("__row")
-            .join(rebuilt, on="__row", how="left", maintain_order="left")
-            .with_columns(pl.coalesce("__redacted", messages).alias(messages))
-            .drop("__row", "__redacted")
-        )
-    return RedactedFrame(
-        frame=result,
-        counts={kind: counts.get(kind, 0) for kind in PII_KINDS},
-        conversations=len(rows),
-        messages_scanned=candidates.height,
+    return counts, replaced, rows
+
+
+def _with_replaced(
+    frame: pl.DataFrame, flat: pl.DataFrame, replaced: dict[int, str], rows: set[int], messages: str
+) -> pl.DataFrame:
+    """`frame` with the message lists of the conversations in `rows` rebuilt from `flat`
+    (one row per message), the contents in `replaced` in place of theirs."""
+    fields = [f.name for f in frame.schema[messages].inner.fields]  # type: ignore[union-attr]
+    touched = flat.filter(pl.col("__row").is_in(list(rows)))
+    new_content = pl.Series(
+        [replaced.get(i, c) for i, c in touched.select("__message", "content").iter_rows()],
+        dtype=pl.String(),
+    )
+    rebuilt = (
+        touched.with_columns(new_content.alias("content"))
+        .group_by("__row", maintain_order=True)
+        .agg(pl.struct(fields).alias("__redacted"))
+    )
+    return (
+        frame.with_row_index("__row")
+        .join(rebuilt, on="__row", how="left", maintain_order="left")
+        .with_columns(pl.coalesce("__redacted", messages).alias(messages))
+        .drop("__row", "__redacted")
     )

@@ -84,10 +84,10 @@ def main() -> None:
             "ENRICH_DATA_DIR": str(root / "reader"),
         }
         report = _timed(reader, "report", "--json")
-        from enrichment_assets.object_store import mirror_of
+        from enrichment_assets.object_store import StoreSettings, mirror_of
 
         os.environ.update(server.env(f"s3://{bucket}/lake"))
-        mirror = mirror_of(root / "reader")
+        mirror = mirror_of(root / "reader", StoreSettings.from_env())
         assert mirror is not None
         start = time.perf_counter()
         mirror.pull()

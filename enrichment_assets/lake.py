@@ -145,15 +145,18 @@ class Lake:
 
     `app_db_url`: the application database its statuses are also published to, and its
     partition locks and identity index are shared through (production); None = none.
+    `landing_dir`: the folder the new-file sensor watches; None = `<data dir>/landing`.
     """
 
-    def __init__(self, data_dir: Path | str, app_db_url: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        app_db_url: str | None = None,
+        landing_dir: Path | str | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.app_db_url = app_db_url
-
-    @property
-    def landing_dir(self) -> Path:
-        return default_landing_dir(self.data_dir)
+        self.landing_dir = Path(landing_dir) if landing_dir else self.data_dir / "landing"
 
     def layer_path(self, layer: str, batch: str) -> Path:
         return self.data_dir / "lake" / layer / f"{batch}.parquet"

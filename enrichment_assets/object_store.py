@@ -134,18 +134,30 @@ def s3_filesystem(
 
 @dataclass(frozen=True)
 class StoreSettings:
-    """Where the lake is: `uri` (empty = `ENRICH_LAKE_URI`), `endpoint` (empty =
-    `ENRICH_S3_ENDPOINT`), credentials (empty = the standard AWS variables)."""
+    """Where the lake is: `uri` (empty = the data folder), `endpoint` (empty = AWS),
+    credentials (empty = the standard AWS variables, read by the AWS SDK)."""
 
     uri: str = ""
     endpoint: str = ""
     access_key: str = ""
     secret_key: str = ""
 
+    @classmethod
+    def from_env(
+        cls, uri: str = "", endpoint: str = "", access_key: str = "", secret_key: str = ""
+    ) -> StoreSettings:
+        """These values; an empty `uri` is `ENRICH_LAKE_URI`, an empty `endpoint`
+        `ENRICH_S3_ENDPOINT` (for the `lake` resource and the command line)."""
+        return cls(
+            uri or env_settings.text(LAKE_URI_ENV),
+            endpoint or env_settings.text(S3_ENDPOINT_ENV),
+            access_key,
+            secret_key,
+        )
+
     def location(self) -> S3Location | Path | None:
         """The object-store location, a local folder, or None (the data folder)."""
-        text = self.uri or env_settings.text(LAKE_URI_ENV)
-        return parse_lake_uri(text) if text.strip() else None
+        return parse_lake_uri(self.uri) if self.uri.strip() else None
 
 
 def _synced(rel: str) -> bool:
@@ -367,28 +379,28 @@ _mirrors_lock = threading.Lock()
 _opened: list[LakeMirror] = []
 
 
-def mirror_of(data_dir: Path, settings: StoreSettings | None = None) -> LakeMirror | None:
+def mirror_of(data_dir: Path, settings: StoreSettings) -> LakeMirror | None:
     """The mirror of the working copy `data_dir` (its bucket checked once per process), or
     None when the lake is a local folder. LakeStoreError when the store cannot be used."""
-    settings = settings or StoreSettings()
     location = settings.location()
     if not isinstance(location, S3Location):
         return None
     key = (str(location), data_dir.resolve())
     with _mirrors_lock:
         if key not in _mirrors:
-            endpoint = settings.endpoint or env_settings.text(S3_ENDPOINT_ENV) or None
-            filesystem = s3_filesystem(endpoint, settings.access_key, settings.secret_key)
+            filesystem = s3_filesystem(
+                settings.endpoint or None, settings.access_key, settings.secret_key
+            )
             mirror = LakeMirror(filesystem, location, data_dir)
             mirror.check()
             _mirrors[key] = mirror
         return _mirrors[key]
 
 
-def open_working_copy(data_dir: Path) -> LakeMirror | None:
+def open_working_copy(data_dir: Path, settings: StoreSettings) -> LakeMirror | None:
     """For a command: the mirror of `data_dir`, pulled once per command (None: local lake);
     `push_opened` pushes it when the command ends."""
-    mirror = mirror_of(data_dir)
+    mirror = mirror_of(data_dir, settings)
     if mirror is not None and mirror not in _opened:
         mirror.pull()
         _opened.append(mirror)

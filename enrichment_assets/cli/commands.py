@@ -63,19 +63,20 @@ class CommandError(Exception):
 def _data_dir() -> Path:
     """The data folder; with the lake on object storage, its working copy, pulled once."""
     from enrichment_assets.lake import default_data_dir
-    from enrichment_assets.object_store import open_working_copy
+    from enrichment_assets.object_store import StoreSettings, open_working_copy
 
     data_dir = default_data_dir()
-    open_working_copy(data_dir)
+    open_working_copy(data_dir, StoreSettings.from_env())
     return data_dir
 
 
 def _lake() -> Lake:
     """The data folder, with the application database its statuses are published to."""
     from enrichment_assets.app_db import app_db_url
-    from enrichment_assets.lake import Lake
+    from enrichment_assets.lake import Lake, default_landing_dir
 
-    return Lake(_data_dir(), app_db_url=app_db_url())
+    data_dir = _data_dir()
+    return Lake(data_dir, app_db_url=app_db_url(), landing_dir=default_landing_dir(data_dir))
 
 
 def _counts_table(counts: dict[str, dict[str, int]], title: str) -> Table:

@@ -53,7 +53,7 @@ def batch_fingerprint(lake: Lake, batch: str) -> str | None:
 def lake_location(lake: Lake) -> str:
     """Where the lake is: its object-store URI (every worker's working copy is the same
     lake), else its folder."""
-    location = StoreSettings().location()
+    location = StoreSettings.from_env().location()
     return str(location) if isinstance(location, S3Location) else str(lake.data_dir.resolve())
 
 

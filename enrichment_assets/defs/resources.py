@@ -23,7 +23,7 @@ from enrichment_assets.enrichers.defaults import (
 from enrichment_assets.enrichers.pricing import DEFAULT_EXPECTED_COMPLETION_TOKENS
 from enrichment_assets.enrichers.settings import SHARED_FIELDS, LLMSettings, parse_prices
 from enrichment_assets.ingest.limits import RecordLimits
-from enrichment_assets.lake import Lake, default_data_dir
+from enrichment_assets.lake import Lake, default_data_dir, default_landing_dir
 from enrichment_assets.object_store import StoreSettings, mirror_of, synced
 from enrichment_assets.postgres_url import libpq_url
 from enrichment_assets.redaction import (
@@ -145,7 +145,7 @@ class LakeResource(ConfigurableResource):
     @property
     def store(self) -> StoreSettings:
         """Where the lake lives (`object_store`): these fields, else the environment."""
-        return StoreSettings(
+        return StoreSettings.from_env(
             self.lake_uri, self.s3_endpoint, self.s3_access_key_id, self.s3_secret_access_key
         )
 
@@ -184,7 +184,9 @@ class LakeResource(ConfigurableResource):
             data_dir = location
         else:
             data_dir = Path(self.data_dir) if self.data_dir else default_data_dir()
-        return Lake(data_dir, app_db_url=app_db.app_db_url)
+        return Lake(
+            data_dir, app_db_url=app_db.app_db_url, landing_dir=default_landing_dir(data_dir)
+        )
 
 
 class PiiRedactionResource(ConfigurableResource):

@@ -46,16 +46,21 @@ def instance() -> Iterator[DagsterInstance]:
 
 # The longest tests, started first. Under `--dist worksteal` each test worker is given a
 # contiguous share of the collection and, once idle, steals the end of another's: so each
-# module here is placed at the head of the share with the least of them so far (about their
-# seconds on two loaded cores, from `--durations`), and the short tests even out the end.
+# module here is placed at the head of the share with the least of them so far (about its
+# seconds in CI on two cores, from `--durations`), and the short tests even out the end.
 # Order inside a module is kept (module fixtures such as the UI's are set up once).
 LONGEST_FIRST = {
-    "test_run_workers.py": 110,
-    "test_daemon_e2e.py": 90,
+    "test_crash_safety.py": 420,
     "test_ui_browser.py": 150,
+    "test_llm_spend.py": 110,
+    "test_run_workers.py": 100,
+    "test_cli_operations.py": 100,
+    "test_daemon_e2e.py": 90,
+    "test_object_store.py": 90,
+    "test_batch_async.py": 80,
+    "test_messy_input.py": 45,
+    "test_low_confidence.py": 40,
     "test_wheel.py": 40,
-    "test_object_store.py": 70,
-    "test_crash_safety.py": 400,
 }
 
 

@@ -7,6 +7,9 @@ requests it received.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +30,6 @@ from enrichment_assets.enrichers.pricing import CHARS_PER_TOKEN
 from enrichment_assets.enrichers.settings import DEFAULT_PRICES
 from enrichment_assets.lake import Lake
 from enrichment_assets.partition_retry import BUDGET_STOPPED
-from tests.cli import Invocation, enrich
 from tests.factories import conversation, message, read_jsonl, write_jsonl
 from tests.llm_fixtures import layer_resources, make_conversations
 from tests.llm_server import Faults, LoopbackLLMServer
@@ -236,19 +238,13 @@ def test_the_static_prompt_is_sent_first_so_provider_prompt_caching_applies(
 
 
 def cli(
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
-    server: LoopbackLLMServer,
-    *args: str,
-    **env: str,
-) -> Invocation:
-    """`enrich ARGS` in this process (the stack imported once for the test's three
-    commands), with its own data folder and instance and the loopback endpoint."""
+    tmp_path: Path, server: LoopbackLLMServer, *args: str, **env: str
+) -> subprocess.CompletedProcess:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     environment = {
+        **os.environ,
         "ENRICH_DATA_DIR": str(tmp_path / "cli-data"),
         "DAGSTER_HOME": str(home),
         "ENRICH_ENRICHER": "openai",
@@ -256,36 +252,38 @@ def cli(
         "ENRICH_LLM_API_KEY": "sk-test-cli",
         **env,
     }
-    with monkeypatch.context() as patched:
-        for name, value in environment.items():
-            patched.setenv(name, value)
-        return enrich(capsys, *args)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "enrich"), *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
 
 
 def test_enrich_run_dry_run_prints_the_estimate_and_over_budget_refuses_in_one_line(
-    tmp_path: Path,
-    llm_server: LoopbackLLMServer,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, llm_server: LoopbackLLMServer
 ) -> None:
     source = batch(tmp_path, "a", 8)
-    command = (monkeypatch, capsys, tmp_path, llm_server)
 
-    dry = cli(*command, "run", "--dry-run", str(source))
-    assert dry.code == 0, dry.stderr[-2000:]
+    dry = cli(tmp_path, llm_server, "run", "--dry-run", str(source))
+    assert dry.returncode == 0, dry.stderr[-2000:]
     assert "estimated LLM spend (dry run: nothing sent)" in dry.stdout
     assert "1 token per 4 characters" in dry.stdout and "budget: none set" in dry.stdout
     assert llm_server.counters.chat_requests == 0
 
-    refused = cli(*command, "run", "--no-summaries", str(source), ENRICH_LLM_BUDGET_USD="0.000001")
-    assert refused.code == 1
+    refused = cli(
+        tmp_path, llm_server, "run", "--no-summaries", str(source), ENRICH_LLM_BUDGET_USD="0.000001"
+    )
+    assert refused.returncode == 1
     problems = [line for line in refused.stderr.splitlines() if "over budget" in line]
     assert len(problems) == 1 and "nothing sent" in problems[0]
     assert "Traceback" not in refused.stderr + refused.stdout
     assert llm_server.counters.chat_requests == 0
 
-    done = cli(*command, "run", "--no-summaries", str(source))
-    assert done.code == 0, done.stderr[-2000:]
+    done = cli(tmp_path, llm_server, "run", "--no-summaries", str(source))
+    assert done.returncode == 0, done.stderr[-2000:]
     assert llm_server.counters.chat_requests == 8
 
 

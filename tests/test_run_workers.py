@@ -3,8 +3,7 @@ PostgreSQL, the application database, the lake on object storage (a real Seaweed
 shared folder, each worker its own working copy) and the LLM endpoint (`enrich worker`).
 
 Four workers backfill the partitions while one of them is killed with `kill -9` in the
-middle of a partition; meanwhile one plain `enrich run` of the same files, a single process
-on a local folder with the embedded defaults (its own LLM endpoint), is the reference.
+middle of a partition; a single worker does the same backfill in a cluster of its own.
 The exports must be equal byte for byte, no conversation exported twice, each conversation
 paid for once (counted by the loopback server), and the killed worker's partition finished
 by another worker with no one stepping in.
@@ -32,13 +31,12 @@ from tests.factories import conversation, message, write_jsonl
 from tests.llm_server import Faults, LoopbackLLMServer
 from tests.object_store import S3Server
 from tests.postgres import requires_postgres
-from tests.worker_pool import ENRICH, Cluster, export_files
+from tests.worker_pool import ENRICH, Cluster
 
 pytestmark = [requires_postgres, pytest.mark.timeout(900)]
 
 # 8 partitions (2 per worker) keep the test short: a run costs ~2-6 s of the machine
-# whatever its size; benchmarks/bench_workers.py backfills 40 with the same checks (there
-# against a single `enrich worker`).
+# whatever its size; benchmarks/bench_workers.py backfills 40 with the same checks.
 PARTITIONS, PER_PARTITION, WORKERS = 8, 5, 4
 # The conversations of one batch hang at the endpoint until their worker is killed: it
 # dies mid-run (its enrichment in flight) having paid for none of them. (Had it paid for
@@ -87,28 +85,6 @@ def make_cluster(
     return Cluster(root / name, new_database(f"{name}_dagster"), app, lake, llm)
 
 
-def single_process_run(files: list[Path], data_dir: Path, llm: str) -> subprocess.Popen:
-    """`enrich run` of `files` in one process on a local folder (its Dagster instance there,
-    no PostgreSQL, no object store), enriching with the same model at `llm`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENRICH_", "DAGSTER_"))}
-    env |= {
-        "ENRICH_DATA_DIR": str(data_dir),
-        "ENRICH_ENRICHER": "openai",
-        "ENRICH_LLM_BASE_URL": llm,
-        "ENRICH_LLM_API_KEY": "sk-loopback",
-        "ENRICH_WORKERS": "1",
-        "GX_ANALYTICS_ENABLED": "false",
-    }
-    return subprocess.Popen(
-        [ENRICH, "run", "--no-summaries", "--no-dataset", *map(str, files)],
-        env=env,
-        cwd=data_dir.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 600) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -145,9 +121,13 @@ def test_four_workers_backfill_like_one_and_recover_a_killed_one(
     files = input_files(tmp_path / "input")
     faults = Faults(targeted={STALL: "drip"}, drip_interval_s=600)
     with LoopbackLLMServer() as single_llm, LoopbackLLMServer(faults) as llm:
+        single = make_cluster(
+            "single", tmp_path, new_database, lake_env("single"), single_llm.base_url
+        )
         many = make_cluster("many", tmp_path, new_database, lake_env("many"), llm.base_url)
         partitions = many.land(files)
-        reference = single_process_run(files, tmp_path / "single", single_llm.base_url)
+        assert single.land(files) == partitions
+        reference = single.start_worker("worker")
         workers = {w.pid: w for w in (many.start_worker(f"worker-{i}") for i in range(WORKERS))}
 
         killed = workers[stalled_worker_pid(many, llm, partitions[STALLED_FILE])]
@@ -169,7 +149,7 @@ def test_four_workers_backfill_like_one_and_recover_a_killed_one(
     said = [
         line for _, err in outcomes.values() for line in err.splitlines() if "partition" in line
     ]
-    assert exported == export_files(tmp_path / "single"), said
+    assert exported == single.export_files(), said
     ids = [
         orjson.loads(line)["conversation_id"]
         for name, data in exported.items()

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -59,6 +59,7 @@ class S3Server:
     endpoint: str  # http://127.0.0.1:<port>
     access_key: str
     secret_key: str
+    pid: int = 0  # of `weed server` (its process group), once started
 
     def env(self, uri: str) -> dict[str, str]:
         """The variables that point the product at `uri` on this server."""
@@ -140,6 +141,7 @@ def running_s3_server(folder: Path) -> Iterator[S3Server]:
             command, stdout=output, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True
         )
     try:
+        server = replace(server, pid=process.pid)
         _wait_until_ready(server, process, log)
         yield server
     finally:

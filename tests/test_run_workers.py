@@ -3,7 +3,8 @@ PostgreSQL, the application database, the lake on object storage (a real Seaweed
 shared folder, each worker its own working copy) and the LLM endpoint (`enrich worker`).
 
 Four workers backfill the partitions while one of them is killed with `kill -9` in the
-middle of a partition; a single worker does the same backfill in a cluster of its own.
+middle of a partition; a single worker does the same backfill in a cluster of its own,
+its lake a local folder (the object store's pulls and pushes cost it nothing then).
 The exports must be equal byte for byte, no conversation exported twice, each conversation
 paid for once (counted by the loopback server), and the killed worker's partition finished
 by another worker with no one stepping in.
@@ -121,9 +122,8 @@ def test_four_workers_backfill_like_one_and_recover_a_killed_one(
     files = input_files(tmp_path / "input")
     faults = Faults(targeted={STALL: "drip"}, drip_interval_s=600)
     with LoopbackLLMServer() as single_llm, LoopbackLLMServer(faults) as llm:
-        single = make_cluster(
-            "single", tmp_path, new_database, lake_env("single"), single_llm.base_url
-        )
+        local = {"ENRICH_DATA_DIR": str(tmp_path / "single-lake")}
+        single = make_cluster("single", tmp_path, new_database, local, single_llm.base_url)
         many = make_cluster("many", tmp_path, new_database, lake_env("many"), llm.base_url)
         partitions = many.land(files)
         assert single.land(files) == partitions

@@ -141,13 +141,18 @@ class Cluster:
 
     def store_listing(self) -> list[str]:
         """Every object key under the cluster's lake prefix."""
+        return list(self.store_objects())
+
+    def store_objects(self) -> dict[str, int]:
+        """Every object under the cluster's lake prefix: key -> size in bytes."""
         from pyarrow import fs
 
         mirror = mirror_of(self.lake().data_dir, self.store())
         assert mirror is not None
         root = mirror.location.root
         selector = fs.FileSelector(root, recursive=True)
-        return [info.path for info in mirror.fs.get_file_info(selector) if info.is_file]
+        infos = mirror.fs.get_file_info(selector)
+        return {info.path: info.size for info in infos if info.is_file}
 
     def export_files(self) -> dict[str, bytes]:
         """Every per-batch export file, by path relative to the lake, as a new reader

@@ -28,7 +28,6 @@ from dagster import (
     AssetRecordsFilter,
     DagsterInstance,
     DefaultScheduleStatus,
-    PartitionKeyRange,
     RunRequest,
     RunsFilter,
     ScheduleEvaluationContext,
@@ -240,9 +239,10 @@ def run_days(instance: DagsterInstance, tags: Mapping[str, str]) -> list[str]:
     start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
     if start is None or end is None:
         return []
-    return summary_days.get_partition_keys_in_range(
-        PartitionKeyRange(start, end), dynamic_partitions_store=instance
-    )
+    days = list(summary_days.get_partition_keys(None, instance))
+    if start not in days or end not in days:
+        return []
+    return days[days.index(start) : days.index(end) + 1]
 
 
 def _day_in_progress(instance: DagsterInstance, day: str) -> bool:

@@ -10,9 +10,12 @@ pseudo-conversation for the enricher, its id a uuid5 of (user_id, window_start).
 from __future__ import annotations
 
 import glob
+import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -24,7 +27,7 @@ import pyarrow.parquet as pq
 
 from enrichment_assets import settings as env_settings
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
-from enrichment_assets.lake import Lake, atomic_path
+from enrichment_assets.lake import HOST_TAG, Lake, atomic_path
 from enrichment_assets.sql_files import load_sql
 
 LAYER = "summaries"
@@ -41,6 +44,18 @@ _NORMALIZED_COLUMNS = {
     "status": pl.String(),
     "messages": CONVERSATION_INPUT_SCHEMA["messages"],
 }
+# The columns of `summary_messages` (`sql/conversation_summaries_messages.sql`).
+SUMMARY_MESSAGE_COLUMNS = (
+    "partition",
+    "conversation_id",
+    "user_id",
+    "persona_id",
+    "ordinal",
+    "role",
+    "content",
+    "message_at",
+)
+DayConnection = AbstractContextManager[duckdb.DuckDBPyConnection]
 
 
 @dataclass(frozen=True)
@@ -152,14 +167,40 @@ def annotate_windows(windows: pl.DataFrame, enricher: Enricher, chunk_rows: int)
 
 
 @contextmanager
-def day_connection(lake: Lake, day: str) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A summary connection whose `summary_messages` holds one day's messages, read from
-    every normalized partition once (its fingerprint and its windows read them there)."""
+def scanned_days(lake: Lake, days: list[str]) -> Iterator[Callable[[str], DayConnection]]:
+    """Read the messages of these UTC days from every normalized partition in ONE scan, into
+    one Parquet folder per day (a private scratch folder, removed afterwards); yields
+    `open_day(day)`: a summary connection whose `summary_messages` holds that day only (its
+    fingerprint and its windows read them there). Memory follows DuckDB's streaming write,
+    not the number of days."""
+    folder = Path(tempfile.mkdtemp(prefix=f"enrich-{HOST_TAG}-{os.getpid()}-summary-days-"))
+    try:
+        con = summary_connection()
+        try:
+            register_normalized(con, lake.layer_glob("normalized"))
+            con.execute(
+                load_sql("conversation_summaries_days_scan"),
+                {"days": sorted(set(days)), "folder": str(folder)},
+            )
+        finally:
+            con.close()
+        yield lambda day: _day_connection(folder, day)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def _day_connection(folder: Path, day: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`summary_messages` of one day written by `scanned_days` (none: an empty view)."""
     con = summary_connection()
     try:
-        register_normalized(con, lake.layer_glob("normalized"))
-        con.execute(load_sql("conversation_summaries_day_messages"), {"day_start": day_start(day)})
-        con.execute(load_sql("conversation_summaries_day_view"))
+        files = sorted(glob.glob(str(folder / f"day={day}" / "*.parquet")))
+        if files:
+            con.read_parquet(files, hive_partitioning=False).select(
+                ", ".join(SUMMARY_MESSAGE_COLUMNS)
+            ).create_view("summary_messages")
+        else:
+            register_normalized(con, [])
         yield con
     finally:
         con.close()
@@ -174,8 +215,8 @@ def summarize_day(
     generated_at: datetime,
     chunk_rows: int = 20_000,
 ) -> pl.DataFrame:
-    """The summaries of one UTC day (`day_connection`) over every normalized partition (not
-    yet written)."""
+    """The summaries of one UTC day (a connection of `scanned_days`) over every normalized
+    partition (not yet written)."""
     windows = user_windows(con, day, config)
     annotations = annotate_windows(windows, enricher, chunk_rows)
     con.register("summary_windows", windows.drop("messages"))

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from dagster import (
     AssetKey,
+    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     ExecuteInProcessResult,
@@ -35,6 +36,8 @@ from enrichment_assets.defs.summaries.assets import (
     replace_summaries,
 )
 from enrichment_assets.defs.summaries.automation import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
     SUMMARIES_JOB,
     stale_summaries,
     summary_days_of,
@@ -425,11 +428,27 @@ def test_enrich_run_summarizes_the_days_its_batches_cover(
     assert not summaries_export_path(lake, today).exists()
     batches = instance.get_dynamic_partitions("batches")
     assert summary_days_of(lake, batches) == [DAY, "2024-06-02"]
-    runs = instance.get_runs()
-    summary_runs = sorted(
-        r.tags.get("dagster/partition") for r in runs if r.job_name == SUMMARIES_JOB
-    )
-    assert summary_runs == [DAY, "2024-06-02"]
+    # Both days in ONE run over their range (one scan of the normalized layer), each with
+    # its own materialization and its own gate results.
+    (run,) = [r for r in instance.get_runs() if r.job_name == SUMMARIES_JOB]
+    assert (run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG]) == (DAY, "2024-06-02")
+    materialized = instance.get_records_for_run(
+        run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    assert sorted(r.event_log_entry.dagster_event.partition for r in materialized) == [
+        DAY,
+        "2024-06-02",
+    ]
+    checked = instance.get_records_for_run(
+        run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    by_day: dict[str, set[str]] = {}
+    for record in checked:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        assert evaluation.passed, evaluation
+        by_day.setdefault(evaluation.partition, set()).add(evaluation.check_name)
+    assert set(by_day) == {DAY, "2024-06-02"} and by_day[DAY] == by_day["2024-06-02"]
+    assert CONTRACT_CHECK in by_day[DAY]
 
 
 def _identity(path: Path) -> tuple[int, int]:
@@ -476,6 +495,17 @@ def test_stale_summaries_skips_days_whose_inputs_did_not_change_and_defers_a_run
     late = [chat("user-re", at(DAY, "22:00:00", "22:00:10"))]
     land_and_run(lake, instance, tmp_path / "late.jsonl", late)
     requests, held = tick(instance, cursor)
+    assert requests == []
+    instance.report_run_failed(going)
+    # Nor while a run over a range of days that holds this one is going (a backfill's
+    # single run, `enrich run`).
+    register_summary_days(instance, ["2024-06-05"])
+    going = instance.create_run_for_job(
+        defs.resolve_job_def(SUMMARIES_JOB),
+        tags={RANGE_START_TAG: DAY, RANGE_END_TAG: "2024-06-05"},
+        status=DagsterRunStatus.STARTED,
+    )
+    requests, held = tick(instance, held)
     assert requests == []
     # Once that run is over, the late batch (behind the held cursor) makes the day run.
     instance.report_run_failed(going)

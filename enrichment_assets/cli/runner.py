@@ -20,6 +20,7 @@ from enrichment_assets.cli.run_log import append_run_events
 from enrichment_assets.defs.conversations.partitions import (
     batch_partitions,
     register_summary_days,
+    summary_days,
 )
 from enrichment_assets.inputs import register_files
 from enrichment_assets.lake import Lake
@@ -197,29 +198,56 @@ def materialize_summary_days(
     on_done: Callable[[PartitionOutcome], None] | None = None,
     state: CommandState | None = None,
 ) -> list[PartitionOutcome]:
-    """Register these day partitions, then run `conversation_summaries_job` for each day,
-    one in-process run each."""
-    from enrichment_assets.defs.summaries.automation import SUMMARIES_JOB
+    """Register these day partitions, then run `conversation_summaries_job` ONCE over them:
+    one in-process run over the range of day partitions from the first to the last of them
+    (in the instance's order), which reads the normalized layer once for all its days. A
+    day in that range that is not asked for costs its fingerprint only when its inputs did
+    not change. One outcome per day asked for (its own checks, its own materialization)."""
+    from enrichment_assets.defs.summaries.automation import (
+        RANGE_END_TAG,
+        RANGE_START_TAG,
+        SUMMARIES_JOB,
+    )
 
     state = state or CommandState()
-    register_summary_days(instance, days)
-    outcomes = []
-    for day in dict.fromkeys(days):
-        state.running = f"summaries of {day}"
-        outcome = _execute(
-            instance,
-            day,
-            tags={**state.tags, **(tags or {})},
-            run_config=state.run_config,
-            job_name=SUMMARIES_JOB,
-        )
-        state.running = None
-        if state.log_path is not None:
-            append_run_events(instance, outcome.run_id, state.log_path)
-        outcomes.append(outcome)
+    wanted = list(dict.fromkeys(days))
+    if not wanted:
+        return []
+    register_summary_days(instance, wanted)
+    order = {day: i for i, day in enumerate(summary_days.get_partition_keys(None, instance))}
+    first, last = min(wanted, key=order.__getitem__), max(wanted, key=order.__getitem__)
+    state.running = f"summaries of {first}..{last}"
+    result = _execute_in_process(
+        instance,
+        None,
+        tags={**state.tags, **(tags or {}), RANGE_START_TAG: first, RANGE_END_TAG: last},
+        run_config=state.run_config,
+        job_name=SUMMARIES_JOB,
+    )
+    state.running = None
+    if state.log_path is not None:
+        append_run_events(instance, result.run_id, state.log_path)
+    outcomes = [_day_outcome(result, day) for day in wanted]
+    for outcome in outcomes:
         if on_done is not None:
             on_done(outcome)
     return outcomes
+
+
+def _day_outcome(result: ExecuteInProcessResult, day: str) -> PartitionOutcome:
+    """One day's part of a run over several days: materialized, and no ERROR check failed."""
+    materialized = any(
+        e.materialization.partition == day for e in result.get_asset_materialization_events()
+    )
+    failed = failed_error_checks(result, partition=day)
+    success = materialized and not failed
+    return PartitionOutcome(
+        partition=day,
+        success=success,
+        run_id=result.run_id,
+        failed_checks=failed,
+        error=None if success or result.success else first_failure(result),
+    )
 
 
 def materialize_pipeline_health(
@@ -260,21 +288,18 @@ def _execute(
     """One in-process run of a job (default: the pipeline) for one partition (None: an
     unpartitioned job), as an outcome (`definitions`: those of the code location unless
     given)."""
-    from enrichment_assets.definitions import defs
-    from enrichment_assets.defs.conversations.jobs import conversations_pipeline
-
-    job = (definitions or defs).resolve_job_def(job_name or conversations_pipeline.name)
-    result = job.execute_in_process(
-        partition_key=key,
-        instance=instance,
-        raise_on_error=False,
+    result = _execute_in_process(
+        instance,
+        key,
         tags=tags,
         run_config=run_config,
         asset_selection=asset_selection,
+        job_name=job_name,
+        definitions=definitions,
     )
     failed_checks = failed_error_checks(result)
     return PartitionOutcome(
-        partition=key or job.name,
+        partition=key or result.job_def.name,
         success=result.success and not failed_checks,
         run_id=result.run_id,
         failed_checks=failed_checks,
@@ -282,12 +307,40 @@ def _execute(
     )
 
 
-def failed_error_checks(result: ExecuteInProcessResult) -> list[str]:
-    """`asset:check` of each ERROR-severity check the run failed (WARN ones do not count)."""
+def _execute_in_process(
+    instance: DagsterInstance,
+    key: str | None,
+    *,
+    tags: dict[str, str],
+    run_config: dict,
+    asset_selection: list | None = None,
+    job_name: str | None = None,
+    definitions: Definitions | None = None,
+) -> ExecuteInProcessResult:
+    """One in-process run of a job of the code location (or of `definitions`)."""
+    from enrichment_assets.definitions import defs
+    from enrichment_assets.defs.conversations.jobs import conversations_pipeline
+
+    job = (definitions or defs).resolve_job_def(job_name or conversations_pipeline.name)
+    return job.execute_in_process(
+        partition_key=key,
+        instance=instance,
+        raise_on_error=False,
+        tags=tags,
+        run_config=run_config,
+        asset_selection=asset_selection,
+    )
+
+
+def failed_error_checks(result: ExecuteInProcessResult, partition: str | None = None) -> list[str]:
+    """`asset:check` of each ERROR-severity check the run failed (WARN ones do not count);
+    with `partition`, of that partition's evaluations only."""
     return [
         f"{e.asset_key.to_user_string()}:{e.check_name}"
         for e in result.get_asset_check_evaluations()
-        if not e.passed and e.severity.value == "ERROR"
+        if not e.passed
+        and e.severity.value == "ERROR"
+        and (partition is None or e.partition == partition)
     ]
 
 

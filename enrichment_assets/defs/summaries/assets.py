@@ -12,18 +12,26 @@ gate passes.
 """
 
 import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import duckdb
 import polars as pl
 from dagster import (
     AllPartitionMapping,
+    AssetCheckEvaluation,
+    AssetCheckKey,
     AssetDep,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
+    BackfillPolicy,
     Config,
     MaterializeResult,
     MetadataValue,
+    Output,
     asset,
 )
 from pydantic import Field
@@ -52,17 +60,22 @@ from enrichment_assets.enrichers.settings import LLMSettings, enricher_kinds, en
 from enrichment_assets.faults import fault_point
 from enrichment_assets.fingerprints import write_record
 from enrichment_assets.lake import Lake, hidden_temp
+from enrichment_assets.summary_inputs import fingerprints_of_days, unchanged_day
 from enrichment_assets.summary_windows import (
     SummaryWindows,
-    day_connection,
     day_start,
     default_windows,
+    scanned_days,
     summaries_path,
     summarize_day,
     write_summaries_export,
 )
 
 ASSET_NAME = "conversation_summaries"
+SUMMARIES_KEY = AssetKey(ASSET_NAME)
+CODE_VERSION = enrichment_code_version(LLMSettings.from_env())
+# The materialization tag Dagster's own outputs carry (documented; its constant is private).
+CODE_VERSION_TAG = "dagster/code_version"
 NORMALIZED_KEY = AssetKey("normalized_conversations")
 # Metadata key: the newest normalized materialization (event storage id) a run could see.
 WATERMARK_KEY = "normalized_watermark"
@@ -119,18 +132,27 @@ def latest_normalized_storage_id(context: AssetExecutionContext) -> int:
     return records[0].storage_id if records else 0
 
 
-@asset(
-    partitions_def=summary_days,
-    group_name="summaries",
-    kinds={"duckdb", "parquet", *enricher_kinds()},
-    tags=enricher_tags(),
-    # The same annotation code version as enriched_conversations (`code_version.py`).
-    code_version=enrichment_code_version(LLMSettings.from_env()),
-    # A day reads every batch: which batches hold its messages is only known from their data.
-    # Backfills over a range of days run one day per run (the asset reads one partition key).
-    deps=[AssetDep(normalized_conversations, partition_mapping=AllPartitionMapping())],
-    check_specs=gate_specs(ASSET_NAME, summary_days),
-)
+# Dagster marks `backfill_policy` beta; its warning says nothing the operator can act on.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*backfill_policy.*")
+    _summaries_asset = asset(
+        partitions_def=summary_days,
+        group_name="summaries",
+        kinds={"duckdb", "parquet", *enricher_kinds()},
+        tags=enricher_tags(),
+        # The same annotation code version as enriched_conversations (`code_version.py`).
+        code_version=CODE_VERSION,
+        # A day reads every batch: which batches hold its messages is only known from their data.
+        deps=[AssetDep(normalized_conversations, partition_mapping=AllPartitionMapping())],
+        check_specs=gate_specs(ASSET_NAME, summary_days),
+        # A backfill over days (or `enrich run`) is one run: one scan of the normalized layer
+        # for all its days. Each day's materialization and checks are its own events.
+        backfill_policy=BackfillPolicy.single_run(),
+        output_required=False,
+    )
+
+
+@_summaries_asset
 def conversation_summaries(
     context: AssetExecutionContext,
     config: SummaryWindowConfig,
@@ -138,7 +160,7 @@ def conversation_summaries(
     enricher: LLMResource,
     app_db: AppDatabaseResource,
     pii: PiiRedactionResource,
-) -> MaterializeResult:
+) -> Iterator[AssetMaterialization | AssetCheckEvaluation | Output]:
     """Per user and time window of the UTC day: summary, key topics, tone.
 
     For each user_id with at least `min_messages` messages (system prompts excluded) in a
@@ -153,75 +175,135 @@ def conversation_summaries(
     `lake/summaries/<day>.parquet`; when it passes, `export/summaries/<day>.jsonl` follows
     and, with an application database (`ENRICH_APP_DB_URL`), its `conversation_summaries`
     rows of the day are replaced in one transaction. A blocked gate changes nothing.
+    A run over several days reads the normalized layer once for all of them; a day whose
+    inputs did not change since its files were published is neither computed nor rewritten.
     """
-    store = lake.lake
-    day = context.partition_key
+    days = list(context.partition_keys)
     # Taken before reading: a normalized batch materialized later may be missed, so the
     # sensor counts this day stale for any batch newer than the watermark.
     watermark = latest_normalized_storage_id(context)
-    windows = config.windows()
-    settings = enricher.settings()
-    # The day's inputs, before reading them too: a change meanwhile makes the next run's
-    # fingerprint differ, so it does the work again.
-    from enrichment_assets.summary_inputs import fingerprints_of_days, unchanged_day
+    job = _DaysJob(context, config.windows(), enricher, app_db, pii, lake, watermark)
+    with scanned_days(lake.lake, days) as open_day:
+        for day in days:
+            with open_day(day) as con:
+                result = job.summarize(day, con)
+            yield from _day_events(context, day, result)
+    # The checks' outputs (what a downstream step would wait on): their results are above.
+    for key in context.selected_asset_check_keys:
+        yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
 
-    with day_connection(store, day) as con:
-        inputs = fingerprints_of_days(con, [day], windows, settings)[day]
+
+def _day_events(
+    context: AssetExecutionContext, day: str, result: MaterializeResult
+) -> Iterator[AssetMaterialization | AssetCheckEvaluation]:
+    """One day's materialization, then its check results, each for that day's partition
+    (a run over a range of days has no single partition key to give them)."""
+    yield AssetMaterialization(
+        asset_key=SUMMARIES_KEY,
+        partition=day,
+        metadata=result.metadata,
+        tags={CODE_VERSION_TAG: CODE_VERSION},
+    )
+    for check in result.check_results:
+        spec = context.assets_def.get_spec_for_check_key(
+            AssetCheckKey(SUMMARIES_KEY, str(check.check_name))
+        )
+        yield AssetCheckEvaluation(
+            asset_key=SUMMARIES_KEY,
+            check_name=str(check.check_name),
+            passed=check.passed,
+            metadata=check.metadata,
+            severity=check.severity,
+            description=check.description,
+            blocking=spec.blocking,
+            partition=day,
+        )
+
+
+@dataclass
+class _DaysJob:
+    """What every day of one run shares: its config, resources and watermark."""
+
+    context: AssetExecutionContext
+    windows: SummaryWindows
+    enricher: LLMResource
+    app_db: AppDatabaseResource
+    pii: PiiRedactionResource
+    lake: LakeResource
+    watermark: int
+
+    def summarize(self, day: str, con: duckdb.DuckDBPyConnection) -> MaterializeResult:
+        """The day's result: its inputs unchanged, nothing recomputed; else its summaries
+        computed, gated and (when they pass) published and recorded."""
+        store, context = self.lake.lake, self.context
+        inputs = fingerprints_of_days(con, [day], self.windows, self.enricher.settings())[day]
         if (previous := unchanged_day(store, day, inputs)) is not None:
             context.log.info(
                 f"{day}: inputs unchanged since run {previous.run_id}: nothing recomputed, "
                 "files left as they were"
             )
             path = {"path": path_value(summaries_path(store, day))}
-            return unchanged_result(previous, ASSET_NAME, {WATERMARK_KEY: watermark, **path})
-        summaries, annotator, budget = _summaries_of(context, con, windows, enricher, pii, lake)
+            return unchanged_result(previous, ASSET_NAME, {WATERMARK_KEY: self.watermark, **path})
+        summaries, annotator, budget = _summaries_of(
+            context, day, con, self.windows, self.enricher, self.pii, self.lake
+        )
+        gate = replace_summaries(store, day, summaries)
+        fault_point("summaries")
+        metadata = _day_metadata(store, day, summaries, self.windows, annotator, budget)
+        metadata[WATERMARK_KEY] = self.watermark
+        if gate.blocked_reason is None:
+            _publish_day(day, store, self.app_db, summaries, metadata)
+            # Only a day whose annotations all came back is left alone on the same inputs.
+            if metadata["failed_annotations"] == 0:
+                _record_day(context, day, store, inputs, metadata, gate)
+        else:
+            # Keep the last file, export and publication that passed: a blocked day changes none.
+            context.log.error(f"{day}: summaries kept as they were: {gate.blocked_reason}")
+            metadata["withheld"] = MetadataValue.text(gate.blocked_reason)
+        if reason := context.run.tags.get(STALE_REASON_TAG):
+            metadata["rerun_reason"] = MetadataValue.text(reason)
+        return MaterializeResult(metadata=metadata, check_results=gate.check_results)
 
-    gate = replace_summaries(store, day, summaries)
-    fault_point("summaries")
+
+def _day_metadata(
+    store: Lake,
+    day: str,
+    summaries: pl.DataFrame,
+    windows: SummaryWindows,
+    annotator: str,
+    budget: SpendBudget,
+) -> dict[str, object]:
+    """What the day's materialization tells the operator."""
     target = summaries_path(store, day)
-    metadata: dict[str, object] = {
+    start = day_start(day)
+    return {
         # The day's file: this run's rows, or the last ones that passed when the gate held.
         **(layer_table(target) if target.exists() else {"dagster/row_count": summaries.height}),
         "users": summaries["user_id"].n_unique(),
         "messages_summarized": int(summaries["message_count"].sum()),
         "failed_annotations": int(summaries["error"].is_not_null().sum()),
-        "window": f"[{day_start(day).isoformat()}, "
-        f"{(day_start(day) + timedelta(days=1)).isoformat()}) in "
-        f"{config.window_hours} h windows",
-        "min_messages": config.min_messages,
+        "window": f"[{start.isoformat()}, {(start + timedelta(days=1)).isoformat()}) in "
+        f"{windows.window_hours} h windows",
+        "min_messages": windows.min_messages,
         "enricher": annotator,
         **({"llm_cost_usd": round(budget.spent_usd, 6)} if annotator != "heuristic" else {}),
         **({"llm_budget_usd": budget.limit_usd} if budget.limit_usd is not None else {}),
-        WATERMARK_KEY: watermark,
         "path": path_value(target),
         "preview": preview(
             summaries,
             ["user_id", "persona_id", "window_start", "message_count", "summary", "confidence"],
         ),
     }
-    if gate.blocked_reason is None:
-        _publish_day(context, store, app_db, summaries, metadata)
-        # Only a day whose annotations all came back is left alone on the same inputs.
-        if metadata["failed_annotations"] == 0:
-            _record_day(context, store, inputs, metadata, gate)
-    else:
-        # Keep the last file, export and publication that passed: a blocked day changes none.
-        context.log.error(f"{day}: summaries kept as they were: {gate.blocked_reason}")
-        metadata["withheld"] = MetadataValue.text(gate.blocked_reason)
-    if reason := context.run.tags.get(STALE_REASON_TAG):
-        metadata["rerun_reason"] = MetadataValue.text(reason)
-    return MaterializeResult(metadata=metadata, check_results=gate.check_results)
 
 
 def _publish_day(
-    context: AssetExecutionContext,
+    day: str,
     store: Lake,
     app_db: AppDatabaseResource,
     summaries: pl.DataFrame,
     metadata: dict[str, object],
 ) -> None:
     """The export file and, with an application database, its rows of the day."""
-    day = context.partition_key
     if (export := write_summaries_export(store, day)) is not None:
         metadata["export"] = path_value(export)
     if app_db.app_db_url is not None:
@@ -236,6 +318,7 @@ def _publish_day(
 
 def _record_day(
     context: AssetExecutionContext,
+    day: str,
     store: Lake,
     inputs: str,
     metadata: dict[str, object],
@@ -244,7 +327,6 @@ def _record_day(
     """Remember what the day's files were computed from: the same inputs skip the work."""
     from enrichment_assets.summary_inputs import published_files, record_path
 
-    day = context.partition_key
     write_record(
         record_path(store, day),
         published_files(store, day),
@@ -261,6 +343,7 @@ def _record_day(
 
 def _summaries_of(
     context: AssetExecutionContext,
+    day: str,
     con: duckdb.DuckDBPyConnection,
     windows: SummaryWindows,
     enricher: LLMResource,
@@ -269,7 +352,6 @@ def _summaries_of(
 ) -> tuple[pl.DataFrame, str, SpendBudget]:
     """The day's summaries by the configured enricher, within the run's LLM budget; the
     enricher's name and the budget (what it spent)."""
-    day = context.partition_key
     settings = enricher.settings()
     cache_dir = lake.lake.data_dir / "cache" / "enrichment"
     # The run's LLM budget and today's daily limit stop its sending too (`llm_spend.py`).

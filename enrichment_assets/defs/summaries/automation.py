@@ -20,12 +20,11 @@ partition mapping or automation condition can express it; the sensor computes it
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
-    AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
     DefaultScheduleStatus,
@@ -51,9 +50,9 @@ from enrichment_assets.defs.conversations.partitions import (
 from enrichment_assets.defs.resources import LakeResource
 from enrichment_assets.defs.run_liveness import UNFINISHED_RUN_STATUSES
 from enrichment_assets.defs.summaries.assets import (
-    ASSET_NAME,
     NORMALIZED_KEY,
     STALE_REASON_TAG,
+    SUMMARIES_KEY,
     WATERMARK_KEY,
     conversation_summaries,
 )
@@ -62,17 +61,20 @@ from enrichment_assets.sql_files import load_sql
 from enrichment_assets.summary_windows import register_normalized, summary_connection
 
 SUMMARIES_JOB = "conversation_summaries_job"
-SUMMARIES_KEY = AssetKey(ASSET_NAME)
 STALE_BATCHES_TAG = "enrich/stale_batches"
-# The run tag Dagster sets on a partition's runs (documented; its constant is private).
+# The run tags Dagster sets on a partition's runs, and on a run over a range of partitions
+# (documented; their constants are private).
 PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 _MAX_TAG_CHARS = 500
 
 summaries_job = define_asset_job(
     SUMMARIES_JOB,
     selection=[conversation_summaries],
     partitions_def=summary_days,
-    description="Summaries of one UTC day (per user, persona and window).",
+    description="Summaries of UTC days (per user, persona and window): one day, or a range "
+    "of days read in one scan of the normalized layer.",
 )
 
 SCHEDULE_MINUTE = env_settings.whole_number("ENRICH_SUMMARIES_SCHEDULE_MINUTE", 15, minimum=0)
@@ -229,17 +231,29 @@ def plan_stale_days(
     return StalePlan(sorted(days.values(), key=lambda s: s.day), cursor, notes, new_days)
 
 
+def run_days(instance: DagsterInstance, tags: Mapping[str, str]) -> list[str]:
+    """The day partitions a run of the summaries covers, from its tags: its partition, or
+    every day of its range (a backfill's single run, `enrich run`), in the instance's order."""
+    if (day := tags.get(PARTITION_TAG)) is not None:
+        return [day]
+    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if start is None or end is None:
+        return []
+    days = list(summary_days.get_partition_keys(None, instance))
+    if start not in days or end not in days:
+        return []
+    return days[days.index(start) : days.index(end) + 1]
+
+
 def _day_in_progress(instance: DagsterInstance, day: str) -> bool:
-    """Whether a run of the day's summaries is queued or going (from any trigger)."""
-    runs = instance.get_run_records(
-        RunsFilter(
-            job_name=SUMMARIES_JOB,
-            tags={PARTITION_TAG: day},
-            statuses=UNFINISHED_RUN_STATUSES,
-        ),
-        limit=1,
+    """Whether a run of the day's summaries is queued or going (from any trigger: this job,
+    or the asset materialized from the UI), alone or within a range of days."""
+    runs = instance.get_runs(RunsFilter(statuses=UNFINISHED_RUN_STATUSES), limit=200)
+    return any(
+        day in run_days(instance, run.tags)
+        for run in runs
+        if run.job_name == SUMMARIES_JOB or SUMMARIES_KEY in (run.asset_selection or ())
     )
-    return bool(runs)
 
 
 def _settle(

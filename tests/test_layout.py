@@ -139,7 +139,6 @@ LONG_FUNCTIONS_ALLOWED = {
     "defs/conversations/normalized.py:normalized_conversations",
     "defs/conversations/raw.py:_raw_conversations",
     "defs/conversations/validated.py:validated_conversations",
-    "defs/summaries/assets.py:conversation_summaries",
     "validation.py:_validate_row_group",
 }
 

@@ -35,6 +35,7 @@ from typing import Any
 from enrichment_assets import settings as env_settings
 from enrichment_assets.checks.deferred_imports import GX_UNUSED_IMPORTS, defer
 from enrichment_assets.checks.gate_chunks import (
+    ROWS,
     ChunkPlan,
     columns_read,
     group_by_plan,
@@ -164,10 +165,15 @@ class GateContext:
         frames_of: FramesOf,
         partition: str,
         parameters: dict[str, Any],
+        one_frame: bool = False,
     ) -> Any:
         """Run the asset's suite on the frames `frames_of(plan, columns)` gives for each
         group of its expectations (see `gate_chunks`); the chunks' results are merged
-        into one suite result, stored (run name: the partition's) and returned."""
+        into one suite result, stored (run name: the partition's) and returned.
+
+        `one_frame`: the layer fits in one chunk, so every expectation is judged at once
+        on one frame of every row (one read of the file, one GX validation): splitting by
+        plan would only read the file again for each group."""
         from types import SimpleNamespace
 
         from great_expectations.constants import DATAFRAME_REPLACEMENT_STR
@@ -187,7 +193,10 @@ class GateContext:
         per_expectation: dict[int, list[Any]] = {i: [] for i in range(len(configs))}
         template: Any = None
         batch_id: str | None = None
-        for plan, positions in group_by_plan(entries).items():
+        groups = (
+            {ChunkPlan(ROWS): list(range(len(entries)))} if one_frame else group_by_plan(entries)
+        )
+        for plan, positions in groups.items():
             group = SimpleNamespace(
                 name=asset_name, expectation_configurations=[configs[i] for i in positions]
             )

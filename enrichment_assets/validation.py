@@ -185,10 +185,28 @@ def _validate_row_group(raw_path: str, row_group: int, scratch: str | None) -> V
         if isinstance(r, Rejection)
     ]
     del results, valid_models
+    rejected = _quarantine_rows(
+        parsed.filter(~valid_mask).with_columns(pl.Series("report", reports, pl.String)),
+        chunk,
+        raw,
+        row_group,
+    )
+    return ValidatedChunk(
+        raw_rows=chunk.height,
+        valid=share(valid_table, scratch),
+        rejected=rejected,
+        changes=_status_changes(valid_rows, rejected),
+    )
 
+
+def _quarantine_rows(
+    invalid: pl.DataFrame, chunk: pl.DataFrame, raw: pq.ParquetFile, row_group: int
+) -> pl.DataFrame:
+    """The chunk's quarantine rows (QUARANTINE_SCHEMA), in record order: the `invalid`
+    records (with their `report`) and the raw rows that hold no record."""
     rejected = pl.concat(
         [
-            parsed.filter(~valid_mask).with_columns(pl.Series("report", reports, pl.String)),
+            invalid,
             chunk.filter(pl.col("record_json").is_null()).with_columns(
                 pl.struct("parse_error", "parse_rule")
                 .map_elements(
@@ -209,7 +227,7 @@ def _validate_row_group(raw_path: str, row_group: int, scratch: str | None) -> V
         )
     else:
         rejected = rejected.with_columns(pl.lit(None, pl.String).alias("raw_text"))
-    rejected = rejected.with_columns(
+    return rejected.with_columns(
         pl.col("report").alias("validation_errors"),
         pl.col("report")
         .map_elements(
@@ -223,7 +241,10 @@ def _validate_row_group(raw_path: str, row_group: int, scratch: str | None) -> V
         pl.lit(None, pl.Int64).alias("kept_position"),
     ).select(QUARANTINE_SCHEMA.names)
 
-    changes = pl.concat(
+
+def _status_changes(valid_rows: pl.DataFrame, rejected: pl.DataFrame) -> pl.DataFrame:
+    """The chunk's status changes: `validated`, or `validation_failed` with its rules."""
+    return pl.concat(
         [
             valid_rows.select("record_index").with_columns(
                 pl.lit("validated").alias("status"),
@@ -236,9 +257,3 @@ def _validate_row_group(raw_path: str, row_group: int, scratch: str | None) -> V
             ),
         ]
     ).with_columns(pl.lit(datetime.now(UTC)).alias("last_attempt"))
-    return ValidatedChunk(
-        raw_rows=chunk.height,
-        valid=share(valid_table, scratch),
-        rejected=rejected,
-        changes=changes,
-    )

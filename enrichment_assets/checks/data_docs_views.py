@@ -20,6 +20,7 @@ from typing import Any
 from great_expectations.render.components import RenderedComponentContent
 from great_expectations.render.view import DefaultJinjaIndexPageView, DefaultJinjaPageView
 from jinja2 import pass_context
+from jinja2.bccache import Bucket, BytecodeCache
 
 _NUMBERS = (bool, int, float)
 
@@ -34,8 +35,35 @@ def _text(value: Any) -> str:
     return html.escape(value if isinstance(value, str) else str(value), quote=True)
 
 
+class _CompiledTemplates(BytecodeCache):
+    """GX's templates compiled once per process, whatever the view.
+
+    GX builds a new view, and so a new Jinja environment, each time a site is built (once
+    per gate): without this every page recompiled every template it uses, about 60 % of
+    a Data Docs update. Jinja checks each template's source against its checksum.
+    """
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+_COMPILED_TEMPLATES = _CompiledTemplates()
+
+
 class _EscapedData:
     """Escapes the data parts of a page; see the module docstring."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.env.bytecode_cache = _COMPILED_TEMPLATES  # type: ignore[attr-defined]
 
     @pass_context
     def render_content_block(

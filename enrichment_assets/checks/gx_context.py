@@ -35,6 +35,7 @@ from typing import Any
 from enrichment_assets import settings as env_settings
 from enrichment_assets.checks.deferred_imports import GX_UNUSED_IMPORTS, defer
 from enrichment_assets.checks.gate_chunks import (
+    ROWS,
     ChunkPlan,
     columns_read,
     group_by_plan,
@@ -164,30 +165,56 @@ class GateContext:
         frames_of: FramesOf,
         partition: str,
         parameters: dict[str, Any],
+        one_frame: bool = False,
     ) -> Any:
         """Run the asset's suite on the frames `frames_of(plan, columns)` gives for each
         group of its expectations (see `gate_chunks`); the chunks' results are merged
-        into one suite result, stored (run name: the partition's) and returned."""
-        from types import SimpleNamespace
+        into one suite result, stored (run name: the partition's) and returned.
 
-        from great_expectations.constants import DATAFRAME_REPLACEMENT_STR
-        from great_expectations.core.run_identifier import RunIdentifier
-        from great_expectations.data_context.types.resource_identifiers import (
-            ExpectationSuiteIdentifier,
-            ValidationResultIdentifier,
-        )
-        from great_expectations.validator.v1_validator import Validator
-
+        `one_frame`: the layer fits in one chunk, so every expectation is judged at once
+        on one frame of every row (one read of the file, one GX validation): splitting by
+        plan would only read the file again for each group."""
         definition = self.definitions[asset_name]
         configs = definition.suite.expectation_configurations
         # The suite file's own entries (row conditions as written): the same order.
         entries = load_suite_dict(asset_name)["expectations"]
         if [e["type"] for e in entries] != [c.type for c in configs]:
             raise RuntimeError(f"suite {asset_name}: the loaded suite differs from its file")
+        groups = (
+            {ChunkPlan(ROWS): list(range(len(entries)))} if one_frame else group_by_plan(entries)
+        )
+        per_expectation, template, batch_id = self._validate_groups(
+            asset_name, groups, entries, frames_of, parameters
+        )
+        results, statistics = merge_suite_results(
+            configs, per_expectation, RESULT_FORMAT["partial_unexpected_count"]
+        )
+        template.results = results
+        template.statistics = statistics
+        template.success = statistics["unsuccessful_expectations"] == 0
+        self._store_result(asset_name, template, batch_id, partition)
+        return template
+
+    def _validate_groups(
+        self,
+        asset_name: str,
+        groups: dict[ChunkPlan, list[int]],
+        entries: list[dict[str, Any]],
+        frames_of: FramesOf,
+        parameters: dict[str, Any],
+    ) -> tuple[dict[int, list[Any]], Any, str | None]:
+        """Each group of expectations on each of its frames: every expectation's results
+        (one per frame, by suite position), the first frame's suite result and batch id."""
+        from types import SimpleNamespace
+
+        from great_expectations.validator.v1_validator import Validator
+
+        definition = self.definitions[asset_name]
+        configs = definition.suite.expectation_configurations
         per_expectation: dict[int, list[Any]] = {i: [] for i in range(len(configs))}
         template: Any = None
         batch_id: str | None = None
-        for plan, positions in group_by_plan(entries).items():
+        for plan, positions in groups.items():
             group = SimpleNamespace(
                 name=asset_name, expectation_configurations=[configs[i] for i in positions]
             )
@@ -205,16 +232,24 @@ class GateContext:
                     template, batch_id = chunk, validator.active_batch_id
                 del frame, validator
                 release_memory()  # a chunk's frames and metrics: gone before the next
-        results, statistics = merge_suite_results(
-            configs, per_expectation, RESULT_FORMAT["partial_unexpected_count"]
+        return per_expectation, template, batch_id
+
+    def _store_result(
+        self, asset_name: str, result: Any, batch_id: str | None, partition: str
+    ) -> None:
+        """Name the merged result's run after the partition and store it (Data Docs
+        lists the stored results)."""
+        from great_expectations.constants import DATAFRAME_REPLACEMENT_STR
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
         )
+
         run_id = RunIdentifier(run_name=docs_run_name(partition))
-        template.results = results
-        template.statistics = statistics
-        template.success = statistics["unsuccessful_expectations"] == 0
-        template.meta.update(
+        result.meta.update(
             {
-                "validation_id": definition.id,
+                "validation_id": self.definitions[asset_name].id,
                 "checkpoint_id": None,
                 "run_id": run_id,
                 "validation_time": run_id.run_time,
@@ -223,13 +258,12 @@ class GateContext:
         )
         suite_id = ExpectationSuiteIdentifier(name=asset_name)
         self.context.validation_results_store.store_validation_results(
-            suite_validation_result=template,
+            suite_validation_result=result,
             suite_validation_result_identifier=ValidationResultIdentifier(
                 batch_identifier=batch_id, expectation_suite_identifier=suite_id, run_id=run_id
             ),
             expectation_suite_identifier=suite_id,
         )
-        return template
 
     def _stale_suite_pages(self) -> list[Any]:
         """Suites whose Data Docs page is missing or older than their JSON file."""

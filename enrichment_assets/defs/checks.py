@@ -241,7 +241,10 @@ def validate_layer(lake: Lake, asset_name: str, parquet_path: Path, partition: s
         return gate_frames(parquet_path, columns, plan, chunk_rows)
 
     parameters = {"partition_keys": [partition], "now": datetime.now(UTC)}
-    result = context.validate(asset_name, frames_of, partition, parameters)
+    rows = pq.ParquetFile(parquet_path).metadata.num_rows
+    result = context.validate(
+        asset_name, frames_of, partition, parameters, one_frame=rows <= chunk_rows
+    )
     try:
         docs_page = context.update_data_docs(result)
     except Exception:  # the report must not decide the gate: log it, keep the verdict
@@ -253,7 +256,7 @@ def validate_layer(lake: Lake, asset_name: str, parquet_path: Path, partition: s
             asset_name,
             check,
             [o for o in outcomes if CHECK_OF_SEVERITY.get(o.severity) == check],
-            pq.ParquetFile(parquet_path).metadata.num_rows,
+            rows,
             docs_page,
         )
         for check in (CONTRACT_CHECK, DRIFT_CHECK)

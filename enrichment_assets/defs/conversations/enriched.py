@@ -2,6 +2,7 @@
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +59,7 @@ from enrichment_assets.enrichers.code_version import enrichment_code_version
 from enrichment_assets.enrichers.pricing import CostEstimate
 from enrichment_assets.enrichers.settings import LLMSettings, enricher_kinds, enricher_tags
 from enrichment_assets.faults import fault_point
+from enrichment_assets.lake import Lake
 from enrichment_assets.low_confidence import (
     ATTEMPT_COLUMNS,
     LOW_CONFIDENCE,
@@ -285,23 +287,10 @@ def _enriched_conversations(
 ) -> MaterializeResult | AssetObservation:
     store = lake.lake
     prewarm_gate(store)
-    progress = ProgressLog(context.log)
     batch = context.partition_key
     source = store.layer_path("validated", batch)
     target = store.layer_path("enriched", batch)
-    # The enrichment cache is shared by every partition and process (SQLite, WAL), and by
-    # every machine with an application database (`open_enrichment_cache`).
-    # A low-confidence re-ask bypasses it too: the cache holds the answer being doubted.
-    bypass_cache = config.force or config.low_confidence
-    cache_dir = None if bypass_cache else store.data_dir / "cache" / "enrichment"
-    pii_mode = pii.pii_mode
-    options = {"pii_mode": pii_mode, "phone_region": pii.region, "app_db_url": store.app_db_url}
-    settings = enricher.settings()
-    if config.low_confidence and settings.escalation_model:
-        settings = settings.model_copy(update={"model": settings.escalation_model})
-        annotator = settings.build_enricher(cache_dir, **options)
-    else:  # through the resource: a resource subclass may build its own enricher
-        annotator = enricher.build_enricher(cache_dir, **options)
+    annotator, settings = _build_annotator(store, config, enricher, pii)
     # Before anything is sent: the estimate against what the run may spend (`llm_spend.py`).
     estimate = estimate_layer(
         annotator, source, lake.enrich_chunk_rows, config.conversation_ids or None
@@ -311,28 +300,9 @@ def _enriched_conversations(
     budget, batches = _budget_and_batches(context, config, lake, annotator, settings, estimate)
     if estimate is not None:
         annotator.budget = budget  # type: ignore[attr-defined]
-    # A scoped re-enrichment is someone asking again: it gets every attempt.
-    if hasattr(annotator, "failed_before") and not config.conversation_ids:
-        annotator.failed_before = failed_ids(
-            target, "conversation_id", pl.col("enrichment").struct.field("error")
-        )
-    if hasattr(annotator, "on_progress"):
-        annotator.on_progress = lambda done, total: context.log.debug(
-            f"{annotator.name}: {done}/{total} conversations of this chunk annotated"
-        )
-    llm_totals: Counter[str] = Counter()
-    redacted: Counter[str] = Counter()
-    redacted_conversations = 0
+    _watch_annotator(context, config, annotator, target)
     started = datetime.now(UTC)
-    keep: pl.DataFrame | None = None
-    previous: pl.DataFrame | None = None  # a low-confidence re-ask keeps the better answer
-    scope = pl.read_parquet(source, columns=["record_index", "conversation_id"])
-    if config.conversation_ids:
-        keep = previous = previous_annotations(target)
-        if keep is not None:
-            keep = keep.filter(~pl.col("conversation_id").is_in(config.conversation_ids))
-            scope = scope.filter(pl.col("conversation_id").is_in(config.conversation_ids))
-        context.log.info(f"scope: {scope.height} of the partition's conversations re-enriched")
+    scope, keep, previous = _enrichment_scope(context, config, source, target)
     in_progress = scope.select("record_index").with_columns(
         pl.lit("enrichment_in_progress").alias("status"),
         pl.lit(started).alias("last_attempt"),
@@ -343,31 +313,172 @@ def _enriched_conversations(
 
         return waiting_observation(batches, batch)
 
-    con = duckdb.connect()
-    load_reference(con, store.app_db_url)
-    changes: list[pl.DataFrame] = []
-    attempts: list[pl.DataFrame] = []  # the annotations made in this run, per chunk
+    tally = _EnrichmentTally(
+        scope=scope, in_progress=in_progress, progress=ProgressLog(context.log)
+    )
+    _write_enriched(
+        lake, source, target, annotator, tally, keep, previous if config.low_confidence else None
+    )
+    attempts_logged = _record_enrichment(store, batch, config, batches, tally, started)
+    metadata = {
+        **layer_table(target, row_count(target)),
+        "enricher": annotator.name,
+        **_pii_metadata(annotator, pii.pii_mode, tally),
+        **_batch_metadata(batches),
+        "annotation_errors": tally.errors,
+        "enrichment_attempts_logged": attempts_logged,
+        **({"low_confidence_reasked": scope.height} if config.low_confidence else {}),
+        "unknown_reference_ids": tally.unknown_refs,
+        **{name: round(value, 6) for name, value in sorted(tally.llm_totals.items())},
+        **(estimate.as_metadata() if estimate is not None else {}),
+        **({"llm_budget_usd": round(budget.limit_usd, 6)} if budget.limit_usd is not None else {}),
+    }
+    return _enriched_result(store, batch, metadata, tally)
+
+
+def _record_enrichment(
+    store: Lake,
+    batch: str,
+    config: EnrichmentScope,
+    batches: "BatchProgress | None",
+    tally: "_EnrichmentTally",
+    started: datetime,
+) -> int:
+    """The enriched conversations' statuses, the Batch API record cleared once applied,
+    and the attempts logged (returns how many)."""
+    if tally.changes:
+        apply_changes(store, batch, pl.concat(tally.changes), datetime.now(UTC))
+    if batches is not None and batches.record is not None:  # applied: the record is done
+        remove_batches(store.data_dir, batch)
+    # Each conversation's attempts, model and confidence (`low_confidence.py`).
+    return record_attempts(
+        store,
+        batch,
+        pl.concat(tally.attempts)
+        if tally.attempts
+        else empty_annotations().select(list(ATTEMPT_COLUMNS)),
+        reason=LOW_CONFIDENCE if config.low_confidence else RERUN,
+        now=started,
+    )
+
+
+def _build_annotator(
+    store: Lake, config: EnrichmentScope, enricher: LLMResource, pii: PiiRedactionResource
+) -> tuple[Enricher, LLMSettings]:
+    """The run's enricher and its settings (the escalation model for a low-confidence
+    re-ask, when one is set)."""
+    # The enrichment cache is shared by every partition and process (SQLite, WAL), and by
+    # every machine with an application database (`open_enrichment_cache`).
+    # A low-confidence re-ask bypasses it too: the cache holds the answer being doubted.
+    bypass_cache = config.force or config.low_confidence
+    cache_dir = None if bypass_cache else store.data_dir / "cache" / "enrichment"
+    options = {"pii_mode": pii.pii_mode, "phone_region": pii.region, "app_db_url": store.app_db_url}
+    settings = enricher.settings()
+    if config.low_confidence and settings.escalation_model:
+        settings = settings.model_copy(update={"model": settings.escalation_model})
+        return settings.build_enricher(cache_dir, **options), settings
+    # Through the resource: a resource subclass may build its own enricher.
+    return enricher.build_enricher(cache_dir, **options), settings
+
+
+def _watch_annotator(
+    context: AssetExecutionContext, config: EnrichmentScope, annotator: Enricher, target: Path
+) -> None:
+    """What the enricher is told besides the rows: the ids that failed last time, and
+    where to log its progress."""
+    # A scoped re-enrichment is someone asking again: it gets every attempt.
+    if hasattr(annotator, "failed_before") and not config.conversation_ids:
+        annotator.failed_before = failed_ids(
+            target, "conversation_id", pl.col("enrichment").struct.field("error")
+        )
+    if hasattr(annotator, "on_progress"):
+        annotator.on_progress = lambda done, total: context.log.debug(
+            f"{annotator.name}: {done}/{total} conversations of this chunk annotated"
+        )
+
+
+def _enrichment_scope(
+    context: AssetExecutionContext, config: EnrichmentScope, source: Path, target: Path
+) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
+    """The conversations (record_index, conversation_id) this run enriches; the previous
+    annotations the others keep; every previous annotation (a low-confidence re-ask
+    keeps the better answer)."""
+    scope = pl.read_parquet(source, columns=["record_index", "conversation_id"])
+    if not config.conversation_ids:
+        return scope, None, None
+    keep = previous = previous_annotations(target)
+    if keep is not None:
+        keep = keep.filter(~pl.col("conversation_id").is_in(config.conversation_ids))
+        scope = scope.filter(pl.col("conversation_id").is_in(config.conversation_ids))
+    context.log.info(f"scope: {scope.height} of the partition's conversations re-enriched")
+    return scope, keep, previous
+
+
+@dataclass
+class _EnrichmentTally:
+    """What the enrichment of a partition did, chunk after chunk."""
+
+    scope: pl.DataFrame
+    in_progress: pl.DataFrame
+    progress: ProgressLog
+    changes: list[pl.DataFrame] = field(default_factory=list)
+    attempts: list[pl.DataFrame] = field(default_factory=list)  # this run's annotations
+    first: pl.DataFrame | None = None
+    unknown_refs: int = 0
+    errors: int = 0
+    llm_totals: Counter[str] = field(default_factory=Counter)
+    redacted: Counter[str] = field(default_factory=Counter)
+    redacted_conversations: int = 0
+
+    def add(self, enriched: pl.DataFrame, annotator: Enricher) -> None:
+        self.llm_totals.update(_numeric_stats(annotator))
+        if (stats := getattr(annotator, "stats", None)) is not None:
+            self.redacted.update(getattr(stats, "pii_redacted", {}))
+            self.redacted_conversations += getattr(stats, "pii_redacted_conversations", 0)
+        self.unknown_refs += int((enriched["unknown_reference_ids"] > 0).sum())
+        chunk_errors = enriched["enrichment"].struct.field("error")
+        self.errors += int(chunk_errors.is_not_null().sum())
+        self.changes.append(
+            enriched.select(
+                "record_index",
+                pl.lit("enriched").alias("status"),
+                chunk_errors.alias("last_error"),
+                pl.lit(datetime.now(UTC)).alias("enriched_at"),
+            ).join(self.in_progress.select("record_index"), on="record_index", how="semi")
+        )
+        if self.first is None:
+            self.first = enriched
+
+
+def _write_enriched(
+    lake: LakeResource,
+    source: Path,
+    target: Path,
+    annotator: Enricher,
+    tally: _EnrichmentTally,
+    keep: pl.DataFrame | None,
+    better_of: pl.DataFrame | None,
+) -> None:
+    """Annotate and enrich the validated layer chunk by chunk into `target`; `keep`: the
+    annotations not asked again; `better_of`: the previous ones a low-confidence re-ask
+    compares with (`best_annotations`)."""
     # The low-confidence rule is for LLM answers: the deterministic heuristic logs none.
     log_attempts = annotator.name != "heuristic"
-    first: pl.DataFrame | None = None
-    unknown_refs = errors = 0
+
+    def annotate(chunk: pl.DataFrame) -> pl.DataFrame:
+        annotations = annotate_chunk(chunk, annotator, keep)
+        made = annotations.join(tally.scope, on="conversation_id", how="semi")
+        if log_attempts:  # only what the attempt log keeps: memory stays small
+            tally.attempts.append(made.select(list(ATTEMPT_COLUMNS)))
+        return annotations if better_of is None else best_annotations(annotations, better_of)
+
+    con = duckdb.connect()
     try:
+        load_reference(con, lake.lake.app_db_url)
         # The SQL defines the layer's columns: its result over an empty chunk is the schema.
         empty = empty_frame(source)
         schema = enrich_chunk(con, empty, annotate_chunk(empty, annotator)).to_arrow().schema
         with write_layer(target, schema, row_group_rows=lake.chunk_rows) as out:
-
-            def annotate(chunk: pl.DataFrame) -> pl.DataFrame:
-                annotations = annotate_chunk(chunk, annotator, keep)
-                made = annotations.join(scope, on="conversation_id", how="semi")
-                if log_attempts:  # only what the attempt log keeps: memory stays small
-                    attempts.append(made.select(list(ATTEMPT_COLUMNS)))
-                return (
-                    best_annotations(annotations, previous)
-                    if config.low_confidence
-                    else (annotations)
-                )
-
             annotated = map_ordered_threads(
                 annotate,
                 read_chunks(source, lake.enrich_chunk_rows),
@@ -375,73 +486,42 @@ def _enriched_conversations(
             )
             for chunk, annotations in annotated:
                 enriched = enrich_chunk(con, chunk, annotations)
-                llm_totals.update(_numeric_stats(annotator))
-                if (stats := getattr(annotator, "stats", None)) is not None:
-                    redacted.update(getattr(stats, "pii_redacted", {}))
-                    redacted_conversations += getattr(stats, "pii_redacted_conversations", 0)
                 out.write(enriched)
                 fault_point("enriched")
-                unknown_refs += int((enriched["unknown_reference_ids"] > 0).sum())
-                chunk_errors = enriched["enrichment"].struct.field("error")
-                errors += int(chunk_errors.is_not_null().sum())
-                changes.append(
-                    enriched.select(
-                        "record_index",
-                        pl.lit("enriched").alias("status"),
-                        chunk_errors.alias("last_error"),
-                        pl.lit(datetime.now(UTC)).alias("enriched_at"),
-                    ).join(in_progress.select("record_index"), on="record_index", how="semi")
-                )
-                if first is None:
-                    first = enriched
-                progress(
-                    f"enriched {out.rows}/{in_progress.height} conversations ({annotator.name})"
+                tally.add(enriched, annotator)
+                tally.progress(
+                    f"enriched {out.rows}/{tally.in_progress.height} conversations "
+                    f"({annotator.name})"
                 )
     finally:
         con.close()
-    if changes:
-        apply_changes(store, batch, pl.concat(changes), datetime.now(UTC))
-    if batches is not None and batches.record is not None:  # applied: the record is done
-        remove_batches(store.data_dir, batch)
-    # Each conversation's attempts, model and confidence (`low_confidence.py`).
-    reason = LOW_CONFIDENCE if config.low_confidence else RERUN
-    attempts_logged = record_attempts(
-        store,
-        batch,
-        pl.concat(attempts) if attempts else empty_annotations().select(list(ATTEMPT_COLUMNS)),
-        reason=reason,
-        now=started,
-    )
 
-    validated, enriched_rows = row_count(source), row_count(target)
-    # Only an enricher that sends text redacts it (the heuristic one sends nothing).
+
+def _pii_metadata(annotator: Enricher, pii_mode: str, tally: _EnrichmentTally) -> dict[str, object]:
+    """Only an enricher that sends text redacts it (the heuristic one sends nothing)."""
     sends = hasattr(annotator, "pii_mode")
     pii_metadata: dict[str, object] = {"pii_mode": pii_mode if sends else "nothing sent"}
     if sends and pii_mode != "off":
         pii_metadata["pii_redacted"] = MetadataValue.json(
-            {kind: redacted.get(kind, 0) for kind in PII_KINDS}
+            {kind: tally.redacted.get(kind, 0) for kind in PII_KINDS}
         )
-        pii_metadata["pii_redacted_conversations"] = redacted_conversations
+        pii_metadata["pii_redacted_conversations"] = tally.redacted_conversations
+    return pii_metadata
+
+
+def _enriched_result(
+    store: Lake, batch: str, metadata: dict[str, object], tally: _EnrichmentTally
+) -> MaterializeResult:
+    """The layer's materialization: `metadata`, its path and preview; its checks."""
+    source = store.layer_path("validated", batch)
+    target = store.layer_path("enriched", batch)
+    validated, enriched_rows = row_count(source), row_count(target)
     return MaterializeResult(
         metadata={
-            **layer_table(target, enriched_rows),
-            "enricher": annotator.name,
-            **pii_metadata,
-            **_batch_metadata(batches),
-            "annotation_errors": errors,
-            "enrichment_attempts_logged": attempts_logged,
-            **({"low_confidence_reasked": scope.height} if config.low_confidence else {}),
-            "unknown_reference_ids": unknown_refs,
-            **{name: round(value, 6) for name, value in sorted(llm_totals.items())},
-            **(estimate.as_metadata() if estimate is not None else {}),
-            **(
-                {"llm_budget_usd": round(budget.limit_usd, 6)}
-                if budget.limit_usd is not None
-                else {}
-            ),
+            **metadata,
             "path": path_value(target),
             "preview": preview(
-                first if first is not None else pl.DataFrame(),
+                tally.first if tally.first is not None else pl.DataFrame(),
                 ["record_index", "conversation_id", "stats", "enrichment"],
             ),
         },
@@ -451,9 +531,9 @@ def _enriched_conversations(
             ),
             AssetCheckResult(
                 check_name="reference_ids_known",
-                passed=unknown_refs == 0,
+                passed=tally.unknown_refs == 0,
                 severity=AssetCheckSeverity.WARN,
-                metadata={"conversations_with_unknown_reference_ids": unknown_refs},
+                metadata={"conversations_with_unknown_reference_ids": tally.unknown_refs},
             ),
             *run_gate(store, "enriched_conversations", target, batch),
         ],

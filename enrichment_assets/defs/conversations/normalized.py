@@ -2,6 +2,7 @@
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 from dagster import (
@@ -36,9 +37,15 @@ from enrichment_assets.defs.metadata import (
     rows_conserved,
 )
 from enrichment_assets.defs.resources import LakeResource
-from enrichment_assets.exports import CONVERSATION_KINDS, retire_superseded, write_exports
+from enrichment_assets.exports import (
+    CONVERSATION_KINDS,
+    ExportFile,
+    retire_superseded,
+    write_exports,
+)
 from enrichment_assets.faults import fault_point
 from enrichment_assets.identity import identity_index
+from enrichment_assets.lake import Lake
 from enrichment_assets.normalization import normalize, normalize_row_group
 from enrichment_assets.status import apply_changes
 from enrichment_assets.workers import loaded
@@ -86,28 +93,11 @@ def normalized_conversations(
     """
     store = lake.lake
     prewarm_gate(store)
-    progress = ProgressLog(context.log)
     batch = context.partition_key
     source = store.layer_path("enriched", batch)
     target = store.layer_path("normalized", batch)
-    changes: list[pl.DataFrame] = []
-    first: pl.DataFrame | None = None
-    failed = 0
     with partition_writer(store, batch, context.run.run_id, context.log.info):
-        schema = normalize(empty_frame(source)).to_arrow().schema
-        # Worker processes only for more than a chunk of conversations: a small partition
-        # whose enriched file came in several row groups (retried conversations) starts none.
-        workers = lake.worker_count if row_count(source) > lake.chunk_rows else 1
-        with write_layer(target, schema) as out:
-            for part in map_row_groups(normalize_row_group, source, workers):
-                table = loaded(part.table)
-                out.write(table)
-                failed += part.failed
-                changes.append(part.changes)
-                if first is None:
-                    first = pl.from_arrow(table.slice(0, 5))  # type: ignore[assignment]
-                progress(f"normalized {out.rows} conversations")
-
+        changes, first, failed = _normalize_layer(lake, source, target, ProgressLog(context.log))
         fault_point("normalized")
         # Versions replaced by this partition's leave the other partitions' exports first,
         # so that a conversation is never in two export files at once.
@@ -115,25 +105,9 @@ def normalized_conversations(
         retired = retire_superseded(
             store, stale.elsewhere, batch, owner=context.run.run_id, log=context.log.info
         )
-        # The exports are written while the gate checks the layer (they do not wait for it).
-        with ThreadPoolExecutor(1, thread_name_prefix="exports") as pool:
-            exports_written = pool.submit(write_exports, store, batch, stale.own)
-            gate_results = run_gate(store, "normalized_conversations", target, batch)
-            exports = exports_written.result()
+        exports, gate_results = _exports_and_gate(store, batch, target, stale.own)
         # Only now, with their lines on disk, are the conversations completed.
-        status_changes = pl.concat(changes) if changes else pl.DataFrame()
-        if stale.own and status_changes.height:
-            status_changes = status_changes.with_columns(
-                pl.when(pl.col("record_index").is_in(stale.own))
-                .then(pl.lit("superseded"))
-                .otherwise(pl.col("status"))
-                .alias("status")
-            )
-        if status_changes.height:
-            apply_changes(store, batch, status_changes, datetime.now(UTC))
-        completed = (
-            int((status_changes["status"] == "completed").sum()) if status_changes.height else 0
-        )
+        completed = _complete(store, batch, changes, stale.own)
 
     enriched_rows, normalized_rows = row_count(source), row_count(target)
     lines = {kind: exports[kind].lines for kind in CONVERSATION_KINDS}
@@ -157,12 +131,68 @@ def normalized_conversations(
                 ("enriched", enriched_rows),
                 ("normalized", normalized_rows),
             ),
-            AssetCheckResult(
-                check_name="exports_hold_completed",
-                passed=all(n == completed for n in lines.values()),
-                severity=AssetCheckSeverity.ERROR,
-                metadata={"completed": completed, **{f"{k}_lines": n for k, n in lines.items()}},
-            ),
+            _exports_check(completed, lines),
             *gate_results,
         ],
     )
+
+
+def _exports_check(completed: int, lines: dict[str, int]) -> AssetCheckResult:
+    """`exports_hold_completed`: one line per completed conversation in every export."""
+    return AssetCheckResult(
+        check_name="exports_hold_completed",
+        passed=all(n == completed for n in lines.values()),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"completed": completed, **{f"{k}_lines": n for k, n in lines.items()}},
+    )
+
+
+def _exports_and_gate(
+    store: Lake, batch: str, target: Path, superseded: list[int]
+) -> tuple[dict[str, ExportFile], list[AssetCheckResult]]:
+    """Write the exports (without the `superseded` records) while the gate checks the
+    layer: they do not wait for it."""
+    with ThreadPoolExecutor(1, thread_name_prefix="exports") as pool:
+        exports_written = pool.submit(write_exports, store, batch, superseded)
+        gate_results = run_gate(store, "normalized_conversations", target, batch)
+        return exports_written.result(), gate_results
+
+
+def _normalize_layer(
+    lake: LakeResource, source: Path, target: Path, progress: ProgressLog
+) -> tuple[list[pl.DataFrame], pl.DataFrame | None, int]:
+    """Write the normalized layer from the enriched one, row group by row group: each
+    chunk's status changes, the first rows (the preview) and how many failed."""
+    changes: list[pl.DataFrame] = []
+    first: pl.DataFrame | None = None
+    failed = 0
+    schema = normalize(empty_frame(source)).to_arrow().schema
+    # Worker processes only for more than a chunk of conversations: a small partition
+    # whose enriched file came in several row groups (retried conversations) starts none.
+    workers = lake.worker_count if row_count(source) > lake.chunk_rows else 1
+    with write_layer(target, schema) as out:
+        for part in map_row_groups(normalize_row_group, source, workers):
+            table = loaded(part.table)
+            out.write(table)
+            failed += part.failed
+            changes.append(part.changes)
+            if first is None:
+                first = pl.from_arrow(table.slice(0, 5))  # type: ignore[assignment]
+            progress(f"normalized {out.rows} conversations")
+    return changes, first, failed
+
+
+def _complete(store: Lake, batch: str, changes: list[pl.DataFrame], superseded: list[int]) -> int:
+    """Apply the normalization's status changes (`superseded` for the records a newer
+    version replaced); returns how many conversations are completed."""
+    status_changes = pl.concat(changes) if changes else pl.DataFrame()
+    if superseded and status_changes.height:
+        status_changes = status_changes.with_columns(
+            pl.when(pl.col("record_index").is_in(superseded))
+            .then(pl.lit("superseded"))
+            .otherwise(pl.col("status"))
+            .alias("status")
+        )
+    if status_changes.height:
+        apply_changes(store, batch, status_changes, datetime.now(UTC))
+    return int((status_changes["status"] == "completed").sum()) if status_changes.height else 0

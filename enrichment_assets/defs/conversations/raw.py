@@ -148,28 +148,41 @@ def _raw_conversations(context: AssetExecutionContext, lake: LakeResource) -> Ma
     fault_point("raw")
     records = pl.read_parquet(target, columns=["record_index", "conversation_id"])
     register_records(store, batch, records, ingested_at)
+    metadata = _raw_metadata(target, writer.rows, manifest.files, parse_errors, formats, rules)
+    metadata["preview"] = preview(
+        first_rows if first_rows is not None else pl.DataFrame(),
+        [
+            "record_index",
+            "source_file",
+            "position",
+            "source_format",
+            "conversation_id",
+            "parse_error",
+        ],
+    )
     return MaterializeResult(
-        metadata={
-            **layer_table(target, writer.rows),
-            "parse_errors": int(parse_errors),
-            "files": len(manifest.files),
-            "input_bytes": sum(e.size for e in manifest.files),
-            "formats": MetadataValue.json(dict(sorted(formats.items()))),
-            # Why rows did not parse (and repaired lines): file, line and limit rules.
-            "parse_rules": MetadataValue.json(dict(rules.most_common())),
-            "unreadable_files": sum(1 for e in manifest.files if e.rule is not None),
-            "path": path_value(target),
-            "preview": preview(
-                first_rows if first_rows is not None else pl.DataFrame(),
-                [
-                    "record_index",
-                    "source_file",
-                    "position",
-                    "source_format",
-                    "conversation_id",
-                    "parse_error",
-                ],
-            ),
-        },
+        metadata=metadata,
         check_results=run_gate(store, "raw_conversations", target, batch),
     )
+
+
+def _raw_metadata(
+    target: Path,
+    rows: int,
+    files: tuple[ManifestEntry, ...],
+    parse_errors: int,
+    formats: Counter[str],
+    rules: Counter[str],
+) -> dict[str, object]:
+    """The raw layer's materialization metadata (its preview aside)."""
+    return {
+        **layer_table(target, rows),
+        "parse_errors": int(parse_errors),
+        "files": len(files),
+        "input_bytes": sum(e.size for e in files),
+        "formats": MetadataValue.json(dict(sorted(formats.items()))),
+        # Why rows did not parse (and repaired lines): file, line and limit rules.
+        "parse_rules": MetadataValue.json(dict(rules.most_common())),
+        "unreadable_files": sum(1 for e in files if e.rule is not None),
+        "path": path_value(target),
+    }

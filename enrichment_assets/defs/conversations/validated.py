@@ -2,6 +2,7 @@
 
 import os
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import (
+    AssetCheckResult,
     AssetExecutionContext,
     MaterializeResult,
     MetadataValue,
@@ -206,19 +208,11 @@ def validated_conversations(
     """
     store = lake.lake
     prewarm_gate(store)
-    progress = ProgressLog(context.log)
     batch = context.partition_key
     raw_path = store.layer_path("raw", batch)
-    # Only parsed records cost pydantic time; the rest are quarantined as they were read.
-    workers = lake.worker_count if parsed_records(raw_path) > lake.chunk_rows else 1
     target = store.layer_path("validated", batch)
     quarantine_target = store.layer_path("quarantine", batch)
     landed_at = datetime.fromisoformat(store.load_manifest(batch).registered_at)
-    rules: Counter[str] = Counter()
-    identities: list[pl.DataFrame] = []
-    raw_rows = 0
-    preview_valid: pl.DataFrame | None = None
-    preview_rejected: list[dict] = []
     with (
         partition_writer(store, batch, context.run.run_id, context.log.info),
         staging_path(target) as staged_valid,
@@ -226,69 +220,41 @@ def validated_conversations(
         # The status changes, chunk by chunk: a million of them stay on disk.
         staging_path(store.layer_path("status", batch)) as staged_changes,
     ):
-        with (
-            write_layer(staged_valid, VALIDATED_SCHEMA) as valid_out,
-            write_layer(staged_rejected, QUARANTINE_SCHEMA) as rejected_out,
-            write_layer(staged_changes, CHANGE_SCHEMA) as changes_out,
-        ):
-            for part in map_row_groups(validate_row_group, raw_path, workers):
-                valid_table = loaded(part.valid)
-                valid_out.write(valid_table)
-                rejected_out.write(part.rejected)
-                identities.append(pl.from_arrow(valid_table.select(BATCH_COLUMNS)))  # type: ignore[arg-type]
-                for rule_list in part.rejected["rules"].to_list():
-                    rules.update(rule_list)
-                if len(preview_rejected) < 5:
-                    preview_rejected.extend(part.rejected.head(5).to_dicts())
-                if preview_valid is None and valid_table.num_rows:
-                    preview_valid = pl.from_arrow(valid_table.slice(0, 5))  # type: ignore[assignment]
-                changes_out.write(change_rows(part.changes))
-                raw_rows += part.raw_rows
-                progress(f"validated {raw_rows} raw rows")
+        tally = _validate_layer(
+            lake, raw_path, (staged_valid, staged_rejected, staged_changes), context
+        )
         set_aside = identity_index(store, store.app_db_url).resolve_and_register(
-            batch,
-            landed_at,
-            pl.concat(identities)
-            if identities
-            else pl.from_arrow(VALIDATED_SCHEMA.empty_table()).select(BATCH_COLUMNS),
-            owner=context.run.run_id,
+            batch, landed_at, tally.identities(), owner=context.run.run_id
         )
         fault_point("validated")
         _finalize_layers(store, batch, staged_valid, staged_rejected, set_aside)
-        if set_aside.height == 0:
-            apply_staged_changes(
-                store, batch, staged_changes, VALIDATION_CHANGES, datetime.now(UTC)
-            )
-        else:
-            staged = pl.read_parquet(staged_changes, columns=["record_index", *VALIDATION_CHANGES])
-            status_changes = _status_changes([staged], set_aside)
-            if status_changes.height:
-                apply_changes(store, batch, status_changes, datetime.now(UTC))
-
+        _apply_validation_statuses(store, batch, staged_changes, set_aside)
         # Counted again from the files on disk: the check proves what was written.
-        raw_rows = row_count(raw_path)
-        validated, quarantined = row_count(target), row_count(quarantine_target)
-        outcomes = Counter(set_aside["outcome"].to_list())
+        counts = (row_count(raw_path), row_count(target), row_count(quarantine_target))
         gate_results = run_gate(store, "validated_conversations", target, batch)
+    return _validated_result(store, batch, counts, tally, set_aside, gate_results)
+
+
+def _validated_result(
+    store: Lake,
+    batch: str,
+    counts: tuple[int, int, int],
+    tally: "_ValidationTally",
+    set_aside: pl.DataFrame,
+    gate_results: list[AssetCheckResult],
+) -> MaterializeResult:
+    """The layer's metadata and checks; `counts`: raw, validated and quarantined rows."""
+    raw_rows, validated, quarantined = counts
+    target = store.layer_path("validated", batch)
     return MaterializeResult(
         metadata={
             **layer_table(target, validated),
             "quarantined": quarantined,
             "raw_rows": raw_rows,
-            "duplicates": outcomes.get(DUPLICATE, 0),
-            "id_conflicts": outcomes.get(ID_CONFLICT, 0),
-            "superseded": outcomes.get(SUPERSEDED, 0),
-            "quarantine_rules": MetadataValue.json(dict(rules.most_common())),
+            **tally.metadata(set_aside),
             "path": path_value(target),
-            "quarantine_path": path_value(quarantine_target),
-            "preview": preview(
-                preview_valid if preview_valid is not None else pl.DataFrame(),
-                ["record_index", "conversation_id", "user_id", "tier", "created_at"],
-            ),
-            "quarantine_preview": preview(
-                pl.DataFrame(preview_rejected[:5]) if preview_rejected else pl.DataFrame(),
-                ["record_index", "source_file", "position", "validation_errors"],
-            ),
+            "quarantine_path": path_value(store.layer_path("quarantine", batch)),
+            **tally.previews(),
         },
         check_results=[
             rows_conserved(
@@ -300,3 +266,94 @@ def validated_conversations(
             *gate_results,
         ],
     )
+
+
+@dataclass
+class _ValidationTally:
+    """What the validation of a raw layer found, chunk after chunk."""
+
+    rules: Counter[str] = field(default_factory=Counter)
+    batch_identities: list[pl.DataFrame] = field(default_factory=list)
+    raw_rows: int = 0
+    preview_valid: pl.DataFrame | None = None
+    preview_rejected: list[dict] = field(default_factory=list)
+
+    def add(self, valid_table: pa.Table, rejected: pl.DataFrame, raw_rows: int) -> None:
+        self.batch_identities.append(pl.from_arrow(valid_table.select(BATCH_COLUMNS)))  # type: ignore[arg-type]
+        for rule_list in rejected["rules"].to_list():
+            self.rules.update(rule_list)
+        if len(self.preview_rejected) < 5:
+            self.preview_rejected.extend(rejected.head(5).to_dicts())
+        if self.preview_valid is None and valid_table.num_rows:
+            self.preview_valid = pl.from_arrow(valid_table.slice(0, 5))  # type: ignore[assignment]
+        self.raw_rows += raw_rows
+
+    def identities(self) -> pl.DataFrame:
+        """The accepted records' identity columns, for the identity index."""
+        if self.batch_identities:
+            return pl.concat(self.batch_identities)
+        return pl.from_arrow(VALIDATED_SCHEMA.empty_table()).select(BATCH_COLUMNS)  # type: ignore[union-attr]
+
+    def metadata(self, set_aside: pl.DataFrame) -> dict[str, object]:
+        outcomes = Counter(set_aside["outcome"].to_list())
+        return {
+            "duplicates": outcomes.get(DUPLICATE, 0),
+            "id_conflicts": outcomes.get(ID_CONFLICT, 0),
+            "superseded": outcomes.get(SUPERSEDED, 0),
+            "quarantine_rules": MetadataValue.json(dict(self.rules.most_common())),
+        }
+
+    def previews(self) -> dict[str, object]:
+        return {
+            "preview": preview(
+                self.preview_valid if self.preview_valid is not None else pl.DataFrame(),
+                ["record_index", "conversation_id", "user_id", "tier", "created_at"],
+            ),
+            "quarantine_preview": preview(
+                pl.DataFrame(self.preview_rejected[:5])
+                if self.preview_rejected
+                else pl.DataFrame(),
+                ["record_index", "source_file", "position", "validation_errors"],
+            ),
+        }
+
+
+def _validate_layer(
+    lake: LakeResource,
+    raw_path: Path,
+    staged: tuple[Path, Path, Path],
+    context: AssetExecutionContext,
+) -> _ValidationTally:
+    """Validate the raw layer row group by row group into the `staged` files (accepted
+    rows, quarantined rows, status changes)."""
+    # Only parsed records cost pydantic time; the rest are quarantined as they were read.
+    workers = lake.worker_count if parsed_records(raw_path) > lake.chunk_rows else 1
+    progress = ProgressLog(context.log)
+    tally = _ValidationTally()
+    staged_valid, staged_rejected, staged_changes = staged
+    with (
+        write_layer(staged_valid, VALIDATED_SCHEMA) as valid_out,
+        write_layer(staged_rejected, QUARANTINE_SCHEMA) as rejected_out,
+        write_layer(staged_changes, CHANGE_SCHEMA) as changes_out,
+    ):
+        for part in map_row_groups(validate_row_group, raw_path, workers):
+            valid_table = loaded(part.valid)
+            valid_out.write(valid_table)
+            rejected_out.write(part.rejected)
+            changes_out.write(change_rows(part.changes))
+            tally.add(valid_table, part.rejected, part.raw_rows)
+            progress(f"validated {tally.raw_rows} raw rows")
+    return tally
+
+
+def _apply_validation_statuses(
+    store: Lake, batch: str, staged_changes: Path, set_aside: pl.DataFrame
+) -> None:
+    """The validation's status changes, the set-aside records' own in theirs' place."""
+    if set_aside.height == 0:
+        apply_staged_changes(store, batch, staged_changes, VALIDATION_CHANGES, datetime.now(UTC))
+        return
+    staged = pl.read_parquet(staged_changes, columns=["record_index", *VALIDATION_CHANGES])
+    status_changes = _status_changes([staged], set_aside)
+    if status_changes.height:
+        apply_changes(store, batch, status_changes, datetime.now(UTC))

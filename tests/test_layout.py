@@ -131,16 +131,6 @@ def test_no_private_dagster_import() -> None:
 
 
 MAX_FUNCTION_LINES = 60
-# Still long, in files other work is changing (issue 19: they are split there); a function
-# leaves this list once it is under the limit, and nothing new joins it.
-LONG_FUNCTIONS_ALLOWED = {
-    "checks/gx_context.py:GateContext.validate",
-    "defs/conversations/enriched.py:_enriched_conversations",
-    "defs/conversations/normalized.py:normalized_conversations",
-    "defs/conversations/raw.py:_raw_conversations",
-    "defs/conversations/validated.py:validated_conversations",
-    "validation.py:_validate_row_group",
-}
 
 
 def function_lengths(source: str, relative: str) -> dict[str, int]:
@@ -172,9 +162,7 @@ def test_no_function_is_longer_than_60_lines() -> None:
         ).items()
     }
     too_long = {name: lines for name, lines in lengths.items() if lines > MAX_FUNCTION_LINES}
-    assert {name: too_long[name] for name in sorted(set(too_long) - LONG_FUNCTIONS_ALLOWED)} == {}
-    # The allow-list names functions that exist and are still long: it only ever shrinks.
-    assert sorted(LONG_FUNCTIONS_ALLOWED - set(too_long)) == []
+    assert too_long == {}
 
 
 def test_function_lengths_count_from_def_to_the_last_line() -> None:

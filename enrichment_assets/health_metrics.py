@@ -24,6 +24,7 @@ from enrichment_assets.sql_files import load_sql
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from enrichment_assets.low_confidence import LowConfidenceRule
     from enrichment_assets.partition_retry import PartitionRetry
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
@@ -100,10 +101,10 @@ def _flagged_partitions(flagged: Sequence[PartitionRetry]) -> list[dict[str, Any
     ]
 
 
-def _low_confidence(lake: Lake) -> dict[str, Any]:
-    from enrichment_assets.low_confidence import LowConfidenceRule, lake_summary
+def _low_confidence(lake: Lake, rule: LowConfidenceRule) -> dict[str, Any]:
+    from enrichment_assets.low_confidence import lake_summary
 
-    return lake_summary(lake, LowConfidenceRule.from_env())
+    return lake_summary(lake, rule)
 
 
 def stranded_partitions(
@@ -128,16 +129,21 @@ def stranded_partitions(
 
 
 def pipeline_health(
-    lake: Lake, active: set[str] | None = None, flagged: Sequence[PartitionRetry] = ()
+    lake: Lake,
+    active: set[str] | None = None,
+    flagged: Sequence[PartitionRetry] = (),
+    *,
+    low_confidence: LowConfidenceRule,
 ) -> dict[str, Any]:
     """Every health metric, each threshold's level, and the partitions needing a person.
 
     `active`: the partitions a live run or command is working on (`run_liveness`); their
     unfinished records are pending work, anyone else's are stranded. `flagged`: the
     partitions out of retries (`retry_state.flagged_partitions` of the instance).
+    `low_confidence`: the rule that says which annotations are asked again.
     """
     status, annotations = _query(lake)
-    metrics = _metrics(lake, status, annotations, active or set(), flagged)
+    metrics = _metrics(lake, status, annotations, active or set(), flagged, low_confidence)
     levels = {t.metric: t.level(metrics[t.metric]) for t in THRESHOLDS}
     return {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -179,6 +185,7 @@ def _metrics(
     annotations: dict[str, Any],
     active: set[str],
     flagged: Sequence[PartitionRetry],
+    low_confidence: LowConfidenceRule,
 ) -> dict[str, Any]:
     """Every metric, from the two query rows, the export files and the registered batches."""
     conversations = status.get("conversations", 0)
@@ -216,7 +223,7 @@ def _metrics(
         "gate_blocked_partitions": status.get("gate_blocked_partitions") or [],
         "flagged_partitions": _flagged_partitions(flagged),
         # The low-confidence rule: due now, waiting for their age, out of attempts.
-        "low_confidence": _low_confidence(lake),
+        "low_confidence": _low_confidence(lake, low_confidence),
     }
 
 

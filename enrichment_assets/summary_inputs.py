@@ -13,6 +13,7 @@ sensor and the asset itself, as a run from the UI, all ask here).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -24,7 +25,6 @@ from enrichment_assets.lake import Lake
 from enrichment_assets.sql_files import load_sql
 from enrichment_assets.summary_windows import (
     SummaryWindows,
-    default_windows,
     register_normalized,
     summaries_export_path,
     summaries_path,
@@ -37,6 +37,14 @@ def record_path(lake: Lake, day: str) -> Path:
     return lake.data_dir / "lake" / "summaries_published" / f"{day}.json"
 
 
+@dataclass(frozen=True)
+class DayInputs:
+    """The settings a day's summaries depend on, besides its rows: its fingerprint's."""
+
+    windows: SummaryWindows
+    llm: LLMSettings
+
+
 def published_files(lake: Lake, day: str) -> dict[str, Path]:
     """The files a day's publication writes, by the names its record uses."""
     return {"lake": summaries_path(lake, day), "export": summaries_export_path(lake, day)}
@@ -45,14 +53,13 @@ def published_files(lake: Lake, day: str) -> dict[str, Path]:
 def fingerprints_of_days(
     con: duckdb.DuckDBPyConnection,
     days: Iterable[str],
-    config: SummaryWindows | None = None,
-    settings: LLMSettings | None = None,
+    config: SummaryWindows,
+    settings: LLMSettings,
 ) -> dict[str, str]:
     """{day: fingerprint of its summaries' inputs} over the connection's `summary_messages`,
     every day in one scan."""
     wanted = sorted(set(days))
-    config = config or default_windows()
-    code_version = enrichment_code_version(settings or LLMSettings.from_env())
+    code_version = enrichment_code_version(settings)
     rows = con.sql(load_sql("conversation_summaries_inputs"), params={"days": wanted})
     found = {day: [messages, rows_hash] for day, messages, rows_hash in rows.fetchall()}
     return {
@@ -69,15 +76,17 @@ def fingerprints_of_days(
     }
 
 
-def day_fingerprints(lake: Lake, days: Iterable[str]) -> dict[str, str]:
-    """{day: fingerprint} in the default window settings, every day in one scan of the lake."""
+def day_fingerprints(
+    lake: Lake, days: Iterable[str], config: SummaryWindows, settings: LLMSettings
+) -> dict[str, str]:
+    """{day: fingerprint} in these window and enricher settings, every day in one scan."""
     wanted = sorted(set(days))
     if not wanted:
         return {}
     con = summary_connection()
     try:
         register_normalized(con, lake.layer_glob("normalized"))
-        return fingerprints_of_days(con, wanted)
+        return fingerprints_of_days(con, wanted, config, settings)
     finally:
         con.close()
 
@@ -89,8 +98,10 @@ def unchanged_day(lake: Lake, day: str, day_fingerprint: str) -> PublishedRecord
     return unchanged_record(record_path(lake, day), day_fingerprint, files.__getitem__)
 
 
-def changed_days(lake: Lake, days: Iterable[str]) -> dict[str, str]:
+def changed_days(
+    lake: Lake, days: Iterable[str], config: SummaryWindows, settings: LLMSettings
+) -> dict[str, str]:
     """{day: fingerprint} of the days whose inputs changed since their last publication
-    (or that never published), in the default window settings."""
-    prints = day_fingerprints(lake, days)
+    (or that never published), in these window and enricher settings."""
+    prints = day_fingerprints(lake, days, config, settings)
     return {day: fp for day, fp in prints.items() if unchanged_day(lake, day, fp) is None}

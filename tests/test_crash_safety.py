@@ -32,6 +32,7 @@ from enrichment_assets.defs.automation.settings import RetrySettings
 from enrichment_assets.defs.run_liveness import active_partitions
 from enrichment_assets.health_metrics import pipeline_health
 from enrichment_assets.lake import HOST_TAG, Lake
+from enrichment_assets.low_confidence import LowConfidenceRule
 from enrichment_assets.sample_data import write_sample_files
 from enrichment_assets.status import read_status
 
@@ -146,7 +147,9 @@ def statuses_agree_with_exports(lake: Lake) -> None:
 def health(data_dir: Path) -> dict:
     lake = Lake(data_dir)
     with instance_of(data_dir) as instance:
-        return pipeline_health(lake, active_partitions(instance, lake))
+        return pipeline_health(
+            lake, active_partitions(instance, lake), low_confidence=LowConfidenceRule.from_env()
+        )
 
 
 def _session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

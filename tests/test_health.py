@@ -16,6 +16,7 @@ from enrichment_assets.definitions import defs
 from enrichment_assets.defs.health.assets import pipeline_health_asset
 from enrichment_assets.health_metrics import THRESHOLDS, pipeline_health
 from enrichment_assets.lake import Lake
+from enrichment_assets.low_confidence import LowConfidenceRule
 from tests.factories import conversation, message, write_jsonl
 
 LEVELS = {t.metric: t for t in THRESHOLDS}
@@ -54,7 +55,7 @@ def test_health_over_all_partitions_counts_failures_and_completeness(
     bad = [conversation(messages=[message("user", "anyone?")]) for _ in range(2)]
     run_batch(lake, instance, tmp_path / "b.jsonl", [conversation(), *bad])
 
-    health = pipeline_health(lake)
+    health = pipeline_health(lake, low_confidence=LowConfidenceRule.from_env())
     metrics = health["metrics"]
     assert metrics["conversations"] == 7 and metrics["partitions"] == 2
     assert metrics["per_status"] == {"completed": 5, "validation_failed": 2}

@@ -19,6 +19,7 @@ from enrichment_assets.cli.runner import land_files, materialize_partitions
 from enrichment_assets.defs.conversations.jobs import LAYER_ASSETS
 from enrichment_assets.defs.resources import LLMResource
 from enrichment_assets.lake import Lake
+from enrichment_assets.low_confidence import LowConfidenceRule
 from enrichment_assets.queries import conversation_status, layer_counts
 from enrichment_assets.status import read_status
 from tests.factories import conversation, message, read_jsonl, write_jsonl
@@ -305,7 +306,7 @@ def test_the_report_counts_duplicates_and_never_as_pending_work(
     records = [conversation() for _ in range(5)]
     run(lake, instance, [write_jsonl(tmp_path / "a.jsonl", [*records, records[0], records[1]])])
 
-    health = pipeline_health(lake)
+    health = pipeline_health(lake, low_confidence=LowConfidenceRule.from_env())
     assert health["metrics"]["backlog"] == 0
     assert health["metrics"]["completeness_rate"] == 100.0
     assert health["metrics"]["per_status"]["duplicate"] == 2

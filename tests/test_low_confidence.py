@@ -149,5 +149,7 @@ def test_keeps_the_best_answer_stops_after_the_attempt_limit_and_shows_it(
     assert [a["model"] for a in attempts] == ["gpt-4o-mini", "gpt-4o-mini"]
 
     monkeypatch.setenv("ENRICH_LOW_CONFIDENCE_MAX_ATTEMPTS", "2")
-    counted = pipeline_health(lake)["metrics"]["low_confidence"]
+    counted = pipeline_health(lake, low_confidence=LowConfidenceRule.from_env())["metrics"][
+        "low_confidence"
+    ]
     assert counted == {"below": 0.7, "due": 0, "waiting": 0, "out_of_attempts": 3, "reasked": 3}

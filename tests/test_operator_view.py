@@ -44,6 +44,7 @@ from enrichment_assets.defs.summaries.automation import summaries_daily
 from enrichment_assets.exports import receipt_path, verify_exports
 from enrichment_assets.health_metrics import THRESHOLDS, pipeline_health
 from enrichment_assets.lake import Lake
+from enrichment_assets.low_confidence import LowConfidenceRule
 from tests.factories import conversation, message, write_jsonl
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -236,7 +237,10 @@ def test_enrich_run_materializes_pipeline_health_and_evaluates_its_checks(
             for r in history
         )
     levels = records[0].asset_materialization.metadata["levels"].value
-    assert levels == pipeline_health(operated.lake)["levels"]
+    assert (
+        levels
+        == pipeline_health(operated.lake, low_confidence=LowConfidenceRule.from_env())["levels"]
+    )
 
 
 def test_automation_requests_pipeline_health_after_a_layer_run(operated: Operated) -> None:

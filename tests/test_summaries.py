@@ -119,7 +119,10 @@ def summaries_of(lake: Lake, day: str = DAY) -> pl.DataFrame:
 
 def tick(instance: DagsterInstance, cursor: str | None) -> tuple[list[RunRequest], str | None]:
     with build_sensor_context(
-        instance=instance, cursor=cursor, resources={"lake": LakeResource()}
+        instance=instance,
+        cursor=cursor,
+        # The enricher the runs below use: a day's fingerprint includes its settings.
+        resources={"lake": LakeResource(), "enricher": LLMResource()},
     ) as context:
         result = stale_summaries(context)
     return list(result.run_requests or []), result.cursor

@@ -342,8 +342,6 @@ def _materialize(
         materialize_pipeline_health,
         materialize_summary_days,
     )
-    from enrichment_assets.defs.summaries.automation import summary_days_of
-    from enrichment_assets.summary_inputs import changed_days
 
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -357,10 +355,7 @@ def _materialize(
         outcomes = materialize_partitions(
             instance, partitions, on_done=lambda _: progress.advance(task), state=state, lake=lake
         )
-        # Then the summary days the batches' messages fall on (today's waits for midnight),
-        # those whose inputs changed since their files were published.
-        days = summary_days_of(lake, partitions) if steps.summaries else []
-        changed = changed_days(lake, days)
+        days, changed = _summary_days(lake, partitions) if steps.summaries else ([], [])
         day_task = progress.add_task("summarizing days", total=len(changed))
         outcomes += materialize_summary_days(
             instance, list(changed), on_done=lambda _: progress.advance(day_task), state=state
@@ -384,6 +379,18 @@ def _materialize(
         if not (outcomes and nothing_ran):
             outcomes.append(materialize_pipeline_health(instance, state=state))
     return outcomes, days, dataset
+
+
+def _summary_days(lake: Lake, partitions: list[str]) -> tuple[list[str], list[str]]:
+    """The summary days the batches' messages fall on (today's waits for midnight), and
+    those of them whose inputs changed since their files were published."""
+    from enrichment_assets.defs.summaries.automation import summary_days_of
+    from enrichment_assets.enrichers.settings import LLMSettings
+    from enrichment_assets.summary_inputs import changed_days
+    from enrichment_assets.summary_windows import default_windows
+
+    days = summary_days_of(lake, partitions)
+    return days, list(changed_days(lake, days, default_windows(), LLMSettings.from_env()))
 
 
 def _on_interrupt(instance: DagsterInstance, lake: Lake, state: CommandState, signum: int) -> str:
@@ -933,6 +940,7 @@ def report(
         write_health_files,
     )
     from enrichment_assets.lake import Lake
+    from enrichment_assets.low_confidence import LowConfidenceRule
     from enrichment_assets.queries import layer_counts
 
     lake = Lake(_data_dir())
@@ -940,7 +948,10 @@ def report(
     # Unfinished records count as pending only where a live run works on them.
     with dagster_instance() as instance:
         health = pipeline_health(
-            lake, active_partitions(instance, lake), flagged_partitions(instance)
+            lake,
+            active_partitions(instance, lake),
+            flagged_partitions(instance),
+            low_confidence=LowConfidenceRule.from_env(),
         )
     if as_html:
         _, page = write_health_files(lake, health, counts["total"])

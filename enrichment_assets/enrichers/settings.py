@@ -206,16 +206,14 @@ class LLMSettings(BaseModel):
 SHARED_FIELDS = tuple(n for n in LLMSettings.model_fields if n not in ("api_key", "prices"))
 
 
-def enricher_kinds(settings: LLMSettings | None = None) -> set[str]:
+def enricher_kinds(settings: LLMSettings) -> set[str]:
     """The Dagster kinds of an asset that annotates with the configured enricher
     (`ENRICH_ENRICHER`): `openai` for the OpenAI-compatible endpoint, `heuristic` offline."""
-    settings = settings or LLMSettings.from_env()
     return {settings.enricher}
 
 
-def enricher_tags(settings: LLMSettings | None = None) -> dict[str, str]:
+def enricher_tags(settings: LLMSettings) -> dict[str, str]:
     """Asset tags naming the configured enricher (and the model when it calls one)."""
-    settings = settings or LLMSettings.from_env()
     tags = {"enrich/enricher": settings.enricher}
     if settings.enricher == "openai":
         model = "".join(c if c.isalnum() or c in "-_." else "_" for c in settings.model)

@@ -192,8 +192,8 @@ once the batches end, and the layers downstream follow it.
             partitions_def=batch_partitions,
             group_name="conversations",
             # What the code location was loaded with (ENRICH_ENRICHER): `heuristic` or `openai`.
-            kinds={"duckdb", "parquet", *enricher_kinds()},
-            tags=enricher_tags(),
+            kinds={"duckdb", "parquet", *enricher_kinds(LLMSettings.from_env())},
+            tags=enricher_tags(LLMSettings.from_env()),
             deps=[validated_conversations],
             # Enricher, model, prompt version, output schema: a change marks partitions stale.
             code_version=enrichment_code_version(LLMSettings.from_env()),

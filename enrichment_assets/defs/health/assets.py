@@ -27,10 +27,11 @@ from enrichment_assets.defs.conversations.normalized import normalized_conversat
 from enrichment_assets.defs.conversations.raw import raw_conversations
 from enrichment_assets.defs.conversations.validated import validated_conversations
 from enrichment_assets.defs.metadata import path_value
-from enrichment_assets.defs.resources import LakeResource
+from enrichment_assets.defs.resources import LakeResource, LLMResource
 from enrichment_assets.defs.run_liveness import active_partitions
 from enrichment_assets.health_metrics import CRITICAL, OK, THRESHOLDS, pipeline_health
 from enrichment_assets.health_report import write_health_files
+from enrichment_assets.low_confidence import LowConfidenceRule
 from enrichment_assets.queries import layer_counts
 
 HEALTH_ASSET = "pipeline_health"
@@ -73,7 +74,9 @@ HEALTH_AUTOMATION = (
         for t in THRESHOLDS
     ],
 )
-def pipeline_health_asset(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+def pipeline_health_asset(
+    context: AssetExecutionContext, lake: LakeResource, enricher: LLMResource
+) -> MaterializeResult:
     """Health of the whole pipeline, computed in DuckDB over every partition's Parquet.
 
     Completeness rate, backlog, failure rate, mean quality score, confidence
@@ -88,6 +91,7 @@ def pipeline_health_asset(context: AssetExecutionContext, lake: LakeResource) ->
         store,
         active_partitions(context.instance, store),
         flagged_partitions(context.instance),
+        low_confidence=LowConfidenceRule.from_settings(enricher.settings()),
     )
     counts = layer_counts(store)["total"]
     json_path, html_path = write_health_files(store, health, counts)
@@ -113,25 +117,30 @@ def pipeline_health_asset(context: AssetExecutionContext, lake: LakeResource) ->
             "report_json": path_value(json_path),
             "report_html": path_value(html_path),
         },
-        check_results=[
-            AssetCheckResult(
-                check_name=t.metric,
-                asset_key=HEALTH_ASSET,
-                passed=health["levels"][t.metric] == OK,
-                severity=(
-                    AssetCheckSeverity.ERROR
-                    if health["levels"][t.metric] == CRITICAL
-                    else AssetCheckSeverity.WARN
-                ),
-                metadata={
-                    "value": _number(metrics[t.metric]),
-                    "level": health["levels"][t.metric],
-                    "threshold": t.rule(),
-                },
-            )
-            for t in THRESHOLDS
-        ],
+        check_results=_threshold_checks(health),
     )
+
+
+def _threshold_checks(health: dict) -> list[AssetCheckResult]:
+    """One check per health threshold: WARN at its warning level, ERROR at the critical one."""
+    return [
+        AssetCheckResult(
+            check_name=t.metric,
+            asset_key=HEALTH_ASSET,
+            passed=health["levels"][t.metric] == OK,
+            severity=(
+                AssetCheckSeverity.ERROR
+                if health["levels"][t.metric] == CRITICAL
+                else AssetCheckSeverity.WARN
+            ),
+            metadata={
+                "value": _number(health["metrics"][t.metric]),
+                "level": health["levels"][t.metric],
+                "threshold": t.rule(),
+            },
+        )
+        for t in THRESHOLDS
+    ]
 
 
 def _number(value: float | None) -> MetadataValue:

@@ -138,8 +138,8 @@ with warnings.catch_warnings():
     _summaries_asset = asset(
         partitions_def=summary_days,
         group_name="summaries",
-        kinds={"duckdb", "parquet", *enricher_kinds()},
-        tags=enricher_tags(),
+        kinds={"duckdb", "parquet", *enricher_kinds(LLMSettings.from_env())},
+        tags=enricher_tags(LLMSettings.from_env()),
         # The same annotation code version as enriched_conversations (`code_version.py`).
         code_version=CODE_VERSION,
         # A day reads every batch: which batches hold its messages is only known from their data.

@@ -47,7 +47,7 @@ from enrichment_assets.defs.conversations.partitions import (
     register_summary_days,
     summary_days,
 )
-from enrichment_assets.defs.resources import LakeResource
+from enrichment_assets.defs.resources import LakeResource, LLMResource
 from enrichment_assets.defs.run_liveness import UNFINISHED_RUN_STATUSES
 from enrichment_assets.defs.summaries.assets import (
     NORMALIZED_KEY,
@@ -58,7 +58,12 @@ from enrichment_assets.defs.summaries.assets import (
 )
 from enrichment_assets.lake import Lake
 from enrichment_assets.sql_files import load_sql
-from enrichment_assets.summary_windows import register_normalized, summary_connection
+from enrichment_assets.summary_inputs import DayInputs
+from enrichment_assets.summary_windows import (
+    default_windows,
+    register_normalized,
+    summary_connection,
+)
 
 SUMMARIES_JOB = "conversation_summaries_job"
 STALE_BATCHES_TAG = "enrich/stale_batches"
@@ -177,9 +182,14 @@ def _summary_watermark(instance: DagsterInstance, day: str) -> tuple[int, str] |
 
 
 def plan_stale_days(
-    instance: DagsterInstance, lake: Lake, after_storage_id: int, max_batches: int
+    instance: DagsterInstance,
+    lake: Lake,
+    after_storage_id: int,
+    max_batches: int,
+    inputs: DayInputs,
 ) -> StalePlan:
-    """The summarized days made stale by normalized batches materialized after the cursor."""
+    """The summarized days made stale by normalized batches materialized after the cursor;
+    `inputs`: the settings a day's summaries depend on (its fingerprint's)."""
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=NORMALIZED_KEY, after_storage_id=after_storage_id),
         limit=max_batches,
@@ -217,7 +227,7 @@ def plan_stale_days(
         stale.batches[batch] = messages
         stale.newest_storage_id = max(stale.newest_storage_id, newest[batch])
         stale.batch_storage_ids.append(newest[batch])
-    cursor = _settle(instance, lake, days, notes, cursor)
+    cursor = _settle(instance, lake, days, notes, cursor, inputs)
     unsummarized = sorted(d for d, seen in watermarks.items() if seen is None)
     if unsummarized:
         notes.append(f"days never summarized, left to the schedule/backfills: {unsummarized}")
@@ -257,7 +267,12 @@ def _day_in_progress(instance: DagsterInstance, day: str) -> bool:
 
 
 def _settle(
-    instance: DagsterInstance, lake: Lake, days: dict[str, StaleDay], notes: list[str], cursor: int
+    instance: DagsterInstance,
+    lake: Lake,
+    days: dict[str, StaleDay],
+    notes: list[str],
+    cursor: int,
+    inputs: DayInputs,
 ) -> int:
     """Drop the stale days whose inputs did not change since their files were published (a
     late batch that only repeats what the day had), and defer those with a run in progress
@@ -265,7 +280,7 @@ def _settle(
     tick looks at them again. Returns the cursor."""
     from enrichment_assets.summary_inputs import changed_days
 
-    changed = changed_days(lake, days)
+    changed = changed_days(lake, days, inputs.windows, inputs.llm)
     for day in sorted(days):
         if day not in changed:
             notes.append(f"{day}: inputs unchanged since its summaries were published")
@@ -292,11 +307,11 @@ def run_request_for(stale: StaleDay) -> RunRequest:
 
 
 def stale_summaries_tick(
-    context: SensorEvaluationContext, lake: Lake, max_batches: int
+    context: SensorEvaluationContext, lake: Lake, max_batches: int, inputs: DayInputs
 ) -> SensorResult:
     """One evaluation of `stale_summaries`; the cursor is the last storage id examined."""
     after = int(context.cursor) if context.cursor else 0
-    plan = plan_stale_days(context.instance, lake, after, max_batches)
+    plan = plan_stale_days(context.instance, lake, after, max_batches, inputs)
     for note in plan.notes:
         context.log.info(note)
     requests = [run_request_for(stale) for stale in plan.stale]
@@ -323,7 +338,11 @@ def stale_summaries_tick(
         "enrich/stale_reason tag says which batches made the day stale."
     ),
 )
-def stale_summaries(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
-    """Late data → stale summary days → re-runs of those days."""
+def stale_summaries(
+    context: SensorEvaluationContext, lake: LakeResource, enricher: LLMResource
+) -> SensorResult:
+    """Late data → stale summary days → re-runs of those days (in the asset's default
+    windows and the configured enricher: what a requested run computes with)."""
     max_batches = env_settings.whole_number("ENRICH_STALE_SUMMARIES_MAX_BATCHES_PER_TICK", 100)
-    return stale_summaries_tick(context, lake.lake, max_batches)
+    inputs = DayInputs(windows=default_windows(), llm=enricher.settings())
+    return stale_summaries_tick(context, lake.lake, max_batches, inputs)

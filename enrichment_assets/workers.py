@@ -62,6 +62,19 @@ def default_workers() -> int:
     return env_settings.whole_number(WORKERS_ENV, len(os.sched_getaffinity(0)))
 
 
+# A worker process costs about 100 MiB (its imports) whatever its work: an input
+# smaller than this per worker is parsed by fewer (one: in the calling process).
+MIN_BYTES_PER_WORKER = 16 << 20
+
+
+def workers_for_bytes(size: int, workers: int) -> int:
+    """How many of `workers` an input of `size` bytes is worth: one per
+    MIN_BYTES_PER_WORKER, at least one. A 4 MB file of a million one-line records is
+    parsed in the run's process: about 230 MiB less peak than two workers, for the
+    second core's share of its parsing (about 16 s of CPU for the million lines)."""
+    return max(1, min(workers, size // MIN_BYTES_PER_WORKER))
+
+
 _pools: dict[int, ProcessPoolExecutor] = {}
 
 

@@ -114,7 +114,11 @@ def _descendants(pid: int) -> list[tuple[int, int | None]]:
     while queue:
         current, parent = queue.pop()
         found.append((current, parent))
-        for task in Path(f"/proc/{current}/task").glob("*"):
+        try:  # a process that ends while it is read has no task folder any more
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
             try:
                 queue.extend((int(c), current) for c in (task / "children").read_text().split())
             except OSError:

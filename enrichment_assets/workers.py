@@ -39,12 +39,15 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from enrichment_assets import settings as env_settings
 from enrichment_assets.lake import HOST_TAG
+
+if TYPE_CHECKING:
+    # Imported where used: a worker imports this module (its initializer) before it
+    # hides numpy, and pyarrow would import numpy with itself (see `_start_worker`).
+    import pyarrow as pa
 
 WORKERS_ENV = "ENRICH_WORKERS"
 # Shared memory when the machine has room there; otherwise the system's temp folder.
@@ -59,30 +62,51 @@ def default_workers() -> int:
     return env_settings.whole_number(WORKERS_ENV, len(os.sched_getaffinity(0)))
 
 
+# A worker process costs about 100 MiB (its imports) whatever its work: an input
+# smaller than this per worker is parsed by fewer (one: in the calling process).
+MIN_BYTES_PER_WORKER = 16 << 20
+
+
+def workers_for_bytes(size: int, workers: int) -> int:
+    """How many of `workers` an input of `size` bytes is worth: one per
+    MIN_BYTES_PER_WORKER, at least one. A 4 MB file of a million one-line records is
+    parsed in the run's process: about 230 MiB less peak than two workers, for the
+    second core's share of its parsing (about 16 s of CPU for the million lines)."""
+    return max(1, min(workers, size // MIN_BYTES_PER_WORKER))
+
+
 _pools: dict[int, ProcessPoolExecutor] = {}
 
 
-class _NoPandas(importlib.abc.MetaPathFinder):
-    """An import hook under which pandas cannot be imported (see `_start_worker`)."""
+# Installed in the run's process (GX needs pandas), used by no task: see `_start_worker`.
+HIDDEN_IN_WORKERS = ("pandas", "numpy")
+
+
+class _Hidden(importlib.abc.MetaPathFinder):
+    """An import hook under which these packages cannot be imported (see `_start_worker`)."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "pandas":
-            raise ModuleNotFoundError("pandas is not used in worker processes", name=name)
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"{name} is not used in worker processes", name=name)
 
 
 def _start_worker() -> None:
-    """A worker's first steps: hide pandas from pyarrow, end with its parent.
+    """A worker's first steps: hide pandas and numpy from pyarrow, end with its parent.
 
-    No task converts to or from pandas, but pyarrow's `pa.array(list)` asks whether
-    the list is a pandas object, which imports pandas (60 MB in every worker) when it
-    is installed (GX needs it in the run's process). An import hook makes that import
-    fail fast: pyarrow then takes pandas as absent, in the workers only.
+    No task converts to or from pandas or numpy, but pyarrow imports numpy with itself
+    when it is installed (14 MiB in every worker), and its `pa.array(list)` asks whether
+    the list is a pandas object, which imports pandas (60 MB). An import hook makes
+    those imports fail fast: pyarrow then takes both as absent, in the workers only
+    (this module does not import pyarrow itself, so that the hook comes first).
 
     A worker ignores SIGINT: Ctrl-C reaches the whole process group, and it is the run's
     process that decides how to stop (a worker ends when its parent does).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.meta_path.insert(0, _NoPandas())
+    sys.meta_path.insert(0, _Hidden(HIDDEN_IN_WORKERS))
     parent = multiprocessing.parent_process()
     if parent is not None:
         # A parent killed outright (SIGKILL, out of memory) runs no shutdown; without
@@ -110,6 +134,8 @@ _malloc_trim = _libc_malloc_trim()
 def release_memory() -> None:
     """Give the memory this process freed back to the system (Arrow's pool, then the C
     heap), so that it does not sit on the peak of its last big step."""
+    import pyarrow as pa
+
     pa.default_memory_pool().release_unused()
     if _malloc_trim is not None:
         _malloc_trim(0)
@@ -144,6 +170,28 @@ def _stop_pool(workers: int) -> None:
     pool = _pools.pop(workers, None)
     if pool is not None:
         pool.shutdown(wait=True, cancel_futures=True)
+        del pool
+        _stop_resource_tracker()
+
+
+def _stop_resource_tracker() -> None:
+    """Stop multiprocessing's resource tracker, which starting the pool started.
+
+    It is a Python process of its own (12 MiB) that tracks the pool's semaphores and
+    would otherwise live as long as the run's process, through the quality gate that
+    follows the layer. The pool's queues are collected first, so that their semaphores
+    are unregistered (and an unregistration does not start a new tracker); the next
+    pool starts a new one. `_stop` is the standard library's own (3.8+), used by its
+    tests; without it the tracker simply stays, as it does when it is a parent's (this
+    process a multiprocessing child: the tracker is shared, not ours to stop).
+    """
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    if getattr(tracker, "_pid", None) is None or not hasattr(tracker, "_stop"):
+        return
+    gc.collect()
+    tracker._stop()
 
 
 @atexit.register
@@ -242,6 +290,8 @@ class SharedTable:
 
     @classmethod
     def save(cls, table: pa.Table, scratch: Path) -> SharedTable:
+        import pyarrow as pa
+
         path = scratch / f"{uuid.uuid4().hex}.arrow"
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
@@ -249,6 +299,8 @@ class SharedTable:
 
     def load(self) -> pa.Table:
         """The table, memory-mapped; the file is unlinked (the mapping stays valid)."""
+        import pyarrow as pa
+
         with pa.memory_map(str(self.path)) as source:
             table = pa.ipc.open_file(source).read_all()
         self.path.unlink()

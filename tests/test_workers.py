@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import multiprocessing
 import os
 import queue
@@ -30,6 +31,36 @@ def test_tasks_run_in_other_processes_and_come_back_in_order() -> None:
     ]
     pids = set(map_ordered(os.getpid, [() for _ in range(8)], workers=2))
     assert os.getpid() not in pids
+
+
+def _child_processes() -> list[int]:
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+
+
+def test_workers_parse_without_numpy_and_the_pool_leaves_no_process(tmp_path: Path) -> None:
+    """pyarrow works in a worker with numpy hidden (14 MiB less each); once the tasks are
+    done no process of the pool is left, the resource tracker included (12 MiB)."""
+    path = tmp_path / "lines.jsonl"
+    path.write_bytes(b"{x}\n" * 10)
+    ranges = raw_records.json_lines_ranges(path, max_rows=5)
+    assert ranges is not None and len(ranges) == 2
+    with scratch_dir(2) as scratch:
+        tasks = [(raw_records.read_line_range, scratch, str(path), "l.jsonl", r) for r in ranges]
+        tables = [workers.loaded(t) for t in map_ordered(workers.shared_call, tasks, workers=2)]
+        assert [t.num_rows for t in tables] == [5, 5]
+    with pytest.raises(ModuleNotFoundError, match="numpy is not used in worker processes"):
+        list(map_ordered(importlib.util.find_spec, [("numpy",), ("pandas",)], workers=2))
+    assert _child_processes() == []
+
+
+def test_a_small_file_is_not_worth_a_worker_process() -> None:
+    """One worker per MIN_BYTES_PER_WORKER of input: a 4 MB file is parsed in the run's
+    process (two workers cost about 230 MiB of imports), a big one by every worker."""
+    assert workers.workers_for_bytes(4_000_000, 2) == 1
+    assert workers.workers_for_bytes(0, 2) == 1
+    assert workers.workers_for_bytes(2 * workers.MIN_BYTES_PER_WORKER, 2) == 2
+    assert workers.workers_for_bytes(100 * workers.MIN_BYTES_PER_WORKER, 2) == 2
 
 
 def test_one_worker_runs_the_tasks_here() -> None:

@@ -2,7 +2,7 @@
 
 GX validates an in-memory frame; a partition of a million rows made into one pandas
 frame of Python strings costs gigabytes. So a layer file is validated in chunks of
-at most `ENRICH_GATE_CHUNK_ROWS` rows (default 50,000), and the chunks' results are
+at most `ENRICH_GATE_CHUNK_ROWS` rows (default 25,000), and the chunks' results are
 merged into the result that one frame of every row would give: the same counts,
 percentages and verdict of each expectation (the unexpected examples are the first
 ones met). Each expectation is run on the chunks that can judge it:
@@ -27,7 +27,9 @@ from typing import Any
 from enrichment_assets import settings as env_settings
 
 GATE_CHUNK_ROWS_ENV = "ENRICH_GATE_CHUNK_ROWS"
-DEFAULT_GATE_CHUNK_ROWS = 50_000
+# 25,000: about 30 MiB less peak than 50,000 on a million-row partition, for about 30 %
+# more of the gate's CPU time (GX's fixed cost per chunk).
+DEFAULT_GATE_CHUNK_ROWS = 25_000
 
 _CONDITION_NAMES = re.compile(r"`([^`]+)`|([A-Za-z_][\w.]*)")
 
@@ -45,7 +47,7 @@ _UNIQUE = {"expect_column_values_to_be_unique", "expect_compound_columns_to_be_u
 
 
 def gate_chunk_rows() -> int:
-    """Rows of one gate chunk: ENRICH_GATE_CHUNK_ROWS, or 50,000."""
+    """Rows of one gate chunk: ENRICH_GATE_CHUNK_ROWS, or 25,000."""
     return max(1, env_settings.whole_number(GATE_CHUNK_ROWS_ENV, DEFAULT_GATE_CHUNK_ROWS))
 
 

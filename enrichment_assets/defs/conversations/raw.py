@@ -32,7 +32,13 @@ from enrichment_assets.ingest import (
 from enrichment_assets.ingest.files import FileProblem
 from enrichment_assets.lake import Lake, ManifestEntry
 from enrichment_assets.status import register_records
-from enrichment_assets.workers import loaded, map_ordered, scratch_dir, shared_call
+from enrichment_assets.workers import (
+    loaded,
+    map_ordered,
+    scratch_dir,
+    shared_call,
+    workers_for_bytes,
+)
 
 # The raw layer: where the record sits in the batch, when it was read, and the ingest row.
 RAW_SCHEMA = pa.schema(
@@ -61,7 +67,7 @@ def _read_file(
         yield from read_raw_records(path, source_file, chunk_rows, limits)
         return
     tasks = [(read_line_range, scratch, str(path), source_file, r, limits) for r in ranges]
-    for table in map_ordered(shared_call, tasks, workers):
+    for table in map_ordered(shared_call, tasks, workers_for_bytes(path.stat().st_size, workers)):
         yield loaded(table)
 
 

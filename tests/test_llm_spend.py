@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -148,6 +149,10 @@ def test_spending_stops_within_one_wave_of_half_the_real_cost(
 def test_the_failed_partitions_sensor_waits_for_the_budget_window(
     lake: Lake, instance: DagsterInstance, tmp_path: Path, llm_server: LoopbackLLMServer
 ) -> None:
+    # The run must end well before the budget window turns (midnight UTC): a run started
+    # in the window's last minutes waits for the next one.
+    if (wait := next_window(datetime.now(UTC)) - datetime.now(UTC)) < timedelta(minutes=5):
+        time.sleep(wait.total_seconds() + 1)
     llm_server.configure(Faults(usage_scale=4.0))  # billed 4x the estimate
     (partition,) = land_files(lake, instance, [batch(tmp_path, "a", 12)])
     # Over the estimate (~$0.0015), under the real cost (~$0.004): stopped part way.
@@ -156,10 +161,11 @@ def test_the_failed_partitions_sensor_waits_for_the_budget_window(
     assert 0 < sent < 12
 
     ended = datetime.now(UTC)
+    # Past the retry backoff (1 min), before the window turns.
+    halfway = ended + (next_window(ended) - ended) / 2
+    assert halfway - ended > timedelta(minutes=1)
     with sensor_context(instance) as context:
-        later = failed_partitions_tick(
-            context, lake, RetrySettings(), now=ended + timedelta(hours=1)
-        )
+        later = failed_partitions_tick(context, lake, RetrySettings(), now=halfway)
     assert not later.run_requests  # the backoff (1 min) is over, the budget window is not
     entry = read_retries(instance)[partition]
     assert entry.reason == BUDGET_STOPPED

@@ -231,7 +231,11 @@ def _land(paths: list[Path], lake: Lake) -> tuple[FoundInputs, LandingReport]:
         found = expand_inputs(paths)
     except InputError as error:
         raise CommandError(str(error)) from error
-    # While Dagster and the command's modules load here, the files are landed (hashing and
+    # The definitions load first, alone: Dagster's defs-folder loader changes the process's
+    # working directory for a moment (`pushd`), under a landing thread's relative paths.
+    import enrichment_assets.definitions  # noqa: F401
+
+    # While the command's other modules load here, the files are landed (hashing and
     # copying leave this process's GIL free). Worker processes start only for a layer with
     # several chunks.
     with ThreadPoolExecutor(1, thread_name_prefix="landing") as landing:
@@ -239,7 +243,6 @@ def _land(paths: list[Path], lake: Lake) -> tuple[FoundInputs, LandingReport]:
         import enrichment_assets.cli.instance
         import enrichment_assets.cli.interrupts
         import enrichment_assets.cli.runner
-        import enrichment_assets.definitions
         import enrichment_assets.locks  # noqa: F401  (the runs need each of these)
 
         report = landed.result()

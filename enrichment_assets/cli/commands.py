@@ -233,7 +233,7 @@ def _land(paths: list[Path], lake: Lake) -> tuple[FoundInputs, LandingReport]:
         raise CommandError(str(error)) from error
     # The definitions load first, alone: Dagster's defs-folder loader changes the process's
     # working directory for a moment (`pushd`), under a landing thread's relative paths.
-    import enrichment_assets.definitions  # noqa: F401
+    import enrichment_assets.definitions
 
     # While the command's other modules load here, the files are landed (hashing and
     # copying leave this process's GIL free). Worker processes start only for a layer with

@@ -241,29 +241,30 @@ def plan_stale_days(
     return StalePlan(sorted(days.values(), key=lambda s: s.day), cursor, notes, new_days)
 
 
-def run_days(instance: DagsterInstance, tags: Mapping[str, str]) -> list[str]:
+def run_days(tags: Mapping[str, str], order: list[str]) -> list[str]:
     """The day partitions a run of the summaries covers, from its tags: its partition, or
-    every day of its range (a backfill's single run, `enrich run`), in the instance's order."""
+    every day of its range (a backfill's single run, `enrich run`) in `order`, the
+    instance's order of day partitions."""
     if (day := tags.get(PARTITION_TAG)) is not None:
         return [day]
     start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
-    if start is None or end is None:
+    if start not in order or end not in order:
         return []
-    days = list(summary_days.get_partition_keys(None, instance))
-    if start not in days or end not in days:
-        return []
-    return days[days.index(start) : days.index(end) + 1]
+    return order[order.index(start) : order.index(end) + 1]
 
 
-def _day_in_progress(instance: DagsterInstance, day: str) -> bool:
-    """Whether a run of the day's summaries is queued or going (from any trigger: this job,
+def _days_in_progress(instance: DagsterInstance) -> set[str]:
+    """The days a run of the summaries is queued or going for (from any trigger: this job,
     or the asset materialized from the UI), alone or within a range of days."""
-    runs = instance.get_runs(RunsFilter(statuses=UNFINISHED_RUN_STATUSES), limit=200)
-    return any(
-        day in run_days(instance, run.tags)
-        for run in runs
+    runs = [
+        run
+        for run in instance.get_runs(RunsFilter(statuses=UNFINISHED_RUN_STATUSES), limit=200)
         if run.job_name == SUMMARIES_JOB or SUMMARIES_KEY in (run.asset_selection or ())
-    )
+    ]
+    if not runs:
+        return set()
+    order = list(summary_days.get_partition_keys(None, instance))
+    return {day for run in runs for day in run_days(run.tags, order)}
 
 
 def _settle(
@@ -281,11 +282,12 @@ def _settle(
     from enrichment_assets.summary_inputs import changed_days
 
     changed = changed_days(lake, days, inputs.windows, inputs.llm)
+    busy = _days_in_progress(instance)
     for day in sorted(days):
         if day not in changed:
             notes.append(f"{day}: inputs unchanged since its summaries were published")
             del days[day]
-        elif _day_in_progress(instance, day):
+        elif day in busy:
             notes.append(f"{day}: a run of it is in progress; looked at again next tick")
             cursor = min(cursor, min(days.pop(day).batch_storage_ids) - 1)
         else:

@@ -13,8 +13,10 @@ How 1,000,000 conversations fit in a minute on two cores:
    shingle hashes, chunk by chunk, and its LSH index takes them all;
 3. candidates: the index flags every row that shares a band with any other row; unflagged
    rows are kept without another look (in real data, nearly all of them);
-4. decisions, for the flagged rows only: `rensa`'s deduplicator (LSH and a similarity check
-   against the threshold) sees them in order and keeps those not similar to one kept before.
+4. decisions, for the flagged rows only: a second matrix of signatures (another seed, in
+   Rust) is compared, in order, with those of the kept rows sharing one of its LSH bands;
+   a row agreeing with one of them in at least `threshold` of its positions is removed.
+   Only these comparisons run in Python (numpy), a row at a time.
 
 Steps 3 and 4 use independent signatures of the same shingles: a pair at exactly the
 threshold is caught about 90 % of the time, a pair 0.05 above it practically always.
@@ -169,37 +171,77 @@ def workers() -> int:
 def _decide(
     text_chunks: TextChunks, flagged: np.ndarray, settings: NearDuplicateSettings
 ) -> np.ndarray:
-    """Keep flags of the flagged texts, in order, from `rensa`'s deduplicator."""
-    deduplicator = rensa.RMinHashDeduplicator(
-        threshold=settings.threshold,
-        num_perm=settings.num_perm,
-        use_lsh=True,
-        num_bands=settings.num_bands,
-        seed=settings.seed,
-    )
-    verdicts: list[bool] = []
+    """Keep flags of the flagged texts, in order: a text is removed when its check
+    signature (an independent MinHash of its shingles, `check_seed`) agrees in at least
+    `threshold` of its positions with that of a text kept before it sharing one of its
+    LSH bands. The signatures come from the flat shingle hashes in Rust, a chunk at a time
+    on every core; only the comparisons run here."""
 
-    def flagged_chunks() -> Iterator[tuple[int, pl.Series, np.ndarray]]:
+    def flagged_chunks() -> Iterator[pl.Series]:
         start = 0
         for texts in text_chunks():
             rows = np.flatnonzero(flagged[start : start + len(texts)])
             if len(rows):
-                yield start, texts, rows
+                yield texts.gather(rows)
             start += len(texts)
 
-    def sketches(chunk: tuple[int, pl.Series, np.ndarray]) -> tuple[list[str], list]:
-        start, texts, rows = chunk
-        offsets, hashes = shingle_hashes(texts.gather(rows), settings.shingle_words)
-        # Sketches take tokens as bytes: each 64-bit shingle hash as 8 bytes. Built in one
-        # batch (in parallel, in Rust), then handed to the deduplicator in order.
-        tokens = hashes.view("S8")
-        built = rensa.RMinHash.from_token_sets(
-            [tokens[offsets[i] : offsets[i + 1]].tolist() for i in range(len(rows))],
-            settings.num_perm,
-            settings.seed,
+    def signatures(texts: pl.Series) -> np.ndarray:
+        offsets, hashes = shingle_hashes(texts, settings.shingle_words)
+        matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
+            hashes, offsets, settings.num_perm, check_seed(settings)
         )
-        return [str(start + row) for row in rows], built
+        return np.array(matrix.to_rows(), dtype=np.uint32).reshape(-1, settings.num_perm)
 
-    for keys, built in ahead(sketches, flagged_chunks(), workers()):
-        verdicts += deduplicator.add_pairs(zip(keys, built, strict=True))
-    return np.asarray(verdicts, dtype=bool)
+    chosen = _KeptTexts(int(flagged.sum()), settings)
+    for block in ahead(signatures, flagged_chunks(), workers()):
+        chosen.add(block)
+    return chosen.keep
+
+
+def check_seed(settings: NearDuplicateSettings) -> int:
+    """The seed of the signatures the decisions compare: not the LSH flags' own, so that
+    a pair's chance to be flagged and its estimated similarity are independent."""
+    return (settings.seed + 0x5EED) % 2**32
+
+
+class _KeptTexts:
+    """The texts kept so far, indexed by their bands: `add` decides each text of a block
+    of check signatures, in order, against those kept before it (in earlier blocks too)."""
+
+    def __init__(self, total: int, settings: NearDuplicateSettings) -> None:
+        self.signatures = np.zeros((total, settings.num_perm), dtype=np.uint32)
+        self.keep = np.ones(total, dtype=bool)
+        self.bands: list[dict[int, list[int]]] = [{} for _ in range(settings.num_bands)]
+        self.threshold = settings.threshold
+        self.size = 0
+
+    def add(self, block: np.ndarray) -> None:
+        first = self.size
+        self.signatures[first : first + len(block)] = block
+        self.size += len(block)
+        for row, keys in enumerate(band_keys(block, len(self.bands)).tolist(), start=first):
+            near: set[int] = set()
+            for band, key in zip(self.bands, keys, strict=True):
+                near.update(band.get(key, ()))
+            if near and self._similar(row, near):
+                self.keep[row] = False
+                continue
+            for band, key in zip(self.bands, keys, strict=True):
+                band.setdefault(key, []).append(row)
+
+    def _similar(self, row: int, kept: set[int]) -> bool:
+        others = self.signatures[np.fromiter(kept, dtype=np.int64, count=len(kept))]
+        agree = (others == self.signatures[row]).sum(axis=1) / self.signatures.shape[1]
+        return bool((agree >= self.threshold).any())
+
+
+def band_keys(signatures: np.ndarray, bands: int) -> np.ndarray:
+    """One 64-bit key per band of each signature (rows x bands): its values mixed. Two
+    equal bands have equal keys; two different ones rarely do, and then only cost a
+    comparison of whole signatures."""
+    per_band = signatures.reshape(len(signatures), bands, -1).astype(np.uint64)
+    keys = np.zeros(per_band.shape[:2], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in range(per_band.shape[2]):
+            keys = (keys ^ per_band[:, :, column]) * _MIX
+    return keys

@@ -29,10 +29,15 @@ started), started (RUN_START: process up, code loaded), first step started, ende
 the spans: queued (created -> launched), start-up (launched -> started), set-up (started
 -> first step), the run's wall time and the part of it inside its steps; how many runs
 ran at once, and for the backfill the daemon's latency at both ends (submission -> first
-run created, last run ended -> backfill over). Peak memory: RSS summed over the process
-tree (CLI: the command and its workers; UI: `dagster dev` with its webserver, daemon,
-code server and run processes, and the same idle before the submission). `--keep DIR`
-keeps the data folders, instances and the `dagster dev` log. Nothing is asserted.
+run created, last run ended -> backfill over). Dagster's backfill daemon looks for new
+backfills and finished runs every 30 s (a constant of dagster 1.13, not an instance
+setting), and the submission comes a few seconds after its first pass: the first wait is
+near its worst (an operator clicking at a random moment waits 15 s on average), so the
+time from the first run's creation to the last run's end is printed too. Peak memory: RSS
+summed over the process tree (CLI: the command and its workers; UI: `dagster dev` with its
+webserver, daemon, code server and run processes, and the same idle before the
+submission). `--keep DIR` keeps the data folders, instances and the `dagster dev` log.
+Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -410,11 +415,16 @@ def _print_report(cli: Side, ui: Side) -> None:
             line += f"  (dagster dev idle before the submission: {side.idle_kib / 1024:.0f})"
         print(line)
     print(f"UI backfill / CLI = {ui.wall / cli.wall:.2f}  (target <= 1.5)")
-    if ui.last_tick is not None:
+    if ui.last_tick is not None and ui.runs:
         until_runs = ui.wall - ui.last_tick
         print(
             f"UI until its last run ended: {until_runs:.1f} s, {until_runs / cli.wall:.2f} x CLI"
             f" (the backfill's status follows {ui.last_tick:.1f} s later)"
+        )
+        runs = until_runs - min(r.created for r in ui.runs)
+        print(
+            f"UI from its first run's creation to its last run's end: {runs:.1f} s,"
+            f" {runs / cli.wall:.2f} x CLI (without the backfill daemon's 30 s loop)"
         )
     for side in (cli, ui):
         _print_runs(side)

@@ -36,6 +36,9 @@ LAYER = "summaries"
 # conversations (about 1 GB more) and grew with them; 20,000 keeps it about 0.5 GB at
 # 1,000,000 conversations and costs no extra file.
 DAYS_SCAN_FLUSH_ROWS = 20_000
+# Messages of one enricher call over summary windows: about a layer chunk's (20,000
+# conversations of about 12 messages each).
+WINDOW_CHUNK_MESSAGES = 250_000
 # Namespace of summary ids: uuid5(namespace, [user_id, window_start]).
 SUMMARY_ID_NAMESPACE = uuid.UUID("4f0d5a52-6c2e-5b8e-9a51-3f1c7e2d8b60")
 
@@ -159,16 +162,33 @@ def user_windows(con: duckdb.DuckDBPyConnection, day: str, config: SummaryWindow
 
 
 def annotate_windows(windows: pl.DataFrame, enricher: Enricher, chunk_rows: int) -> pl.DataFrame:
-    """Enricher annotations of each user-window, fed as a CONVERSATION_INPUT_SCHEMA frame."""
+    """Enricher annotations of each user-window, fed as a CONVERSATION_INPUT_SCHEMA frame,
+    in chunks of at most `chunk_rows` windows and about WINDOW_CHUNK_MESSAGES messages (a
+    day has few windows, but each holds all its user's messages of the window: chunking by
+    windows alone put a whole day of 1,000,000 conversations in one call, 4.7 GB)."""
     conversations = windows.select(
         pl.col("summary_id").alias("conversation_id"),
         pl.col("messages").cast(CONVERSATION_INPUT_SCHEMA["messages"]),
     )
+    sizes = conversations.get_column("messages").list.len().fill_null(0).to_list()
     chunks = [
-        enricher.annotate(conversations.slice(offset, chunk_rows))
-        for offset in range(0, max(conversations.height, 1), chunk_rows)
+        enricher.annotate(conversations.slice(start, end - start))
+        for start, end in chunk_bounds(sizes, chunk_rows, WINDOW_CHUNK_MESSAGES)
     ]
     return pl.concat(chunks, how="vertical_relaxed")
+
+
+def chunk_bounds(sizes: list[int], max_rows: int, max_items: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of consecutive chunks of rows, each of at most `max_rows` rows and
+    `max_items` items in all (a row bigger than that is a chunk of its own); no rows: one
+    empty chunk."""
+    start, items = 0, 0
+    for row, size in enumerate(sizes):
+        if row > start and (row - start >= max_rows or items + size > max_items):
+            yield start, row
+            start, items = row, 0
+        items += size
+    yield start, len(sizes)
 
 
 @contextmanager

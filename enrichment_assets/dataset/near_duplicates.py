@@ -192,10 +192,12 @@ def _decide(
         )
         return np.array(matrix.to_rows(), dtype=np.uint32).reshape(-1, settings.num_perm)
 
-    chosen = _KeptTexts(int(flagged.sum()), settings)
+    matrix = np.zeros((int(flagged.sum()), settings.num_perm), dtype=np.uint32)
+    filled = 0
     for block in ahead(signatures, flagged_chunks(), workers()):
-        chosen.add(block)
-    return chosen.keep
+        matrix[filled : filled + len(block)] = block
+        filled += len(block)
+    return _keep_first_of_each(matrix, _Buckets(matrix, settings.num_bands), settings.threshold)
 
 
 def check_seed(settings: NearDuplicateSettings) -> int:
@@ -204,35 +206,61 @@ def check_seed(settings: NearDuplicateSettings) -> int:
     return (settings.seed + 0x5EED) % 2**32
 
 
-class _KeptTexts:
-    """The texts kept so far, indexed by their bands: `add` decides each text of a block
-    of check signatures, in order, against those kept before it (in earlier blocks too)."""
+class _Buckets:
+    """The rows of each LSH band's buckets, as numpy arrays (a few bytes a row and band, not
+    Python dicts of lists: those took 2 GB at 1,000,000 texts): sorted by their band key,
+    stably, the rows before a row in its bucket are one slice of that order."""
 
-    def __init__(self, total: int, settings: NearDuplicateSettings) -> None:
-        self.signatures = np.zeros((total, settings.num_perm), dtype=np.uint32)
-        self.keep = np.ones(total, dtype=bool)
-        self.bands: list[dict[int, list[int]]] = [{} for _ in range(settings.num_bands)]
-        self.threshold = settings.threshold
-        self.size = 0
+    BLOCK_ROWS = 50_000  # band keys are computed this many rows at a time
 
-    def add(self, block: np.ndarray) -> None:
-        first = self.size
-        self.signatures[first : first + len(block)] = block
-        self.size += len(block)
-        for row, keys in enumerate(band_keys(block, len(self.bands)).tolist(), start=first):
-            near: set[int] = set()
-            for band, key in zip(self.bands, keys, strict=True):
-                near.update(band.get(key, ()))
-            if near and self._similar(row, near):
-                self.keep[row] = False
-                continue
-            for band, key in zip(self.bands, keys, strict=True):
-                band.setdefault(key, []).append(row)
+    def __init__(self, signatures: np.ndarray, bands: int) -> None:
+        rows = len(signatures)
+        keys = (
+            np.concatenate(
+                [
+                    band_keys(signatures[start : start + self.BLOCK_ROWS], bands)
+                    for start in range(0, rows, self.BLOCK_ROWS)
+                ]
+            )
+            if rows
+            else np.zeros((0, bands), dtype=np.uint64)
+        )
+        self.order = np.zeros((bands, rows), dtype=np.int32)  # rows, bucket by bucket
+        self.first = np.zeros((rows, bands), dtype=np.int32)  # where a row's bucket starts
+        self.position = np.zeros((rows, bands), dtype=np.int32)  # where the row is
+        every = np.arange(rows, dtype=np.int32)
+        for band in range(bands):
+            order = np.argsort(keys[:, band], kind="stable").astype(np.int32)
+            ordered = keys[order, band]
+            starts = np.ones(rows, dtype=bool)
+            starts[1:] = ordered[1:] != ordered[:-1]
+            self.order[band] = order
+            self.first[order, band] = np.maximum.accumulate(np.where(starts, every, 0))
+            self.position[order, band] = every
 
-    def _similar(self, row: int, kept: set[int]) -> bool:
-        others = self.signatures[np.fromiter(kept, dtype=np.int64, count=len(kept))]
-        agree = (others == self.signatures[row]).sum(axis=1) / self.signatures.shape[1]
-        return bool((agree >= self.threshold).any())
+    def before(self, row: int) -> list[np.ndarray]:
+        """For each band where it has any, the rows before `row` in its bucket."""
+        return [
+            self.order[band, first:position]
+            for band, (first, position) in enumerate(
+                zip(self.first[row].tolist(), self.position[row].tolist(), strict=True)
+            )
+            if position > first
+        ]
+
+
+def _keep_first_of_each(signatures: np.ndarray, buckets: _Buckets, threshold: float) -> np.ndarray:
+    """In order, a row is kept unless it agrees in at least `threshold` of the positions
+    with a row kept before it in one of its buckets."""
+    keep = np.ones(len(signatures), dtype=bool)
+    width = signatures.shape[1]
+    for row in np.flatnonzero((buckets.position > buckets.first).any(axis=1)).tolist():
+        earlier = np.concatenate(buckets.before(row))
+        kept = earlier[keep[earlier]]
+        if len(kept):
+            agree = (signatures[kept] == signatures[row]).sum(axis=1) / width
+            keep[row] = not bool((agree >= threshold).any())
+    return keep
 
 
 def band_keys(signatures: np.ndarray, bands: int) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,10 +429,7 @@ def test_bulk_of_1000_ids_runs_once_per_partition_end_to_end(
 
     done = subprocess.run(
         [
-            "uv",
-            "run",
-            "--quiet",
-            "enrich",
+            str(Path(sys.executable).with_name("enrich")),  # the console script `uv run` runs
             "bulk",
             "--from-file",
             str(ids_file),

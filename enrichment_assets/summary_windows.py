@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from enrichment_assets import settings as env_settings
 from enrichment_assets.enrichers.base import CONVERSATION_INPUT_SCHEMA, Enricher
 from enrichment_assets.lake import HOST_TAG, Lake, atomic_path
+from enrichment_assets.packing import chunk_bounds
 from enrichment_assets.sql_files import load_sql
 
 LAYER = "summaries"
@@ -176,19 +177,6 @@ def annotate_windows(windows: pl.DataFrame, enricher: Enricher, chunk_rows: int)
         for start, end in chunk_bounds(sizes, chunk_rows, WINDOW_CHUNK_MESSAGES)
     ]
     return pl.concat(chunks, how="vertical_relaxed")
-
-
-def chunk_bounds(sizes: list[int], max_rows: int, max_items: int) -> Iterator[tuple[int, int]]:
-    """(start, end) of consecutive chunks of rows, each of at most `max_rows` rows and
-    `max_items` items in all (a row bigger than that is a chunk of its own); no rows: one
-    empty chunk."""
-    start, items = 0, 0
-    for row, size in enumerate(sizes):
-        if row > start and (row - start >= max_rows or items + size > max_items):
-            yield start, row
-            start, items = row, 0
-        items += size
-    yield start, len(sizes)
 
 
 @contextmanager

@@ -43,12 +43,8 @@ from enrichment_assets.defs.summaries.automation import (
     summary_days_of,
 )
 from enrichment_assets.lake import Lake
-from enrichment_assets.summary_windows import (
-    chunk_bounds,
-    summaries_export_path,
-    summaries_path,
-    summary_id,
-)
+from enrichment_assets.packing import chunk_bounds
+from enrichment_assets.summary_windows import summaries_export_path, summaries_path, summary_id
 from tests.cli import enrich
 from tests.factories import conversation, message, read_jsonl, write_jsonl
 

@@ -27,6 +27,7 @@ import orjson
 
 from enrichment_assets.ingest.files import escape_name, file_type_name
 from enrichment_assets.inputs import is_candidate
+from enrichment_assets.packing import chunk_bounds
 
 CURSOR_VERSION = 1
 
@@ -193,15 +194,5 @@ def group_into_batches(
 
     A file bigger than `max_bytes` is a batch on its own.
     """
-    batches: list[list[LandedFile]] = []
-    current: list[LandedFile] = []
-    size = 0
-    for landed in files:
-        if current and (len(current) >= max_files or size + landed.size > max_bytes):
-            batches.append(current)
-            current, size = [], 0
-        current.append(landed)
-        size += landed.size
-    if current:
-        batches.append(current)
-    return batches
+    bounds = chunk_bounds([landed.size for landed in files], max_files, max_bytes)
+    return [files[start:end] for start, end in bounds if end > start]

@@ -14,7 +14,7 @@ How 1,000,000 conversations fit in a minute on two cores:
 3. candidates: the index flags every row that shares a band with any other row; unflagged
    rows are kept without another look (in real data, nearly all of them);
 4. decisions, for the flagged rows only: a second matrix of signatures (another seed, in
-   Rust) is compared, in order, with those of the kept rows sharing one of its LSH bands;
+   Rust) is compared, in order, with those of the kept rows sharing one of its bands;
    a row agreeing with one of them in at least `threshold` of its positions is removed.
    Only these comparisons run in Python (numpy), a row at a time.
 
@@ -173,8 +173,8 @@ def _decide(
 ) -> np.ndarray:
     """Keep flags of the flagged texts, in order: a text is removed when its check
     signature (an independent MinHash of its shingles, `check_seed`) agrees in at least
-    `threshold` of its positions with that of a text kept before it sharing one of its
-    LSH bands. The signatures come from the flat shingle hashes in Rust, a chunk at a time
+    `threshold` of its positions with that of a text kept before it sharing one of that
+    signature's bands. The signatures come from the flat shingle hashes in Rust, a chunk at a time
     on every core; only the comparisons run here."""
 
     def flagged_chunks() -> Iterator[pl.Series]:

@@ -324,6 +324,28 @@ def shared_call(
     return share(fn(*args), scratch)
 
 
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """`items` in order, each one produced in a thread while the caller works on the one
+    before: for a producer that mostly releases the GIL (a DuckDB query, an Arrow
+    conversion) beside a consumer that holds it (GX). At most one item waits ahead.
+
+    Every step of `items` runs in that one thread (a DuckDB connection stays in the
+    thread that opened it), its closing too, when the caller stops early or fails.
+    """
+    end = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        pending: Future[Any] = pool.submit(next, items, end)
+        try:
+            while (item := pending.result()) is not end:
+                pending = pool.submit(next, items, end)
+                yield item
+                del item
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                pool.submit(close).result()
+
+
 def map_ordered_threads(
     fn: Callable[[T], Any], items: Iterable[T], threads: int
 ) -> Iterator[tuple[T, Any]]:

@@ -33,6 +33,52 @@ def test_tasks_run_in_other_processes_and_come_back_in_order() -> None:
     assert os.getpid() not in pids
 
 
+def test_read_ahead_keeps_order_and_produces_in_one_other_thread() -> None:
+    import threading
+
+    threads: list[int] = []
+
+    def produce():
+        for i in range(20):
+            threads.append(threading.get_ident())
+            yield i
+
+    assert list(workers.read_ahead(produce())) == list(range(20))
+    assert len(set(threads)) == 1 and threads[0] != threading.get_ident()
+
+
+def test_read_ahead_closes_its_source_in_its_thread_when_the_caller_stops() -> None:
+    import threading
+
+    events: list[tuple[str, int]] = []
+
+    def produce():
+        try:
+            for i in range(1_000):
+                events.append(("made", i))
+                yield i
+        finally:
+            events.append(("closed", threading.get_ident()))
+
+    items = workers.read_ahead(produce())
+    assert [next(items), next(items)] == [0, 1]
+    items.close()
+    made = [i for what, i in events if what == "made"]
+    assert made == [0, 1, 2]  # one item ahead of the caller, no more
+    assert events[-1][0] == "closed" and events[-1][1] != threading.get_ident()
+
+
+def test_read_ahead_raises_the_sources_error_to_the_caller() -> None:
+    def produce():
+        yield 1
+        raise ValueError("bad chunk")
+
+    items = workers.read_ahead(produce())
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="bad chunk"):
+        next(items)
+
+
 def _child_processes() -> list[int]:
     tasks = Path(f"/proc/{os.getpid()}/task")
     return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]

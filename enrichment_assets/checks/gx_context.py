@@ -42,7 +42,7 @@ from enrichment_assets.checks.gate_chunks import (
     merge_suite_results,
 )
 from enrichment_assets.package_data import package_data_path
-from enrichment_assets.workers import release_memory
+from enrichment_assets.workers import read_ahead, release_memory
 
 EXPECTATIONS_DIR = package_data_path("expectations")
 DATASOURCE = "lake"
@@ -219,7 +219,8 @@ class GateContext:
                 name=asset_name, expectation_configurations=[configs[i] for i in positions]
             )
             columns = columns_read(entries[i].get("kwargs", {}) for i in positions)
-            for frame in frames_of(plan, columns):
+            # The next frame is read (DuckDB, Arrow) while GX judges this one.
+            for frame in read_ahead(frames_of(plan, columns)):
                 validator = Validator(
                     batch_definition=definition.batch_definition,
                     batch_parameters={"dataframe": frame},

@@ -100,6 +100,23 @@ def test_workers_parse_without_numpy_and_the_pool_leaves_no_process(tmp_path: Pa
     assert _child_processes() == []
 
 
+def test_kept_pools_serve_every_call_with_the_same_workers_then_leave_no_process() -> None:
+    tasks = [() for _ in range(8)]
+    with workers.kept_pools():
+        first = set(map_ordered(os.getpid, tasks, workers=2))
+        assert _child_processes()  # kept up between the calls
+        with workers.kept_pools():  # nested: the outer block decides
+            second = set(map_ordered(os.getpid, tasks, workers=2))
+        third = set(map_ordered(os.getpid, tasks, workers=2))
+        assert _child_processes()
+    # Two workers served all three calls (a new pool would have brought new pids).
+    assert len(first | second | third) <= 2 and os.getpid() not in first
+    assert _child_processes() == []
+    # Without the block, each call has a pool of its own again.
+    assert set(map_ordered(os.getpid, tasks, workers=2)).isdisjoint(first)
+    assert _child_processes() == []
+
+
 def test_a_small_file_is_not_worth_a_worker_process() -> None:
     """One worker per MIN_BYTES_PER_WORKER of input: a 4 MB file is parsed in the run's
     process (two workers cost about 230 MiB of imports), a big one by every worker."""

@@ -24,6 +24,7 @@ from enrichment_assets.defs.conversations.partitions import (
 )
 from enrichment_assets.inputs import register_files
 from enrichment_assets.lake import Lake
+from enrichment_assets.workers import kept_pools
 
 
 def land_files(lake: Lake, instance: DagsterInstance, files: list[Path]) -> list[str]:
@@ -104,7 +105,8 @@ def materialize_partitions(
     unchanged = unchanged_batches(instance, lake, prints) if lake is not None else {}
     state.pending = [k for k in keys if k not in state.done]
     outcomes = []
-    with _long_lived_objects_frozen():
+    # One pool of worker processes for every layer of every partition (`kept_pools`).
+    with _long_lived_objects_frozen(), kept_pools():
         for key in keys:
             state.running = key
             state.pending.remove(key)

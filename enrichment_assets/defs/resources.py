@@ -35,7 +35,7 @@ from enrichment_assets.redaction import (
     phone_region_from_env,
     pii_mode_from_env,
 )
-from enrichment_assets.workers import default_workers
+from enrichment_assets.workers import default_workers, kept_pools
 
 
 class AppDatabaseResource(ConfigurableResource):
@@ -163,9 +163,10 @@ class LakeResource(ConfigurableResource):
     def yield_for_execution(self, context: InitResourceContext) -> Iterator[LakeResource]:
         """While a run uses the lake, it says it is alive (`run_liveness.heartbeat`), so that
         a run whose process dies is found and retried. With the lake on object storage, the
-        working copy is pulled first and what the run wrote pushed at the end."""
+        working copy is pulled first and what the run wrote pushed at the end. The worker
+        processes a layer starts serve the run's next layers too (`workers.kept_pools`)."""
         run = context.dagster_run
-        with synced(mirror_of(self.lake.data_dir, self.store)):
+        with synced(mirror_of(self.lake.data_dir, self.store)), kept_pools():
             if context.instance is None or run is None:
                 yield self
                 return

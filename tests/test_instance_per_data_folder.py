@@ -78,24 +78,3 @@ def test_each_data_folder_keeps_its_own_runs_and_partitions(
         assert run.status == DagsterRunStatus.SUCCESS
         assert {k.to_user_string() for k in run.asset_selection or ()} == {"pipeline_health"}
         assert _partition_keys(b) == set()
-
-
-def test_the_projects_instance_runs_a_backfill_one_run_at_a_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The instance `dagster dev` opens from the project folder: a batch run keeps every
-    core busy through its worker processes, so a backfill's runs are queued one at a time,
-    and the daemon looks at the queue every second."""
-    from dagster._core.run_coordinator import QueuedRunCoordinator
-
-    monkeypatch.setenv(INSTANCE_DIR_VARIABLE, str(tmp_path / "dagster"))
-    with DagsterInstance.from_config(str(PROJECT)) as instance:
-        coordinator = instance.run_coordinator
-        assert isinstance(coordinator, QueuedRunCoordinator)
-        queue = instance.get_concurrency_config().run_queue_config
-        assert queue is not None and queue.max_concurrent_runs == 2
-        limits = {limit["key"]: limit for limit in queue.tag_concurrency_limits}
-        assert limits["dagster/backfill"]["limit"] == 1
-        assert limits["dagster/partition"]["limit"] == 1
-        assert limits["dagster/partition"]["value"] == {"applyLimitPerUniqueValue": True}
-        assert coordinator.dequeue_interval_seconds == 1

@@ -7,14 +7,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 
-def chunk_bounds(sizes: list[int], max_rows: int, max_items: int) -> Iterator[tuple[int, int]]:
-    """(start, end) of consecutive chunks of rows, each of at most `max_rows` rows and
-    `max_items` items in all (a row bigger than that is a chunk of its own); no rows: one
-    empty chunk."""
-    start, items = 0, 0
-    for row, size in enumerate(sizes):
-        if row > start and (row - start >= max_rows or items + size > max_items):
-            yield start, row
-            start, items = row, 0
-        items += size
+def chunk_bounds(sizes: list[int], max_count: int, max_size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of consecutive groups of the items whose `sizes` are given, each of at
+    most `max_count` items and `max_size` in all (an item bigger than that is a group of its
+    own); no items: one empty group."""
+    start, size = 0, 0
+    for item, item_size in enumerate(sizes):
+        if item > start and (item - start >= max_count or size + item_size > max_size):
+            yield start, item
+            start, size = item, 0
+        size += item_size
     yield start, len(sizes)

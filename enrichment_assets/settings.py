@@ -38,6 +38,7 @@ VARIABLES: dict[str, str] = {
     # Processing.
     "ENRICH_WORKERS": "worker processes (default: the CPUs this process may use)",
     "ENRICH_GATE_CHUNK_ROWS": "rows per chunk of the GX quality gates",
+    "ENRICH_GATE_FRAME_ROWS": "largest partition a GX quality gate judges on one frame",
     "ENRICH_MAX_RECORD_BYTES": "largest input record, in bytes",
     "ENRICH_MAX_NESTING_DEPTH": "deepest JSON nesting of an input record",
     "ENRICH_MAX_MESSAGES": "most messages in one conversation",

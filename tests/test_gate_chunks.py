@@ -2,7 +2,8 @@
 
 Real GX suites (expectations/*.json) on real layer files; the same file is validated
 with chunks of 3 rows and in one chunk, and every expectation's verdict and counts
-must match.
+must match. A partition small enough (`ENRICH_GATE_FRAME_ROWS`) is judged on one frame
+whatever the chunk size: these tests set it to 0 unless they test it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from enrichment_assets.checks.gate_chunks import GATE_CHUNK_ROWS_ENV, HASH, ROWS, chunk_plan
+import enrichment_assets.defs.checks as gate_checks
+from enrichment_assets.checks.gate_chunks import (
+    GATE_CHUNK_ROWS_ENV,
+    GATE_FRAME_ROWS_ENV,
+    HASH,
+    ROWS,
+    chunk_plan,
+    frame_rows,
+)
 from enrichment_assets.checks.gate_frame import gate_frames
 from enrichment_assets.defs.checks import validate_layer
 from enrichment_assets.lake import Lake
@@ -22,6 +31,12 @@ from enrichment_assets.lake import Lake
 PARTITION = "p1"
 GOOD_HASH = "a" * 64
 ID = "0b8e7c0e-2f4f-4d7e-9a55-4f0f4b1c1a{:02d}"
+
+
+@pytest.fixture(autouse=True)
+def _chunked_whatever_the_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partition is chunked as soon as it is bigger than one chunk."""
+    monkeypatch.setenv(GATE_FRAME_ROWS_ENV, "0")
 
 
 def _raw_layer(path: Path, rows: int = 17) -> Path:
@@ -158,3 +173,39 @@ def test_the_uniqueness_counts_of_a_heavily_repeated_value_are_those_of_one_fram
     ]
     assert chunked["unexpected_count"] == whole["unexpected_count"] == sum(counts.values())
     assert chunked["evaluated"] == whole["evaluated"] == len(ids)
+
+
+def test_a_partition_up_to_the_frame_rows_is_one_frame_and_a_bigger_one_is_chunked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to ENRICH_GATE_FRAME_ROWS rows, every expectation is judged on one frame of the
+    whole file (read once); one row more and the frames are chunks again, the verdicts
+    the same."""
+    path = _raw_layer(tmp_path / "raw.parquet", rows=20)
+    frames: list[int] = []
+
+    def counted(*args: object, **kwargs: object):  # the real reader, its frames counted
+        for frame in gate_frames(*args, **kwargs):  # type: ignore[arg-type]
+            frames.append(len(frame))
+            yield frame
+
+    monkeypatch.setattr(gate_checks, "gate_frames", counted)
+    monkeypatch.setenv(GATE_CHUNK_ROWS_ENV, "3")
+    monkeypatch.setenv(GATE_FRAME_ROWS_ENV, "20")
+    assert frame_rows(20) is None and frame_rows(21) == 3
+    whole = _failures(Lake(tmp_path / "whole"), path)
+    assert frames == [20]
+
+    frames.clear()
+    monkeypatch.setenv(GATE_FRAME_ROWS_ENV, "19")
+    chunked = _failures(Lake(tmp_path / "chunked"), path)
+    assert len(frames) > 7 and max(frames) <= 6 and sum(frames) >= 2 * 20, frames
+    assert sorted(chunked) == sorted(whole)
+    for name, failure in whole.items():
+        assert chunked[name]["unexpected_count"] == failure["unexpected_count"], name
+
+
+def test_the_frame_rows_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(GATE_FRAME_ROWS_ENV, "-1")
+    with pytest.raises(ValueError, match="ENRICH_GATE_FRAME_ROWS='-1': expected at least 0"):
+        frame_rows(10)

@@ -35,7 +35,7 @@ from dagster import (
     PartitionsDefinition,
 )
 
-from enrichment_assets.checks.gate_chunks import ChunkPlan, gate_chunk_rows
+from enrichment_assets.checks.gate_chunks import ChunkPlan, frame_rows
 from enrichment_assets.checks.gate_frame import gate_frames
 from enrichment_assets.checks.gx_context import gate_context, prewarm_gate_context
 from enrichment_assets.lake import Lake
@@ -235,15 +235,15 @@ class GateReport:
 def validate_layer(lake: Lake, asset_name: str, parquet_path: Path, partition: str) -> GateReport:
     """Run `asset_name`'s suite on this partition's layer file (no status change)."""
     context = gate_context(lake.reports_dir.resolve())
-    chunk_rows = gate_chunk_rows()
+    rows = pq.ParquetFile(parquet_path).metadata.num_rows
+    chunk_rows = frame_rows(rows)
 
     def frames_of(plan: ChunkPlan, columns: set[str]) -> Iterator[Any]:
-        return gate_frames(parquet_path, columns, plan, chunk_rows)
+        return gate_frames(parquet_path, columns, plan, chunk_rows or max(rows, 1))
 
     parameters = {"partition_keys": [partition], "now": datetime.now(UTC)}
-    rows = pq.ParquetFile(parquet_path).metadata.num_rows
     result = context.validate(
-        asset_name, frames_of, partition, parameters, one_frame=rows <= chunk_rows
+        asset_name, frames_of, partition, parameters, one_frame=chunk_rows is None
     )
     try:
         docs_page = context.update_data_docs(result)

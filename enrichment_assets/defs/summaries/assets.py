@@ -13,7 +13,7 @@ gate passes.
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -58,10 +58,11 @@ from enrichment_assets.enrichers.budget import SpendBudget
 from enrichment_assets.enrichers.code_version import enrichment_code_version
 from enrichment_assets.enrichers.settings import LLMSettings, enricher_kinds, enricher_tags
 from enrichment_assets.faults import fault_point
-from enrichment_assets.fingerprints import write_record
+from enrichment_assets.fingerprints import PublishedRecord, write_record
 from enrichment_assets.lake import Lake, hidden_temp
 from enrichment_assets.summary_inputs import fingerprints_of_days, unchanged_day
 from enrichment_assets.summary_windows import (
+    DayConnection,
     SummaryWindows,
     day_start,
     default_windows,
@@ -70,6 +71,7 @@ from enrichment_assets.summary_windows import (
     summarize_day,
     write_summaries_export,
 )
+from enrichment_assets.workers import read_ahead
 
 ASSET_NAME = "conversation_summaries"
 SUMMARIES_KEY = AssetKey(ASSET_NAME)
@@ -184,10 +186,8 @@ def conversation_summaries(
     watermark = latest_normalized_storage_id(context)
     job = _DaysJob(context, config.windows(), enricher, app_db, pii, lake, watermark)
     with scanned_days(lake.lake, days) as open_day:
-        for day in days:
-            with open_day(day) as con:
-                result = job.summarize(day, con)
-            yield from _day_events(context, day, result)
+        for day, work in job.computed(days, open_day):
+            yield from _day_events(context, day, job.finish(day, work))
     # The checks' outputs (what a downstream step would wait on): their results are above.
     for key in context.selected_asset_check_keys:
         yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
@@ -221,6 +221,18 @@ def _day_events(
 
 
 @dataclass
+class _DayWork:
+    """What `compute` found for a day: its inputs' fingerprint and either its last
+    publication (unchanged inputs) or its new summaries, enricher name and budget."""
+
+    inputs: str
+    previous: PublishedRecord | None = None
+    summaries: pl.DataFrame | None = None
+    annotator: str = ""
+    budget: SpendBudget | None = None
+
+
+@dataclass
 class _DaysJob:
     """What every day of one run shares: its config, resources and watermark."""
 
@@ -232,30 +244,62 @@ class _DaysJob:
     lake: LakeResource
     watermark: int
 
-    def summarize(self, day: str, con: duckdb.DuckDBPyConnection) -> MaterializeResult:
-        """The day's result: its inputs unchanged, nothing recomputed; else its summaries
-        computed, gated and (when they pass) published and recorded."""
-        store, context = self.lake.lake, self.context
+    def computed(
+        self, days: list[str], open_day: Callable[[str], DayConnection]
+    ) -> Iterator[tuple[str, _DayWork]]:
+        """(day, its work) for each day in order. With a stateless enricher that spends
+        nothing (the heuristic: DuckDB and Polars, which release the GIL), the next day is
+        computed in a thread while this one is gated and published (GX holds the GIL):
+        the 7 days of 100,000 conversations took 21.7 s against 25.5 s one after the other."""
+
+        def each_day() -> Iterator[tuple[str, _DayWork]]:
+            for day in days:
+                with open_day(day) as con:
+                    yield day, self.compute(day, con)
+
+        ahead = self.enricher.settings().enricher == "heuristic"
+        return read_ahead(each_day()) if ahead else each_day()
+
+    def compute(self, day: str, con: duckdb.DuckDBPyConnection) -> _DayWork:
+        """The day's inputs and, unless they are those of its last publication, its
+        summaries (not yet gated)."""
+        store = self.lake.lake
         inputs = fingerprints_of_days(con, [day], self.windows, self.enricher.settings())[day]
         if (previous := unchanged_day(store, day, inputs)) is not None:
+            return _DayWork(inputs, previous=previous)
+        summaries, annotator, budget = _summaries_of(
+            self.context, day, con, self.windows, self.enricher, self.pii, self.lake
+        )
+        return _DayWork(inputs, summaries=summaries, annotator=annotator, budget=budget)
+
+    def finish(self, day: str, work: _DayWork) -> MaterializeResult:
+        """The day's result: its inputs unchanged, nothing recomputed; else its summaries
+        gated and (when they pass) published and recorded."""
+        store, context = self.lake.lake, self.context
+        if work.previous is not None:
             context.log.info(
-                f"{day}: inputs unchanged since run {previous.run_id}: nothing recomputed, "
-                "files left as they were"
+                f"{day}: inputs unchanged since run {work.previous.run_id}: nothing "
+                "recomputed, files left as they were"
             )
             path = {"path": path_value(summaries_path(store, day))}
-            return unchanged_result(previous, ASSET_NAME, {WATERMARK_KEY: self.watermark, **path})
-        summaries, annotator, budget = _summaries_of(
-            context, day, con, self.windows, self.enricher, self.pii, self.lake
+            return unchanged_result(
+                work.previous, ASSET_NAME, {WATERMARK_KEY: self.watermark, **path}
+            )
+        summaries, budget = work.summaries, work.budget
+        assert summaries is not None and budget is not None  # computed: not unchanged
+        context.log.info(
+            f"{day}: {summaries.height} summaries (min_messages={self.windows.min_messages}, "
+            f"window_hours={self.windows.window_hours}, enricher={work.annotator})"
         )
         gate = replace_summaries(store, day, summaries)
         fault_point("summaries")
-        metadata = _day_metadata(store, day, summaries, self.windows, annotator, budget)
+        metadata = _day_metadata(store, day, summaries, self.windows, work.annotator, budget)
         metadata[WATERMARK_KEY] = self.watermark
         if gate.blocked_reason is None:
             _publish_day(day, store, self.app_db, summaries, metadata)
             # Only a day whose annotations all came back is left alone on the same inputs.
             if metadata["failed_annotations"] == 0:
-                _record_day(context, day, store, inputs, metadata, gate)
+                _record_day(context, day, store, work.inputs, metadata, gate)
         else:
             # Keep the last file, export and publication that passed: a blocked day changes none.
             context.log.error(f"{day}: summaries kept as they were: {gate.blocked_reason}")
@@ -367,9 +411,5 @@ def _summaries_of(
         )
     summaries = summarize_day(
         con, day, windows, annotator, generated_at=datetime.now(UTC), chunk_rows=lake.chunk_rows
-    )
-    context.log.info(
-        f"{day}: {summaries.height} summaries (min_messages={windows.min_messages}, "
-        f"window_hours={windows.window_hours}, enricher={annotator.name})"
     )
     return summaries, annotator.name, budget

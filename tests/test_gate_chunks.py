@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+import enrichment_assets.checks.gx_context as gx_context
 import enrichment_assets.defs.checks as gate_checks
 from enrichment_assets.checks.gate_chunks import (
     GATE_CHUNK_ROWS_ENV,
@@ -112,6 +113,25 @@ def test_chunked_gate_writes_one_data_docs_page_for_the_partition(
     )
     assert pages == [report.docs_page]
     assert "not-a-hash" in report.docs_page.read_text(encoding="utf-8")
+
+
+def test_data_docs_keep_the_latest_results_and_archive_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each update lists every stored result: the store keeps what the index shows."""
+    monkeypatch.setattr(gx_context, "DOCS_INDEX_RESULTS", 3)
+    lake = Lake(tmp_path / "data")
+    layer = _raw_layer(tmp_path / "r.parquet")
+    pages = [validate_layer(lake, "raw_conversations", layer, f"p{i}").docs_page for i in range(5)]
+    store = lake.reports_dir / "gx" / "validations" / "raw_conversations"
+    archive = lake.reports_dir / "gx" / "archive" / "raw_conversations"
+    assert sorted(p.name for p in store.iterdir()) == ["p2", "p3", "p4"]
+    assert sorted(p.name for p in archive.iterdir()) == ["p0", "p1"]
+    assert len(list(archive.rglob("*.json"))) == 2  # moved whole, not deleted
+    index = (lake.reports_dir / "data_docs" / "index.html").read_text(encoding="utf-8")
+    assert "/p4/" in index and "/p2/" in index and "/p1/" not in index and "/p0/" not in index
+    assert all(p is not None and p.is_file() for p in pages)  # every page still there
+    assert gx_context.archive_old_results(lake.reports_dir.resolve()) == 0
 
 
 def test_every_chunk_is_bounded_and_every_row_is_in_one(tmp_path: Path) -> None:

@@ -156,6 +156,10 @@ def test_a_file_dropped_in_the_landing_folder_becomes_exports_with_no_other_acti
             time.sleep(0.5)
             health = _health_of_conversations(instance, 3)
         assert health is not None, f"no pipeline_health after the layer run:\n{daemon.log_tail()}"
+        # Its checks are logged after the materialization: count them once the run is over.
+        while not _finished(instance, health.run_id) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _finished(instance, health.run_id), f"health run unfinished:\n{daemon.log_tail()}"
         checks = [
             record
             for record in instance.get_records_for_run(health.run_id).records
@@ -163,6 +167,11 @@ def test_a_file_dropped_in_the_landing_folder_becomes_exports_with_no_other_acti
             and record.event_log_entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
         ]
         assert len(checks) == 6
+
+
+def _finished(instance: DagsterInstance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is not None and run.is_finished
 
 
 def _health_of_conversations(

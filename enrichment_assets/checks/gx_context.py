@@ -105,7 +105,7 @@ def _project_config(reports_dir: Path) -> dict[str, Any]:
             "expectations_store": {"class_name": "ExpectationsStore", "store_backend": in_memory},
             "validation_results_store": {
                 "class_name": "ValidationResultsStore",
-                "store_backend": filesystem(reports_dir / "gx" / "validations"),
+                "store_backend": filesystem(results_dir(reports_dir)),
             },
             "checkpoint_store": {"class_name": "CheckpointStore", "store_backend": in_memory},
             "validation_definition_store": {
@@ -324,9 +324,14 @@ class GateContext:
         return Path(page.removeprefix("file://")) if page else None
 
 
-def archive_old_results(reports_dir: Path, keep: int | None = None) -> int:
-    """Move every stored validation result but the latest `keep` (the results the Data
-    Docs index lists) from `gx/validations/` to `gx/archive/`, same layout; returns how
+def results_dir(reports_dir: Path) -> Path:
+    """Where GX stores the validation results that the Data Docs index lists."""
+    return reports_dir / "gx" / "validations"
+
+
+def archive_old_results(reports_dir: Path) -> int:
+    """Move every stored validation result but the latest `DOCS_INDEX_RESULTS` (those the
+    Data Docs index lists) from `gx/validations/` to `gx/archive/`, same layout; returns how
     many moved. Call it under `_docs_lock`.
 
     GX lists, and parses the run time of, every stored result at each Data Docs update:
@@ -334,8 +339,7 @@ def archive_old_results(reports_dir: Path, keep: int | None = None) -> int:
     deployment adds four a partition. Archived results keep their JSON and their pages
     (the links in Dagster's check metadata: `data_docs_index`); the index lists the rest.
     """
-    keep = DOCS_INDEX_RESULTS if keep is None else keep
-    store = reports_dir / "gx" / "validations"
+    store = results_dir(reports_dir)
     # <suite>/<run name>/<run time, %Y%m%dT%H%M%S.%fZ: sorts as time>/<batch>.json
     runs = sorted(
         (run_time.name, run_time)
@@ -343,7 +347,7 @@ def archive_old_results(reports_dir: Path, keep: int | None = None) -> int:
         for run_name in _subfolders(suite)
         for run_time in _subfolders(run_name)
     )
-    old = runs[: max(len(runs) - keep, 0)]
+    old = runs[: max(len(runs) - DOCS_INDEX_RESULTS, 0)]
     for _, folder in old:
         target = reports_dir / "gx" / "archive" / folder.relative_to(store)
         target.parent.mkdir(parents=True, exist_ok=True)

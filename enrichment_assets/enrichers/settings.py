@@ -151,6 +151,12 @@ class LLMSettings(BaseModel):
         return cls(**values)
 
     @property
+    def offline(self) -> bool:
+        """True for the heuristic enricher: deterministic and stateless, it spends nothing,
+        sends nothing and gives the same answer when asked again."""
+        return self.enricher == "heuristic"
+
+    @property
     def submits_batches(self) -> bool:
         """True in the submit-and-return Batch API mode (`batch_submission.py`)."""
         return self.enricher == "openai" and self.mode == "batch"

@@ -99,7 +99,7 @@ def low_confidence(
 ) -> SensorResult:
     """Low-confidence conversations → scoped re-enrichment runs (LLM enrichers only)."""
     settings = enricher.settings()
-    if settings.enricher == "heuristic":  # deterministic: asking again gives the same answer
+    if settings.offline:  # deterministic: asking again gives the same answer
         return SensorResult(skip_reason="the heuristic enricher is deterministic: no re-asks")
     rule = LowConfidenceRule.from_settings(settings)
     return low_confidence_tick(context, lake.lake, rule, now=datetime.now(UTC))

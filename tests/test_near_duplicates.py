@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import polars as pl
 import pytest
 
+from enrichment_assets.dataset import near_duplicates
 from enrichment_assets.dataset.near_duplicates import (
     NearDuplicateSettings,
     find_near_duplicates,
@@ -72,6 +74,34 @@ def test_keeps_the_first_conversation_of_each_cluster_across_chunks() -> None:
     assert keep[np.array(clusters) == -1].all(), "no unrelated conversation is removed"
     assert verdict.removed == sum(len(m) - 1 for m in members)
     assert verdict.candidates >= verdict.removed
+
+
+@pytest.mark.parametrize("dense_share", [0.0, near_duplicates.DENSE_SHARE, 2.0])
+def test_decisions_are_the_same_from_kept_signatures_and_from_texts_read_again(
+    dense_share: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk's decision signatures come from the first read when enough of its rows are
+    flagged (generated conversations share phrases: nearly all are), else from its flagged
+    texts read again (unrelated texts with one copy); with every chunk one way (0.0, 2.0)
+    or each its own (the default), the verdicts are the same, and the texts are read a
+    second time only when some chunk is sparse."""
+    planted, clusters = planted_corpus(seed=3)
+    unrelated = random_texts(256, seed=4)
+    rng = random.Random(6)
+    unrelated[200] = changed(unrelated[10], rng, 3)  # one copy among 64 unrelated texts
+    texts = planted + unrelated
+    reads = []
+
+    def counted() -> Iterator[pl.Series]:
+        reads.append(1)
+        return chunks(texts, 64)()
+
+    monkeypatch.setattr(near_duplicates, "DENSE_SHARE", dense_share)
+    verdict = find_near_duplicates(counted)
+    expected = [c == -1 or i == clusters.index(c) for i, c in enumerate(clusters)]
+    expected += [i != 200 for i in range(len(unrelated))]
+    assert verdict.keep.tolist() == expected
+    assert len(reads) == (1 if dense_share == 0.0 else 2)
 
 
 def test_the_threshold_decides_how_close_is_a_duplicate() -> None:

@@ -9,13 +9,14 @@ How 1,000,000 conversations fit in a minute on two cores:
    combines each word's hash with the next `shingle_words - 1` words' into one 64-bit
    shingle (the last words of a text make shorter shingles, so every text has some);
    chunks are shingled on every core at once;
-2. signatures, in Rust: `rensa` builds a matrix of R-MinHash signatures from the flat
-   shingle hashes, chunk by chunk, and its LSH index takes them all;
+2. signatures, in Rust: `rensa` builds two matrices of R-MinHash signatures (two seeds)
+   from the flat shingle hashes, chunk by chunk, and its LSH index takes the first;
+   the texts are read and shingled once;
 3. candidates: the index flags every row that shares a band with any other row; unflagged
    rows are kept without another look (in real data, nearly all of them);
-4. decisions, for the flagged rows only: a second matrix of signatures (another seed, in
-   Rust) is compared, in order, with those of the kept rows sharing one of its bands;
-   a row agreeing with one of them in at least `threshold` of its positions is removed.
+4. decisions, for the flagged rows only: their signatures of the second matrix are
+   compared, in order, with those of the kept rows sharing one of its bands; a row
+   agreeing with one of them in at least `threshold` of its positions is removed.
    Only these comparisons run in Python (numpy), a row at a time.
 
 Steps 3 and 4 use independent signatures of the same shingles: a pair at exactly the
@@ -40,6 +41,9 @@ import rensa
 # Combines a word's hash with its successors' into one shingle hash (odd: invertible mod 2^64).
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _WORD_HASH_SEED = 17
+# The share of a chunk's rows that must be flagged for its decision signatures to be taken
+# from the first pass (`_decide`); below it, reading those rows' texts again is cheaper.
+DENSE_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class NearDuplicates:
 
 
 TextChunks = Callable[[], Iterator[pl.Series]]
+Matrix = rensa.RMinHashDigestMatrix
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -132,35 +137,46 @@ def find_near_duplicates(
     text_chunks: TextChunks, settings: NearDuplicateSettings | None = None
 ) -> NearDuplicates:
     """Which texts to keep. `text_chunks()` yields the texts in order, as Series of at most
-    `chunk_rows` strings; it is called twice (the second pass re-reads only to shingle the
-    flagged texts again), so memory holds signatures, never all the texts."""
+    `chunk_rows` strings, the same chunks at each call. Each chunk's shingles give both
+    signature matrices (the LSH flags' and the decisions'); where few rows of a chunk are
+    flagged, `text_chunks()` is read a second time to sign just those again (`_decide`).
+    Memory holds signatures, never all the texts."""
     settings = settings or NearDuplicateSettings()
     settings.check()
     lsh = rensa.RMinHashLSH(settings.threshold, settings.num_perm, settings.num_bands)
-    matrices = []
+    flag_matrices: deque[Matrix] = deque()
+    check_matrices: deque[Matrix] = deque()
     start = 0
-
-    def signatures(texts: pl.Series) -> rensa.RMinHashDigestMatrix:
-        offsets, hashes = shingle_hashes(texts, settings.shingle_words)
-        return rensa.RMinHash.digest_matrix_from_flat_token_hashes(
-            hashes, offsets, settings.num_perm, settings.seed
-        )
-
-    for matrix in ahead(signatures, text_chunks(), workers()):
-        lsh.insert_matrix(matrix, start_key=start)
-        matrices.append(matrix)
-        start += matrix.len()
+    seeds = (settings.seed, check_seed(settings))
+    for flags, checks in ahead(lambda t: _signatures(t, settings, seeds), text_chunks(), workers()):
+        lsh.insert_matrix(flags, start_key=start)
+        flag_matrices.append(flags)
+        check_matrices.append(checks)
+        start += flags.len()
     flagged = np.zeros(start, dtype=bool)
     position = 0
-    for matrix in matrices:
-        flags = np.asarray(lsh.query_duplicate_flags_matrix(matrix), dtype=bool)
+    while flag_matrices:  # each let go once queried
+        flags = np.asarray(lsh.query_duplicate_flags_matrix(flag_matrices.popleft()), dtype=bool)
         flagged[position : position + len(flags)] = flags
         position += len(flags)
-    del matrices, lsh
+    del lsh
     keep = np.ones(start, dtype=bool)
     if flagged.any():
-        keep[flagged] = _decide(text_chunks, flagged, settings)
+        keep[flagged] = _decide(text_chunks, check_matrices, flagged, settings)
     return NearDuplicates(keep=keep, candidates=int(flagged.sum()))
+
+
+def _signatures(
+    texts: pl.Series, settings: NearDuplicateSettings, seeds: tuple[int, ...]
+) -> list[Matrix]:
+    """The texts' signature matrix for each seed, from one shingling."""
+    offsets, hashes = shingle_hashes(texts, settings.shingle_words)
+    return [
+        rensa.RMinHash.digest_matrix_from_flat_token_hashes(
+            hashes, offsets, settings.num_perm, seed
+        )
+        for seed in seeds
+    ]
 
 
 def workers() -> int:
@@ -169,35 +185,49 @@ def workers() -> int:
 
 
 def _decide(
-    text_chunks: TextChunks, flagged: np.ndarray, settings: NearDuplicateSettings
+    text_chunks: TextChunks,
+    check_matrices: deque[Matrix],
+    flagged: np.ndarray,
+    settings: NearDuplicateSettings,
 ) -> np.ndarray:
     """Keep flags of the flagged texts, in order: a text is removed when its check
     signature (an independent MinHash of its shingles, `check_seed`) agrees in at least
     `threshold` of its positions with that of a text kept before it sharing one of that
-    signature's bands. The signatures come from the flat shingle hashes in Rust, a chunk at a time
-    on every core; only the comparisons run here."""
+    signature's bands. Only these comparisons run in Python.
 
-    def flagged_chunks() -> Iterator[pl.Series]:
-        start = 0
-        for texts in text_chunks():
-            rows = np.flatnonzero(flagged[start : start + len(texts)])
-            if len(rows):
-                yield texts.gather(rows)
-            start += len(texts)
+    rensa gives a matrix's signatures as Python lists, a whole chunk at a time (0.15 s for
+    20,000 rows). A chunk with at least `DENSE_SHARE` of its rows flagged is read that way;
+    the flagged texts of sparser chunks (in real data, all of them) are read, shingled and
+    signed again instead. `check_matrices` ends empty."""
+    sizes = [matrix.len() for matrix in check_matrices]
+    starts = np.cumsum([0, *sizes]).tolist()
+    rows = [np.flatnonzero(flagged[starts[i] : starts[i + 1]]) for i in range(len(sizes))]
+    blocks: dict[int, np.ndarray] = {}
+    for i in range(len(sizes)):
+        checks = check_matrices.popleft()  # let go once read
+        if len(rows[i]) and len(rows[i]) >= DENSE_SHARE * sizes[i]:
+            blocks[i] = _rows(checks, settings)[rows[i]]
+    sparse = {i for i in range(len(sizes)) if len(rows[i]) and i not in blocks}
 
-    def signatures(texts: pl.Series) -> np.ndarray:
-        offsets, hashes = shingle_hashes(texts, settings.shingle_words)
-        matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
-            hashes, offsets, settings.num_perm, check_seed(settings)
-        )
-        return np.array(matrix.to_rows(), dtype=np.uint32).reshape(-1, settings.num_perm)
+    def sparse_texts() -> Iterator[pl.Series]:
+        for i, texts in enumerate(text_chunks()):
+            if i >= len(sizes) or len(texts) != sizes[i]:
+                raise RuntimeError(f"near-duplicate texts: chunk {i} changed between reads")
+            if i in sparse:
+                yield texts.gather(rows[i])
 
-    matrix = np.zeros((int(flagged.sum()), settings.num_perm), dtype=np.uint32)
-    filled = 0
-    for block in ahead(signatures, flagged_chunks(), workers()):
-        matrix[filled : filled + len(block)] = block
-        filled += len(block)
+    if sparse:
+        seed = (check_seed(settings),)
+        signed = ahead(lambda t: _signatures(t, settings, seed)[0], sparse_texts(), workers())
+        for i, checks in zip(sorted(sparse), signed, strict=True):
+            blocks[i] = _rows(checks, settings)
+    matrix = np.concatenate([blocks[i] for i in sorted(blocks)])
     return _keep_first_of_each(matrix, _Buckets(matrix, settings.num_bands), settings.threshold)
+
+
+def _rows(matrix: Matrix, settings: NearDuplicateSettings) -> np.ndarray:
+    """The matrix's signatures as numpy, one row each."""
+    return np.array(matrix.to_rows(), dtype=np.uint32).reshape(-1, settings.num_perm)
 
 
 def check_seed(settings: NearDuplicateSettings) -> int:
@@ -251,15 +281,19 @@ class _Buckets:
 
 def _keep_first_of_each(signatures: np.ndarray, buckets: _Buckets, threshold: float) -> np.ndarray:
     """In order, a row is kept unless it agrees in at least `threshold` of the positions
-    with a row kept before it in one of its buckets."""
+    with a row kept before it in one of its buckets. The positions' low bytes are compared
+    first (a quarter of the memory to read: at least as many agree as with whole values),
+    and whole values only for the rows that pass."""
     keep = np.ones(len(signatures), dtype=bool)
     width = signatures.shape[1]
+    need = next(agree for agree in range(width + 1) if agree / width >= threshold)
+    low = signatures.astype(np.uint8)
     for row in np.flatnonzero((buckets.position > buckets.first).any(axis=1)).tolist():
         earlier = np.concatenate(buckets.before(row))
         kept = earlier[keep[earlier]]
-        if len(kept):
-            agree = (signatures[kept] == signatures[row]).sum(axis=1) / width
-            keep[row] = not bool((agree >= threshold).any())
+        close = kept[(low[kept] == low[row]).sum(axis=1) >= need]
+        if len(close):
+            keep[row] = not bool(((signatures[close] == signatures[row]).sum(axis=1) >= need).any())
     return keep
 
 

@@ -10,6 +10,7 @@ import queue
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -79,12 +80,23 @@ def test_read_ahead_raises_the_sources_error_to_the_caller() -> None:
         next(items)
 
 
-def _child_processes() -> list[int]:
+def _child_processes() -> set[int]:
     tasks = Path(f"/proc/{os.getpid()}/task")
-    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+    return {int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()}
 
 
-def test_workers_parse_without_numpy_and_the_pool_leaves_no_process(tmp_path: Path) -> None:
+@pytest.fixture
+def new_children() -> Callable[[], set[int]]:
+    """The child processes of this test process started since the test began: another
+    test's long-lived helper (a browser, a loopback server) in the same xdist worker is
+    not this test's leftover."""
+    before = _child_processes()
+    return lambda: _child_processes() - before
+
+
+def test_workers_parse_without_numpy_and_the_pool_leaves_no_process(
+    tmp_path: Path, new_children: Callable[[], set[int]]
+) -> None:
     """pyarrow works in a worker with numpy hidden (14 MiB less each); once the tasks are
     done no process of the pool is left, the resource tracker included (12 MiB)."""
     path = tmp_path / "lines.jsonl"
@@ -97,24 +109,26 @@ def test_workers_parse_without_numpy_and_the_pool_leaves_no_process(tmp_path: Pa
         assert [t.num_rows for t in tables] == [5, 5]
     with pytest.raises(ModuleNotFoundError, match="numpy is not used in worker processes"):
         list(map_ordered(importlib.util.find_spec, [("numpy",), ("pandas",)], workers=2))
-    assert _child_processes() == []
+    assert new_children() == set()
 
 
-def test_kept_pools_serve_every_call_with_the_same_workers_then_leave_no_process() -> None:
+def test_kept_pools_serve_every_call_with_the_same_workers_then_leave_no_process(
+    new_children: Callable[[], set[int]],
+) -> None:
     tasks = [() for _ in range(8)]
     with workers.kept_pools():
         first = set(map_ordered(os.getpid, tasks, workers=2))
-        assert _child_processes()  # kept up between the calls
+        assert new_children()  # kept up between the calls
         with workers.kept_pools():  # nested: the outer block decides
             second = set(map_ordered(os.getpid, tasks, workers=2))
         third = set(map_ordered(os.getpid, tasks, workers=2))
-        assert _child_processes()
+        assert new_children()
     # Two workers served all three calls (a new pool would have brought new pids).
     assert len(first | second | third) <= 2 and os.getpid() not in first
-    assert _child_processes() == []
+    assert new_children() == set()
     # Without the block, each call has a pool of its own again.
     assert set(map_ordered(os.getpid, tasks, workers=2)).isdisjoint(first)
-    assert _child_processes() == []
+    assert new_children() == set()
 
 
 def test_a_small_file_is_not_worth_a_worker_process() -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -222,15 +223,20 @@ def _one_round(work: Path, i: int, src: Path, folder: Path, args: argparse.Names
     floor_dir.mkdir(parents=True)
     floor = [sys.executable, "-c", FLOOR, str(floor_dir), *files]
     timings["floor"] = timed(floor, dict(os.environ))
+    shutil.rmtree(floor_dir)  # each scenario's output goes once timed: 1M fills a disk
     timings["import the stack"] = timed([sys.executable, "-c", IMPORTS], dict(os.environ))
     timings["run 1 file"] = timed([enrich, "run", str(src)], _environment(out / "one"))
+    shutil.rmtree(out / "one")
     env = _environment(out / "many")
     timings[f"run {len(files)} files"] = timed([enrich, "run", str(folder)], env)
     timings["rerun unchanged"] = timed([enrich, "run", str(folder)], env)
+    shutil.rmtree(out / "many")
     if not args.skip_ui:
         cli = [enrich, "run", "--no-summaries", "--no-dataset", str(src)]
         timings["CLI 1 partition"] = timed(cli, _environment(out / "cli"))
+        shutil.rmtree(out / "cli")
         timings["UI-style 1 partition"] = _ui_style(out / "ui", src)
+        shutil.rmtree(out / "ui")
     if args.naive:
         naive_dir = out / "naive"
         naive_dir.mkdir()

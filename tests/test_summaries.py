@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 import psycopg
 import pytest
@@ -42,9 +45,16 @@ from enrichment_assets.defs.summaries.automation import (
     stale_summaries,
     summary_days_of,
 )
+from enrichment_assets.enrichers.settings import LLMSettings
 from enrichment_assets.lake import Lake
 from enrichment_assets.packing import chunk_bounds
-from enrichment_assets.summary_windows import summaries_export_path, summaries_path, summary_id
+from enrichment_assets.summary_inputs import day_fingerprints, memo_path
+from enrichment_assets.summary_windows import (
+    default_windows,
+    summaries_export_path,
+    summaries_path,
+    summary_id,
+)
 from tests.cli import enrich
 from tests.factories import conversation, message, read_jsonl, write_jsonl
 
@@ -526,3 +536,32 @@ def test_summary_windows_go_to_the_enricher_in_chunks_bounded_by_their_messages(
     assert list(chunk_bounds([100_000] * 5, 20_000, 250_000)) == [(0, 2), (2, 4), (4, 5)]
     assert list(chunk_bounds([300_000, 1, 1], 20_000, 250_000)) == [(0, 1), (1, 3)]
     assert list(chunk_bounds([1] * 5, 2, 250_000)) == [(0, 2), (2, 4), (4, 5)]
+
+
+def test_the_answers_of_a_scan_are_reused_until_a_file_of_the_layer_is_rewritten(
+    lake: Lake, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    """`enrich run` on unchanged input asks which days its batches touch and whether their
+    inputs changed: from the memo while no normalized or status file was rewritten, by a
+    scan again once one was (its answer planted in the memo is then ignored)."""
+    batch = land_and_run(
+        lake, instance, tmp_path / "day.jsonl", [chat("user-memo", at(DAY, "08:00:00", "08:00:10"))]
+    )
+    settings, windows = LLMSettings.from_env(), default_windows()
+    days = summary_days_of(lake, [batch])
+    prints = day_fingerprints(lake, [DAY], windows, settings)
+    assert days == [DAY] and set(prints) == {DAY}
+
+    memo = orjson.loads(memo_path(lake).read_bytes())
+    memo["batches"][batch]["days"] = ["2024-01-01"]
+    memo["days"][DAY] = "planted"
+    memo_path(lake).write_bytes(orjson.dumps(memo))
+    assert summary_days_of(lake, [batch]) == ["2024-01-01"]  # read back: no scan
+    assert day_fingerprints(lake, [DAY], windows, settings) == {DAY: "planted"}
+
+    status = lake.layer_path("status", batch)
+    copy = status.with_name(".copy")
+    shutil.copyfile(status, copy)
+    os.replace(copy, status)  # the same rows, a new file: the memo no longer holds
+    assert summary_days_of(lake, [batch]) == days
+    assert day_fingerprints(lake, [DAY], windows, settings) == prints

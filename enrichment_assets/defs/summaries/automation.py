@@ -58,7 +58,7 @@ from enrichment_assets.defs.summaries.assets import (
 )
 from enrichment_assets.lake import Lake
 from enrichment_assets.sql_files import load_sql
-from enrichment_assets.summary_inputs import DayInputs
+from enrichment_assets.summary_inputs import DayInputs, days_of_batches
 from enrichment_assets.summary_windows import (
     default_windows,
     register_normalized,
@@ -87,14 +87,22 @@ SCHEDULE_MINUTE = env_settings.whole_number("ENRICH_SUMMARIES_SCHEDULE_MINUTE", 
 
 def summary_days_of(lake: Lake, partitions: Iterable[str]) -> list[str]:
     """The summary days (UTC days that are over, `is_summary_day`) on which these batches'
-    normalized Parquet holds summarizable messages, by DuckDB; today is not one until it ends."""
-    con = summary_connection()
-    try:
-        register_normalized(con, [str(lake.layer_path("normalized", p)) for p in partitions])
-        touched = con.sql(load_sql("conversation_summaries_days")).fetchall()
-    finally:
-        con.close()
-    return sorted({day for _, day, _ in touched if is_summary_day(day)})
+    normalized Parquet holds summarizable messages, by DuckDB (or the memo of an earlier
+    answer, `summary_inputs.days_of_batches`); today is not one until it ends."""
+
+    def scan(batches: list[str]) -> dict[str, list[str]]:
+        con = summary_connection()
+        try:
+            register_normalized(con, [str(lake.layer_path("normalized", b)) for b in batches])
+            touched = con.sql(load_sql("conversation_summaries_days")).fetchall()
+        finally:
+            con.close()
+        days: dict[str, list[str]] = {}
+        for batch, day, _ in touched:
+            days.setdefault(batch, []).append(day)
+        return days
+
+    return [day for day in days_of_batches(lake, partitions, scan) if is_summary_day(day)]
 
 
 def days_with_messages(lake: Lake, since: datetime) -> list[str]:

@@ -46,6 +46,8 @@ from enrichment_assets.summary_windows import (
     summary_connection,
 )
 
+MEMO_VERSION = 1
+
 
 def record_path(lake: Lake, day: str) -> Path:
     """Beside the layer, not in it: `lake/summaries/` holds the days' Parquet files only."""
@@ -139,14 +141,16 @@ def days_of_batches(
         scanned = scan(stale)
         fresh = {b: scanned.get(b, []) for b in stale}
         days |= fresh
-        kept = {
+        kept = {  # the batches whose files were not rewritten while they were read
             b: {"key": keys[b], "days": fresh[b]} for b in stale if _batch_key(lake, b) == keys[b]
         }
-        _update_memo(lake, lambda m: m | {"batches": {**m.get("batches", {}), **kept}})
+        if kept:
+            _update_memo(lake, lambda m: m | {"batches": {**m.get("batches", {}), **kept}})
     return sorted({day for batch in batches for day in days[batch]})
 
 
 def memo_path(lake: Lake) -> Path:
+    """Where the answers of the last scans are kept (see the module docstring)."""
     return lake.data_dir / "lake" / "summary_inputs" / "memo.json"
 
 
@@ -178,9 +182,6 @@ def _update_memo(lake: Lake, change: Callable[[dict[str, Any]], dict[str, Any]])
     path.parent.mkdir(parents=True, exist_ok=True)
     memo = change(_read_memo(lake)) | {"version": MEMO_VERSION}
     write_bytes_atomic(path, orjson.dumps(memo))
-
-
-MEMO_VERSION = 1
 
 
 def unchanged_day(lake: Lake, day: str, day_fingerprint: str) -> PublishedRecord | None:

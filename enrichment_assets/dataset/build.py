@@ -25,6 +25,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -323,12 +324,28 @@ def remove_near_duplicates(
     `verdicts` (a file) keeps the last outcome with the key of what it was decided on: the
     rows left to compare, in order, with their normalized content hash, and the settings.
     The same key again (a batch re-run with the same content, a changed filter that removes
-    nothing more) reuses it instead of reading and comparing every text again."""
-    remaining = candidates.filter(pl.col("removed_by").is_null())
+    nothing more) reuses it instead of reading and comparing every text again.
+
+    Only the columns the comparison needs are copied for the rows left, and the verdicts
+    go back into `removed_by` by position: the candidates' other columns are shared, never
+    copied (at 1,000,000 conversations a copy of the rows left and a join took 1.5 GB)."""
+    open_rows = candidates.get_column("removed_by").is_null()
+    remaining = candidates.filter(open_rows).select("partition", "record_index", "content_hash")
     key = _verdict_key(remaining, settings)
     cached = _read_verdicts(verdicts, key) if verdicts is not None else None
     if cached is not None:
         removed_rows, flagged = cached
+        near = (
+            remaining.join(
+                removed_rows.with_columns(pl.lit(True).alias("near")),
+                on=["partition", "record_index"],
+                how="left",
+                maintain_order="left",
+            )
+            .get_column("near")
+            .is_not_null()
+            .to_numpy()
+        )
     else:
         verdict = find_near_duplicates(
             lambda: _text_chunks(lake, remaining, settings.chunk_rows), settings
@@ -339,17 +356,20 @@ def remove_near_duplicates(
                 f"{remaining.height} rows (a normalized file changed while the dataset was "
                 "built?)"
             )
-        removed_rows = remaining.filter(pl.Series(~verdict.keep)).select(
-            "partition", "record_index"
-        )
+        near = ~verdict.keep
         flagged = verdict.candidates
         if verdicts is not None:
+            removed_rows = remaining.filter(pl.Series(near)).select("partition", "record_index")
             _write_verdicts(verdicts, key, removed_rows, flagged)
-    removed = removed_rows.with_columns(pl.lit("near_duplicate").alias("near"))
-    updated = candidates.join(
-        removed, on=["partition", "record_index"], how="left", maintain_order="left"
-    ).with_columns(pl.coalesce("removed_by", "near").alias("removed_by"))
-    return updated.drop("near"), flagged, cached is not None
+    removed = np.zeros(candidates.height, dtype=bool)
+    removed[np.flatnonzero(open_rows.to_numpy())[near]] = True
+    updated = candidates.with_columns(
+        pl.when(pl.Series(removed))
+        .then(pl.lit("near_duplicate"))
+        .otherwise(pl.col("removed_by"))
+        .alias("removed_by")
+    )
+    return updated, flagged, cached is not None
 
 
 def _verdict_key(remaining: pl.DataFrame, settings: NearDuplicateSettings) -> str:

@@ -1,5 +1,6 @@
 -- training_dataset_lines: the split and line number of every conversation the dataset keeps.
--- Input: kept (the rows that passed every step, with their `dataset_order`).
+-- Input: kept (dataset_order, content_hash) of the rows that passed every step, in dataset
+-- order; the caller attaches the result to those rows by position (`assign_lines`).
 -- A row goes to validation when the first 48 bits of sha256(split seed, content hash), as a
 -- fraction of 2^48, fall below the validation fraction: the same content lands in the same
 -- split on every run and every machine, whatever else the dataset holds. Lines are numbered

@@ -146,3 +146,45 @@ def test_settings_out_of_range_are_refused_with_one_line() -> None:
     ):
         with pytest.raises(ValueError, match=message):
             find_near_duplicates(chunks(["a"], 1), settings)
+
+
+def reference_keep(signatures: np.ndarray, bands: int, threshold: float) -> np.ndarray:
+    """The decision rule itself, a pair at a time: a row goes when it agrees in at least
+    `threshold` of the positions with a row kept before it that shares one of its bands."""
+    keys = near_duplicates.band_keys(signatures, bands)
+    width = signatures.shape[1]
+    keep = np.ones(len(signatures), dtype=bool)
+    for row in range(len(signatures)):
+        for before in range(row):
+            if (
+                keep[before]
+                and (keys[before] == keys[row]).any()
+                and (signatures[before] == signatures[row]).sum() / width >= threshold
+            ):
+                keep[row] = False
+                break
+    return keep
+
+
+@pytest.mark.parametrize(("width", "bands"), [(128, 16), (48, 6), (16, 2), (320, 40)])
+def test_the_bulk_decisions_follow_the_rule_a_pair_at_a_time(
+    width: int, bands: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows made from a few templates, each position taken from its template with
+    probability 0.8 to 0.97 (else random): big buckets, pairs on both sides of the
+    threshold, and chains (a row close only to a removed row stays). Blocks of 500 pairs,
+    so that rows are decided against earlier blocks' verdicts too; widths that fill no
+    whole word of packed bits, and one over 255 positions."""
+    monkeypatch.setattr(near_duplicates, "BLOCK_PAIRS", 500)
+    rng = np.random.default_rng(width)
+    templates = rng.integers(0, 2**32, (5, width), dtype=np.uint64).astype(np.uint32)
+    rows = 600
+    signatures = templates[rng.integers(0, 5, rows)]
+    keep_template = rng.random((rows, width)) < rng.uniform(0.8, 0.97, (rows, 1))
+    noise = rng.integers(0, 2**32, (rows, width), dtype=np.uint64).astype(np.uint32)
+    signatures = np.where(keep_template, signatures, noise)
+    buckets = near_duplicates._Buckets(signatures, bands)
+    keep = near_duplicates._keep_first_of_each(signatures, buckets, 0.8)
+    expected = reference_keep(signatures, bands, 0.8)
+    assert 0 < (~expected).sum() < rows - 5, "some rows go, some close ones stay"
+    assert keep.tolist() == expected.tolist()
